@@ -1,0 +1,111 @@
+// Package cli holds codelab-agent's commands. Each command is an options
+// struct and a run function with injected stdout/stderr, so tests call it
+// directly; cmd/codelab-agent only wires.
+package cli
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/codelab-app/infra/agent/internal/exitcode"
+	"github.com/codelab-app/infra/agent/internal/version"
+)
+
+// IO is where a command reads and writes.
+type IO struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+}
+
+// StdIO is the process's own streams.
+func StdIO() IO { return IO{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr} }
+
+// Global options, shared by every command.
+type Global struct {
+	LogLevel string
+	Root     string
+}
+
+// NewRoot builds the command tree.
+func NewRoot(stdio IO) *cobra.Command {
+	g := &Global{}
+	root := &cobra.Command{
+		Use:   "codelab-agent",
+		Short: "Boots a Codelab droplet from its metadata and one-line user_data",
+		Long: `codelab-agent runs on every Codelab droplet. At boot it reads the droplet's
+metadata and one-line user_data, renders Consul and consul-template config,
+starts the units, pulls the role's images and runs its Compose project.
+
+` + exitcode.Doc,
+		Version:       version.String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(stdio.In)
+	root.SetOut(stdio.Out)
+	root.SetErr(stdio.ErrOut)
+	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.Root, "root", "", "write every file below this folder instead of / (for tests and previews)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return exitcode.UsageError("%w", err)
+	})
+	root.AddCommand(
+		newRenderCmd(g, stdio),
+		newUserdataCmd(g, stdio),
+	)
+	for _, extra := range extraCommands {
+		root.AddCommand(extra(g, stdio))
+	}
+	return root
+}
+
+// extraCommands lets other files of this package register commands without
+// editing NewRoot.
+var extraCommands []func(*Global, IO) *cobra.Command
+
+// Logger returns the slog logger for a command: text to stderr, so journald
+// keeps it.
+func (g *Global) Logger(w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(strings.ToUpper(g.LogLevel))); err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+// Execute runs the tree and returns the process exit code.
+func Execute(ctx context.Context, args []string, stdio IO) int {
+	root := NewRoot(stdio)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil {
+		code := exitcode.Code(err)
+		if code == exitcode.Failed && isUsage(err) {
+			code = exitcode.Usage
+		}
+		io.WriteString(stdio.ErrOut, "codelab-agent: "+err.Error()+"\n")
+		if code == exitcode.Usage && cmd != nil {
+			io.WriteString(stdio.ErrOut, "Run '"+cmd.CommandPath()+" --help' for usage.\n")
+		}
+		return code
+	}
+	return exitcode.OK
+}
+
+// isUsage recognises cobra's own argument errors, which do not pass
+// through the flag error func.
+func isUsage(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "unknown flag", "invalid argument"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}

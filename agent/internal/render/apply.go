@@ -1,0 +1,107 @@
+package render
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/codelab-app/infra/agent/internal/fsutil"
+)
+
+// Validator checks staged files with the program that will read them.
+// staged is a folder that holds every rendered file at its droplet path
+// (staged + "/etc/consul.d/consul.hcl"), next to the files already on the
+// droplet that the same program also reads.
+type Validator interface {
+	Name() string
+	Validate(ctx context.Context, staged string, files []File) error
+}
+
+// ValidationError says which consumer rejected which files, and why.
+type ValidationError struct {
+	Validator string
+	Files     []string
+	Err       error
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("%s rejected the rendered config (%s); nothing was changed: %v",
+		e.Validator, strings.Join(e.Files, ", "), e.Err)
+}
+
+func (e *ValidationError) Unwrap() error { return e.Err }
+
+// Apply stages files, runs every validator on the staged copy and only then
+// writes each file through root's atomic writer. If any validator fails,
+// nothing under root changes. It returns the droplet paths whose bytes or
+// mode changed, so callers restart only what really changed.
+func Apply(ctx context.Context, root fsutil.Root, files []File, validators ...Validator) (changed []string, err error) {
+	staged, err := os.MkdirTemp("", "codelab-render-*")
+	if err != nil {
+		return nil, fmt.Errorf("create staging folder: %w", err)
+	}
+	defer os.RemoveAll(staged)
+
+	rendered := map[string]bool{}
+	for _, f := range files {
+		rendered[f.Path] = true
+		if _, err := fsutil.WriteFile(filepath.Join(staged, f.Path), f.Data, f.Mode); err != nil {
+			return nil, fmt.Errorf("stage %s: %w", f.Path, err)
+		}
+	}
+	// Consul reads every file in its folder: validate ours together with
+	// whatever else is there, as Consul will load them.
+	if err := copyForeign(root, staged, ConsulDir, rendered); err != nil {
+		return nil, err
+	}
+	for _, v := range validators {
+		if err := v.Validate(ctx, staged, files); err != nil {
+			var names []string
+			for _, f := range files {
+				if v.Name() == string(f.Consumer) {
+					names = append(names, f.Path)
+				}
+			}
+			return nil, &ValidationError{Validator: v.Name(), Files: names, Err: errors.New(strings.ReplaceAll(err.Error(), staged, ""))}
+		}
+	}
+	for _, f := range files {
+		ok, err := root.WriteFile(f.Path, f.Data, f.Mode)
+		if err != nil {
+			return changed, fmt.Errorf("write %s: %w", f.Path, err)
+		}
+		if ok {
+			changed = append(changed, f.Path)
+		}
+	}
+	return changed, nil
+}
+
+func copyForeign(root fsutil.Root, staged, dir string, rendered map[string]bool) error {
+	entries, err := os.ReadDir(root.Path(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		p := path.Join(dir, e.Name())
+		ext := path.Ext(e.Name())
+		if e.IsDir() || rendered[p] || fsutil.IsTemp(e.Name()) || (ext != ".hcl" && ext != ".json") {
+			continue
+		}
+		b, err := root.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", p, err)
+		}
+		if _, err := fsutil.WriteFile(filepath.Join(staged, p), b, 0o600); err != nil {
+			return fmt.Errorf("stage %s: %w", p, err)
+		}
+	}
+	return nil
+}

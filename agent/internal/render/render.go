@@ -1,0 +1,255 @@
+// Package render turns droplet metadata and a parsed user_data line into
+// the full set of files the droplet runs on: Consul agent config, the role's
+// Consul services, consul-template config and templates, and the role's
+// Compose file. Render is pure; Apply validates and swaps them in.
+package render
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"text/template"
+
+	"github.com/codelab-app/infra/agent/internal/metadata"
+	"github.com/codelab-app/infra/agent/internal/userdata"
+	"github.com/codelab-app/infra/roles"
+)
+
+// Paths on the droplet, as operators know them.
+const (
+	ConsulDir         = "/etc/consul.d"
+	ConsulDataDir     = "/opt/consul"
+	TemplateDir       = "/etc/consul-template"
+	TemplateConfig    = TemplateDir + "/config.hcl"
+	TemplateSourceDir = TemplateDir + "/templates"
+	ComposeRoot       = "/root/docker"
+)
+
+// Consumer names the program that reads a file, and so validates it.
+type Consumer string
+
+const (
+	ConsumerConsul         Consumer = "consul"
+	ConsumerConsulTemplate Consumer = "consul-template"
+	ConsumerCompose        Consumer = "compose"
+)
+
+// File is one rendered file.
+type File struct {
+	Path     string // absolute path on the droplet
+	Data     []byte
+	Mode     fs.FileMode
+	Consumer Consumer
+}
+
+// Ports are Consul's listeners. The zero value means Consul's defaults;
+// tests that run several agents on one loopback set them apart.
+type Ports struct {
+	HTTP, DNS, SerfLAN, SerfWAN, Server, GRPC int
+}
+
+// Input is everything Render needs.
+type Input struct {
+	Meta metadata.Metadata
+	User userdata.Config
+
+	// Ports, when set, are written into the Consul config.
+	Ports *Ports
+	// ContentRoot is prefixed to the paths written inside files (Consul's
+	// data_dir, template sources and destinations). Empty in production;
+	// tests that run Consul and consul-template from the rendered files
+	// point it at their temporary root.
+	ContentRoot string
+}
+
+// ComposeFile is where the role's Compose project lives on the droplet.
+func ComposeFile(role string) string { return path.Join(ComposeRoot, role, "compose.yaml") }
+
+// Render produces every file for the droplet. It fails when the droplet
+// cannot run the role as asked (no VPC address, say).
+func Render(in Input) ([]File, error) {
+	ip, err := in.Meta.RequirePrivateIPv4()
+	if err != nil {
+		return nil, fmt.Errorf("render consul config: %w", err)
+	}
+	u := in.User
+	data := roles.Data{
+		Role:       u.Role,
+		Env:        u.Env,
+		Registry:   u.Registry,
+		Version:    u.Version,
+		Datacenter: u.Datacenter(in.Meta.Region),
+		Hostname:   in.Meta.Hostname,
+		PrivateIP:  ip,
+	}
+	var files []File
+	add := func(p string, b []byte, mode fs.FileMode, c Consumer) {
+		files = append(files, File{Path: p, Data: b, Mode: mode, Consumer: c})
+	}
+
+	add(ConsulDir+"/consul.hcl", consulConfig(in, data), 0o640, ConsumerConsul)
+	add(ConsulDir+"/encrypt.hcl", hclFile(fmt.Sprintf("encrypt = %s\n", quote(u.GossipKey.Reveal()))), 0o600, ConsumerConsul)
+	add(ConsulDir+"/join.hcl", joinConfig(in), 0o600, ConsumerConsul)
+
+	roleFS, err := roles.FS(u.Role)
+	if err != nil {
+		return nil, fmt.Errorf("render role files: %w", err)
+	}
+	services, err := fs.Glob(roleFS, "consul/*.hcl")
+	if err != nil {
+		return nil, fmt.Errorf("render role %s services: %w", u.Role, err)
+	}
+	for _, name := range services {
+		b, err := execRoleFile(roleFS, name, data)
+		if err != nil {
+			return nil, err
+		}
+		add(ConsulDir+"/service-"+path.Base(name), hclFile(string(b)), 0o640, ConsumerConsul)
+	}
+
+	compose, err := execRoleFile(roleFS, "compose.yaml", data)
+	if err != nil {
+		return nil, err
+	}
+	add(ComposeFile(u.Role), compose, 0o644, ConsumerCompose)
+
+	tmpls, err := fs.Glob(roleFS, "templates/*.ctmpl")
+	if err != nil {
+		return nil, fmt.Errorf("render role %s templates: %w", u.Role, err)
+	}
+	var stanzas []templateStanza
+	for _, name := range tmpls {
+		b, err := execRoleFile(roleFS, name, data)
+		if err != nil {
+			return nil, err
+		}
+		src := path.Join(TemplateSourceDir, path.Base(name))
+		dst := path.Join(ComposeRoot, u.Role, strings.TrimSuffix(path.Base(name), ".ctmpl"))
+		add(src, b, 0o644, ConsumerConsulTemplate)
+		stanzas = append(stanzas, templateStanza{Source: src, Destination: dst})
+	}
+	add(TemplateConfig, templateConfig(in, stanzas), 0o640, ConsumerConsulTemplate)
+
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	return files, nil
+}
+
+const header = "# Rendered by codelab-agent from the droplet's metadata and user_data.\n# Do not edit: the agent rewrites it at boot.\n"
+
+func hclFile(body string) []byte { return []byte(header + body) }
+
+func consulConfig(in Input, d roles.Data) []byte {
+	var b strings.Builder
+	kv := func(k, v string) { fmt.Fprintf(&b, "%-20s = %s\n", k, v) }
+	kv("datacenter", quote(d.Datacenter))
+	kv("node_name", quote(in.Meta.Hostname))
+	kv("data_dir", quote(in.ContentRoot+ConsulDataDir))
+	kv("bind_addr", quote(d.PrivateIP))
+	kv("advertise_addr", quote(d.PrivateIP))
+	kv("client_addr", quote("127.0.0.1"))
+	kv("log_level", quote("INFO"))
+	kv("disable_update_check", "true")
+	kv("leave_on_terminate", strconv.FormatBool(in.User.Consul != userdata.ConsulServer))
+	b.WriteString("\nnode_meta {\n")
+	fmt.Fprintf(&b, "  role       = %s\n", quote(in.User.Role))
+	fmt.Fprintf(&b, "  env        = %s\n", quote(in.User.Env))
+	fmt.Fprintf(&b, "  droplet_id = %s\n", quote(in.Meta.DropletID))
+	b.WriteString("}\n")
+	if in.User.Consul == userdata.ConsulServer {
+		b.WriteString("\n")
+		kv("server", "true")
+		kv("bootstrap_expect", strconv.Itoa(in.User.Bootstrap))
+		b.WriteString("\nui_config {\n  enabled = true\n}\n")
+	} else {
+		b.WriteString("\n")
+		kv("server", "false")
+	}
+	if p := in.Ports; p != nil {
+		b.WriteString("\nports {\n")
+		for _, e := range []struct {
+			k string
+			v int
+		}{{"http", p.HTTP}, {"dns", p.DNS}, {"serf_lan", p.SerfLAN}, {"serf_wan", p.SerfWAN}, {"server", p.Server}, {"grpc", p.GRPC}} {
+			if e.v != 0 {
+				fmt.Fprintf(&b, "  %-8s = %d\n", e.k, e.v)
+			}
+		}
+		b.WriteString("}\n")
+	}
+	return hclFile(b.String())
+}
+
+// joinConfig is its own 0600 file because cloud auto-join carries the API
+// token.
+func joinConfig(in Input) []byte {
+	u := in.User
+	var entries []string
+	if u.Join.Tag != "" {
+		entries = append(entries, fmt.Sprintf("provider=digitalocean region=%s tag_name=%s api_token=%s",
+			in.Meta.Region, u.Join.Tag, u.DOToken.Reveal()))
+	} else {
+		entries = u.Join.Addrs
+	}
+	var b strings.Builder
+	b.WriteString("retry_join = [\n")
+	for _, e := range entries {
+		fmt.Fprintf(&b, "  %s,\n", quote(e))
+	}
+	b.WriteString("]\n")
+	return hclFile(b.String())
+}
+
+type templateStanza struct{ Source, Destination string }
+
+func templateConfig(in Input, stanzas []templateStanza) []byte {
+	httpPort := 8500
+	if in.Ports != nil && in.Ports.HTTP != 0 {
+		httpPort = in.Ports.HTTP
+	}
+	role := in.User.Role
+	var b strings.Builder
+	fmt.Fprintf(&b, "consul {\n  address = %s\n\n  retry {\n    enabled     = true\n    attempts    = 0\n    backoff     = \"250ms\"\n    max_backoff = \"1m\"\n  }\n}\n\n", quote(fmt.Sprintf("127.0.0.1:%d", httpPort)))
+	b.WriteString("log_level = \"info\"\n\nwait {\n  min = \"2s\"\n  max = \"10s\"\n}\n")
+	for _, s := range stanzas {
+		// An unchanged render runs nothing; a changed one re-applies the
+		// role's Compose project, which recreates only what changed.
+		cmd := []string{"docker", "compose", "-p", role, "-f", in.ContentRoot + ComposeFile(role), "up", "-d", "--wait", "--pull", "never"}
+		b.WriteString("\ntemplate {\n")
+		fmt.Fprintf(&b, "  source          = %s\n", quote(in.ContentRoot+s.Source))
+		fmt.Fprintf(&b, "  destination     = %s\n", quote(in.ContentRoot+s.Destination))
+		b.WriteString("  perms           = 0600\n")
+		b.WriteString("  create_dest_dirs = true\n")
+		b.WriteString("  error_on_missing_key = true\n")
+		b.WriteString("  exec {\n")
+		quoted := make([]string, len(cmd))
+		for i, c := range cmd {
+			quoted[i] = quote(c)
+		}
+		fmt.Fprintf(&b, "    command = [%s]\n", strings.Join(quoted, ", "))
+		b.WriteString("    timeout = \"180s\"\n  }\n}\n")
+	}
+	return hclFile(b.String())
+}
+
+func execRoleFile(fsys fs.FS, name string, d roles.Data) ([]byte, error) {
+	src, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return nil, fmt.Errorf("read role %s file %s: %w", d.Role, name, err)
+	}
+	t, err := template.New(name).Delims(roles.LeftDelim, roles.RightDelim).Option("missingkey=error").Parse(string(src))
+	if err != nil {
+		return nil, fmt.Errorf("parse role %s file %s: %w", d.Role, name, err)
+	}
+	var out bytes.Buffer
+	if err := t.Execute(&out, d); err != nil {
+		return nil, fmt.Errorf("render role %s file %s: %w", d.Role, name, err)
+	}
+	return out.Bytes(), nil
+}
+
+// quote writes an HCL string literal.
+func quote(s string) string { return strconv.Quote(s) }

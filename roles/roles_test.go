@@ -1,0 +1,27 @@
+package roles
+
+import (
+	"io/fs"
+	"testing"
+)
+
+func TestEveryRoleHasItsFiles(t *testing.T) {
+	for _, name := range Names {
+		fsys, err := FS(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fs.Stat(fsys, "compose.yaml"); err != nil {
+			t.Errorf("%s: no compose.yaml: %v", name, err)
+		}
+		for _, pattern := range []string{"consul/*.hcl", "templates/*.ctmpl"} {
+			m, _ := fs.Glob(fsys, pattern)
+			if len(m) == 0 {
+				t.Errorf("%s: nothing matches %s", name, pattern)
+			}
+		}
+	}
+	if _, err := FS("db"); err == nil {
+		t.Error("unknown role accepted")
+	}
+}

@@ -1,0 +1,3 @@
+module github.com/codelab-app/infra/tools
+
+go 1.26
