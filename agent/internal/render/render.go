@@ -49,7 +49,7 @@ type File struct {
 // Ports are Consul's listeners. The zero value means Consul's defaults;
 // tests that run several agents on one loopback set them apart.
 type Ports struct {
-	HTTP, DNS, SerfLAN, SerfWAN, Server, GRPC int
+	HTTP, DNS, SerfLAN, SerfWAN, Server, GRPC, GRPCTLS int
 }
 
 // Input is everything Render needs.
@@ -173,7 +173,7 @@ func consulConfig(in Input, d roles.Data) []byte {
 		for _, e := range []struct {
 			k string
 			v int
-		}{{"http", p.HTTP}, {"dns", p.DNS}, {"serf_lan", p.SerfLAN}, {"serf_wan", p.SerfWAN}, {"server", p.Server}, {"grpc", p.GRPC}} {
+		}{{"http", p.HTTP}, {"dns", p.DNS}, {"serf_lan", p.SerfLAN}, {"serf_wan", p.SerfWAN}, {"server", p.Server}, {"grpc", p.GRPC}, {"grpc_tls", p.GRPCTLS}} {
 			if e.v != 0 {
 				fmt.Fprintf(&b, "  %-8s = %d\n", e.k, e.v)
 			}
@@ -218,19 +218,21 @@ func templateConfig(in Input, stanzas []templateStanza) []byte {
 		// An unchanged render runs nothing; a changed one re-applies the
 		// role's Compose project, which recreates only what changed.
 		cmd := []string{"docker", "compose", "-p", role, "-f", in.ContentRoot + ComposeFile(role), "up", "-d", "--wait", "--pull", "never"}
-		b.WriteString("\ntemplate {\n")
-		fmt.Fprintf(&b, "  source          = %s\n", quote(in.ContentRoot+s.Source))
-		fmt.Fprintf(&b, "  destination     = %s\n", quote(in.ContentRoot+s.Destination))
-		b.WriteString("  perms           = 0600\n")
-		b.WriteString("  create_dest_dirs = true\n")
-		b.WriteString("  error_on_missing_key = true\n")
-		b.WriteString("  exec {\n")
 		quoted := make([]string, len(cmd))
 		for i, c := range cmd {
 			quoted[i] = quote(c)
 		}
-		fmt.Fprintf(&b, "    command = [%s]\n", strings.Join(quoted, ", "))
-		b.WriteString("    timeout = \"180s\"\n  }\n}\n")
+		b.WriteString("\ntemplate {\n")
+		for _, kv := range [][2]string{
+			{"source", quote(in.ContentRoot + s.Source)},
+			{"destination", quote(in.ContentRoot + s.Destination)},
+			{"perms", "0600"},
+			{"create_dest_dirs", "true"},
+			{"error_on_missing_key", "true"},
+		} {
+			fmt.Fprintf(&b, "  %-20s = %s\n", kv[0], kv[1])
+		}
+		fmt.Fprintf(&b, "\n  exec {\n    command = [%s]\n    timeout = \"180s\"\n  }\n}\n", strings.Join(quoted, ", "))
 	}
 	return hclFile(b.String())
 }

@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/codelab-app/infra/agent/internal/exitcode"
+	"github.com/codelab-app/infra/agent/internal/userdata"
+)
+
+const (
+	gossip   = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+	metaFile = "../metadata/testdata/droplet.json"
+)
+
+func run(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = Execute(context.Background(), args, IO{In: strings.NewReader(stdin), Out: &out, ErrOut: &errOut})
+	return code, out.String(), errOut.String()
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func tree(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	_ = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			data, _ := os.ReadFile(p)
+			fmt.Fprintf(&b, "%s %v %x\n", p, info.Mode(), data)
+		}
+		return nil
+	})
+	return b.String()
+}
+
+func TestRenderWritesFiles(t *testing.T) {
+	root, dir := t.TempDir(), t.TempDir()
+	ud := writeFile(t, dir, "ud", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip+"\n")
+	// Validation with consul is the integration tier's; here PATH has none.
+	t.Setenv("PATH", "")
+	code, out, errOut := run(t, "", "render", "--root", root, "--metadata-file", metaFile, "--user-data-file", ud)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"changed   0600 /etc/consul.d/encrypt.hcl", "/root/docker/api/compose.yaml"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(errOut, "consul validate skipped") {
+		t.Errorf("missing consul binary must be said: %s", errOut)
+	}
+	if strings.Contains(out+errOut, gossip) {
+		t.Error("output leaks the gossip key")
+	}
+	st, err := os.Stat(filepath.Join(root, "etc/consul.d/encrypt.hcl"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("encrypt.hcl: %v %v", st, err)
+	}
+	code, out, _ = run(t, "", "render", "--root", root, "--metadata-file", metaFile, "--user-data-file", ud)
+	if code != 0 || strings.Contains("\n"+out, "\nchanged ") {
+		t.Fatalf("second render changed files (exit %d):\n%s", code, out)
+	}
+}
+
+func TestRenderBadUserdataLeavesRootUntouched(t *testing.T) {
+	root, dir := t.TempDir(), t.TempDir()
+	t.Setenv("PATH", "")
+	good := writeFile(t, dir, "good", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip)
+	if code, _, errOut := run(t, "", "render", "--root", root, "--metadata-file", metaFile, "--user-data-file", good); code != 0 {
+		t.Fatalf("good render: %s", errOut)
+	}
+	before := tree(t, root)
+	bad := writeFile(t, dir, "bad", "#codelab v1 role=api consul=cleint join=10.132.0.2 gossip="+gossip)
+	code, _, errOut := run(t, "", "render", "--root", root, "--metadata-file", metaFile, "--user-data-file", bad)
+	if code != exitcode.Failed {
+		t.Fatalf("exit %d, want %d", code, exitcode.Failed)
+	}
+	if !strings.Contains(errOut, `token 4 "consul=cleint"`) || !strings.Contains(errOut, "server or client") {
+		t.Fatalf("error does not name the token and what was expected: %s", errOut)
+	}
+	if tree(t, root) != before {
+		t.Fatal("a bad user_data line changed the root")
+	}
+}
+
+func TestRenderWithoutVPCSaysSo(t *testing.T) {
+	dir := t.TempDir()
+	meta := writeFile(t, dir, "m.json", `{"droplet_id":1,"hostname":"h","region":"nyc3","interfaces":{"public":[{"ipv4":{"ip_address":"1.2.3.4"}}]}}`)
+	ud := writeFile(t, dir, "ud", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip)
+	code, _, errOut := run(t, "", "render", "--root", t.TempDir(), "--metadata-file", meta, "--user-data-file", ud)
+	if code != exitcode.Failed || !strings.Contains(errOut, "no private (VPC) interface") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
+
+func TestUsageErrorsExit64(t *testing.T) {
+	for _, args := range [][]string{{"render", "--no-such-flag"}, {"no-such-command"}, {"render", "extra-arg"}, {"userdata"}} {
+		code, _, errOut := run(t, "", args...)
+		if code != exitcode.Usage {
+			t.Errorf("%v: exit %d, want 64 (%s)", args, code, errOut)
+		}
+	}
+}
+
+func TestUserdataGenerateAndCheck(t *testing.T) {
+	t.Setenv(EnvGossip, gossip)
+	t.Setenv(EnvDOToken, "dop_v1_abcdef0123456789")
+	code, out, errOut := run(t, "", "userdata", "--role", "neo4j", "--consul", "server", "--bootstrap", "3")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	line := strings.TrimSpace(out)
+	c, err := userdata.Parse(line)
+	if err != nil || c.Role != "neo4j" || c.Bootstrap != 3 || c.GossipKey.Reveal() != gossip {
+		t.Fatalf("generated line %q: %+v %v", line, c, err)
+	}
+	code, out, errOut = run(t, line, "userdata", "--check")
+	if code != 0 || !strings.HasPrefix(out, "ok: #codelab v1 role=neo4j") || strings.Contains(out, gossip) {
+		t.Fatalf("check: exit %d out %q err %q", code, out, errOut)
+	}
+	code, _, errOut = run(t, "#codelab v1 role=api role=web", "userdata", "--check")
+	if code != exitcode.Failed || !strings.Contains(errOut, `duplicate key "role"`) {
+		t.Fatalf("check of a bad line: exit %d: %s", code, errOut)
+	}
+	t.Setenv(EnvGossip, "")
+	code, _, errOut = run(t, "", "userdata", "--role", "api", "--join", "10.0.0.1")
+	if code != exitcode.Failed || !strings.Contains(errOut, "missing required key gossip") {
+		t.Fatalf("missing gossip: exit %d: %s", code, errOut)
+	}
+}
+
+func TestHelpDocumentsExitCodesAndKeys(t *testing.T) {
+	_, out, _ := run(t, "", "--help")
+	if !strings.Contains(out, exitcode.Doc) {
+		t.Errorf("root help lacks the exit codes:\n%s", out)
+	}
+	_, out, _ = run(t, "", "userdata", "--help")
+	for _, k := range userdata.KeyNames() {
+		if !strings.Contains(out, "  "+k+" ") {
+			t.Errorf("userdata help does not document %s", k)
+		}
+	}
+}

@@ -1,0 +1,256 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/codelab-app/infra/agent/internal/metadata"
+	"github.com/codelab-app/infra/agent/internal/retry"
+)
+
+// integration skips unless CODELAB_INTEGRATION=1 (make test sets it); then a
+// missing program fails the test rather than skipping it.
+func integration(t *testing.T, programs ...string) map[string]string {
+	t.Helper()
+	if os.Getenv("CODELAB_INTEGRATION") != "1" {
+		t.Skip("integration test: set CODELAB_INTEGRATION=1 (make test does)")
+	}
+	paths := map[string]string{}
+	for _, p := range programs {
+		path, err := exec.LookPath(p)
+		if err != nil {
+			t.Fatalf("%s not found on PATH: run make deps (it builds it into ~/.cache/codelab/bin)", p)
+		}
+		paths[p] = path
+	}
+	return paths
+}
+
+func TestGoldenConfigsPassConsulValidate(t *testing.T) {
+	bins := integration(t, "consul")
+	for _, tc := range goldenCases {
+		t.Run(tc.name, func(t *testing.T) {
+			files, err := Render(Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := fsutil.Root{Dir: t.TempDir()}
+			if _, err := Apply(context.Background(), root, files, ConsulValidator{Bin: bins["consul"]}, TemplateValidator{}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestRealConsulRejectsBadConfigAndNothingIsSwapped(t *testing.T) {
+	bins := integration(t, "consul")
+	root := fsutil.Root{Dir: t.TempDir()}
+	tc := goldenCases[2]
+	files, _ := Render(Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line)})
+	if _, err := Apply(context.Background(), root, files, ConsulValidator{Bin: bins["consul"]}); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, root.Dir)
+	// A client with bootstrap_expect is something only Consul itself knows
+	// to be wrong.
+	bad := append([]File(nil), files...)
+	for i := range bad {
+		if bad[i].Path == ConsulDir+"/consul.hcl" {
+			bad[i].Data = append(append([]byte{}, bad[i].Data...), []byte("bootstrap_expect = 3\n")...)
+		}
+	}
+	_, err := Apply(context.Background(), root, bad, ConsulValidator{Bin: bins["consul"]})
+	if err == nil || !strings.Contains(err.Error(), "bootstrap_expect") || !strings.Contains(err.Error(), "/etc/consul.d/consul.hcl") {
+		t.Fatalf("err = %v", err)
+	}
+	if strings.Contains(err.Error(), os.TempDir()+"/codelab-render-") {
+		t.Errorf("error shows the staging folder instead of droplet paths: %v", err)
+	}
+	if fmt.Sprint(before) != fmt.Sprint(snapshot(t, root.Dir)) {
+		t.Fatal("rejected config was swapped in")
+	}
+}
+
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var ls []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+type node struct {
+	name  string
+	root  fsutil.Root
+	ports Ports
+	log   *bytes.Buffer
+}
+
+// TestClusterFromRenderedConfigs renders configs for three servers and one
+// client, starts real Consul agents from exactly those files, and checks
+// that they form a cluster; then the real consul-template renders the
+// client's role template from a KV value.
+func TestClusterFromRenderedConfigs(t *testing.T) {
+	bins := integration(t, "consul", "consul-template")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	names := []string{"neo4j-1", "consul-2", "consul-3", "api-1"}
+	ports := freePorts(t, 5*len(names))
+	var nodes []*node
+	var join []string
+	for i, name := range names {
+		p := ports[i*5 : i*5+5]
+		n := &node{name: name, root: fsutil.Root{Dir: t.TempDir()}, log: &bytes.Buffer{},
+			ports: Ports{HTTP: p[0], SerfLAN: p[1], SerfWAN: p[2], Server: p[3], DNS: p[4], GRPC: -1, GRPCTLS: -1}}
+		nodes = append(nodes, n)
+		if i < 3 {
+			join = append(join, fmt.Sprintf("127.0.0.1:%d", n.ports.SerfLAN))
+		}
+	}
+	for i, n := range nodes {
+		role, mode := "neo4j", "consul=server bootstrap=3"
+		if i > 0 {
+			role = "api"
+		}
+		if i == 3 {
+			mode = "consul=client"
+		}
+		line := fmt.Sprintf("#codelab v1 role=%s env=prod %s join=%s gossip=%s", role, mode, strings.Join(join, ","), testGossip)
+		m := metadata.Metadata{DropletID: fmt.Sprint(1000 + i), Hostname: n.name, Region: "nyc3", PrivateIPv4: "127.0.0.1"}
+		files, err := Render(Input{Meta: m, User: mustParse(t, line), Ports: &n.ports, ContentRoot: n.root.Dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Apply(ctx, n.root, files, ConsulValidator{Bin: bins["consul"]}, TemplateValidator{}); err != nil {
+			t.Fatalf("%s: %v", n.name, err)
+		}
+		cmd := exec.Command(bins["consul"], "agent", "-config-dir", n.root.Path(ConsulDir))
+		cmd.Stdout, cmd.Stderr = n.log, n.log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+			}
+			if t.Failed() {
+				t.Logf("--- consul log of %s\n%s", n.name, n.log.String())
+			}
+		})
+	}
+
+	client := nodes[3]
+	api := fmt.Sprintf("http://127.0.0.1:%d", client.ports.HTTP)
+	poll := retry.Policy{Initial: 200 * time.Millisecond, Max: 2 * time.Second}
+	err := retry.Do(ctx, poll, func(ctx context.Context) error {
+		var leader string
+		if err := getJSON(ctx, api+"/v1/status/leader", &leader); err != nil {
+			return err
+		}
+		if leader == "" {
+			return fmt.Errorf("no leader yet")
+		}
+		var members []struct {
+			Name   string
+			Status int
+			Tags   map[string]string
+		}
+		if err := getJSON(ctx, api+"/v1/agent/members", &members); err != nil {
+			return err
+		}
+		alive, servers := 0, 0
+		for _, m := range members {
+			if m.Status == 1 {
+				alive++
+				if m.Tags["role"] == "consul" {
+					servers++
+				}
+			}
+		}
+		if alive != 4 || servers != 3 {
+			return fmt.Errorf("%d alive members, %d servers; want 4 and 3", alive, servers)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("cluster did not form: %v", err)
+	}
+
+	// KV to consul-template: the real binary, the rendered config and
+	// template. -dry prints instead of writing and runs no command.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, api+"/v1/kv/codelab/prod/api/GREETING", strings.NewReader("hello from kv"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("write KV: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	// Right after an election a read may still miss the write; in
+	// production consul-template keeps watching, here we ask again until
+	// the value arrives or the deadline passes.
+	tctx, tcancel := context.WithTimeout(ctx, time.Minute)
+	defer tcancel()
+	dest := filepath.Join(client.root.Dir, "/root/docker/api/api.env")
+	var out []byte
+	err = retry.Do(tctx, poll, func(ctx context.Context) error {
+		var err error
+		out, err = exec.CommandContext(ctx, bins["consul-template"], "-config", client.root.Path(TemplateConfig), "-once", "-dry").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("consul-template: %w\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "GREETING=hello from kv") {
+			return fmt.Errorf("KV value not rendered yet:\n%s", out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"> " + dest, "GREETING=hello from kv", "CODELAB_ROLE=api", "CODELAB_ENV=prod"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("consul-template output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return retry.Permanent(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
