@@ -20,7 +20,7 @@ type UserdataOptions struct {
 	File  string
 
 	Role, Env, Consul, Join, DC, Version, Registry string
-	Bootstrap                                       int
+	Bootstrap                                      int
 	// Secrets come from the environment, never from flags, so they do not
 	// show in `ps` or shell history.
 	Getenv func(string) string
