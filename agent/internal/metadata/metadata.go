@@ -32,7 +32,7 @@ const maxBody = 1 << 20
 
 // Metadata is what the agent needs to know about its droplet.
 type Metadata struct {
-	DropletID  string   // always a string, whatever the service sent
+	DropletID  string // always a string, whatever the service sent
 	Hostname   string
 	Region     string
 	Tags       []string // never nil
@@ -73,8 +73,8 @@ type wire struct {
 		Public  []wireInterface `json:"public"`
 		Private []wireInterface `json:"private"`
 	} `json:"interfaces"`
-	FloatingIP  wireFloating `json:"floating_ip"`
-	ReservedIP  wireFloating `json:"reserved_ip"`
+	FloatingIP wireFloating `json:"floating_ip"`
+	ReservedIP wireFloating `json:"reserved_ip"`
 }
 
 type wireInterface struct {

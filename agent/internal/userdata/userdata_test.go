@@ -118,13 +118,13 @@ func TestParseErrors(t *testing.T) {
 
 func TestSecretsNeverInErrorsOrRedacted(t *testing.T) {
 	secretLines := []string{
-		"#codelab v1 role=api gossip=not-base64-" + doToken,                         // bad secret value
-		"#codelab v1 role=api gossip=" + gossip + " gossip=" + gossip,               // duplicate secret
-		"#codelab v1 role=api registry_token=" + doToken + " registry_token=x",      // duplicate token
-		"#codelab v1 role=api do_token=" + doToken + "!" + " gossip=" + gossip,      // bad token
-		"#codelab v1 role=api " + doToken + " gossip=" + gossip,                     // token pasted without key
-		"#codelab v1 role=api gosip=" + gossip,                                      // misspelt key
-		gossip + " #codelab v1 role=api",                                            // secret first
+		"#codelab v1 role=api gossip=not-base64-" + doToken,                    // bad secret value
+		"#codelab v1 role=api gossip=" + gossip + " gossip=" + gossip,          // duplicate secret
+		"#codelab v1 role=api registry_token=" + doToken + " registry_token=x", // duplicate token
+		"#codelab v1 role=api do_token=" + doToken + "!" + " gossip=" + gossip, // bad token
+		"#codelab v1 role=api " + doToken + " gossip=" + gossip,                // token pasted without key
+		"#codelab v1 role=api gosip=" + gossip,                                 // misspelt key
+		gossip + " #codelab v1 role=api",                                       // secret first
 	}
 	for _, line := range secretLines {
 		_, err := Parse(line)
