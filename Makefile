@@ -32,7 +32,7 @@ bin/imager:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./imager/cmd/imager
 
 .PHONY: test
-test: ## run every test: unit, integration (real Consul, consul-template, dockerd, packer) and a bounded fuzz run
+test: deps ## run every test: unit, integration (real Consul, consul-template, dockerd, packer) and a bounded fuzz run
 	@bash scripts/test.sh
 
 .PHONY: fuzz
@@ -44,7 +44,7 @@ bench: ## run the benchmarks and print their ratios
 	@for m in $(MODULES); do (cd $$m && CODELAB_INTEGRATION=1 go test -run '^$$' -bench . -benchtime 1x ./...) || exit 1; done
 
 .PHONY: demo
-demo: build ## run the main job on the local default (see README)
+demo: deps build ## run the main job on the local default (see README)
 	@bash scripts/demo.sh
 
 .PHONY: fmt
