@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Installs everything every codelab image needs from the payload the imager uploaded
+# (verified artifacts, codelab-agent, systemd units, role files). Nothing is downloaded
+# here except Debian packages through apt, whose archive signatures apt verifies.
+#
+# Environment (set by the Packer template):
+#   CODELAB_PAYLOAD              payload folder (default /tmp/codelab-payload)
+#   CODELAB_IMAGE                image family, e.g. services-base
+#   CODELAB_AGENT_VERSION, CODELAB_GIT_SHA, CODELAB_FINGERPRINT   recorded in /etc/codelab/image.env
+# Test-only switches (never set by the templates; the container test has no network):
+#   CODELAB_SKIP_APT=1              skip apt-get update/upgrade
+#   CODELAB_SKIP_DOCKER_INSTALL=1   skip installing the Docker Engine packages
+set -euo pipefail
+
+log() { echo "install-base: $*"; }
+die() { echo "install-base: ERROR: $*" >&2; exit 1; }
+
+PAYLOAD="${CODELAB_PAYLOAD:-/tmp/codelab-payload}"
+ROLES_DIR="${CODELAB_ROLES_DIR:-/usr/share/codelab/roles}"
+export DEBIAN_FRONTEND=noninteractive
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+[ -d "$PAYLOAD" ] || die "payload folder $PAYLOAD is missing (the file provisioner did not run?)"
+
+systemd_running() { [ -d /run/systemd/system ]; }
+
+log "verifying payload checksums"
+[ -f "$PAYLOAD/SHA256SUMS" ] || die "$PAYLOAD/SHA256SUMS is missing"
+(cd "$PAYLOAD" && sha256sum --quiet --strict -c SHA256SUMS) || die "payload checksum mismatch"
+
+for b in consul consul-template docker-compose doctl codelab-agent; do
+	[ -f "$PAYLOAD/bin/$b" ] || die "payload has no bin/$b"
+done
+
+if [ "${CODELAB_SKIP_APT:-0}" = 1 ]; then
+	log "CODELAB_SKIP_APT=1: not running apt-get update/upgrade (test mode)"
+else
+	log "apt-get update + upgrade"
+	apt-get update -q
+	apt-get -y -q -o Dpkg::Options::=--force-confold upgrade
+	apt-get -y -q install --no-install-recommends ca-certificates
+fi
+
+if [ "${CODELAB_SKIP_DOCKER_INSTALL:-0}" = 1 ]; then
+	log "CODELAB_SKIP_DOCKER_INSTALL=1: not installing Docker Engine (test mode)"
+else
+	shopt -s nullglob
+	debs=("$PAYLOAD"/debs/*.deb)
+	shopt -u nullglob
+	[ "${#debs[@]}" -gt 0 ] || die "payload has no Docker Engine packages in debs/"
+	log "installing Docker Engine from ${#debs[@]} verified packages"
+	apt-get -y -q install --no-install-recommends "${debs[@]}"
+fi
+
+log "installing binaries"
+install -m 0755 "$PAYLOAD/bin/consul" /usr/local/bin/consul
+install -m 0755 "$PAYLOAD/bin/consul-template" /usr/local/bin/consul-template
+install -m 0755 "$PAYLOAD/bin/doctl" /usr/local/bin/doctl
+install -m 0755 "$PAYLOAD/bin/codelab-agent" /usr/local/bin/codelab-agent
+install -d -m 0755 /usr/local/lib/docker/cli-plugins
+install -m 0755 "$PAYLOAD/bin/docker-compose" /usr/local/lib/docker/cli-plugins/docker-compose
+ln -sf /usr/local/lib/docker/cli-plugins/docker-compose /usr/local/bin/docker-compose
+for b in consul consul-template doctl codelab-agent docker-compose; do
+	"/usr/local/bin/$b" --version >/dev/null 2>&1 || "/usr/local/bin/$b" version >/dev/null 2>&1 ||
+		die "/usr/local/bin/$b does not run"
+done
+
+log "creating directories"
+install -d -m 0750 /etc/consul.d /opt/consul
+install -d -m 0755 /etc/consul-template /root/docker /etc/codelab
+install -d -m 0700 /root/.config /root/.config/doctl
+
+log "installing role files into $ROLES_DIR"
+rm -rf "$ROLES_DIR"
+install -d -m 0755 "$ROLES_DIR"
+if [ -d "$PAYLOAD/roles" ]; then
+	cp -a "$PAYLOAD/roles/." "$ROLES_DIR/"
+	chown -R root:root "$ROLES_DIR"
+fi
+
+log "installing systemd units"
+shopt -s nullglob
+units=("$PAYLOAD"/systemd/*.service "$PAYLOAD"/systemd/*.timer)
+shopt -u nullglob
+for u in "${units[@]}"; do
+	install -m 0644 "$u" "/etc/systemd/system/$(basename "$u")"
+done
+for required in codelab-agent.service consul.service consul-template.service; do
+	[ -f "/etc/systemd/system/$required" ] || die "systemd unit $required is missing from the payload (systemd/ in the repo)"
+done
+
+# SSH host keys are removed before the snapshot. cloud-init regenerates them on a new
+# instance; this unit is the fallback when cloud-init is absent or skips the module.
+cat >/etc/systemd/system/codelab-ssh-hostkeys.service <<'UNIT'
+[Unit]
+Description=Generate SSH host keys if missing (codelab images ship without them)
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+
+if systemd_running; then
+	systemctl daemon-reload
+fi
+# consul and consul-template are enabled here but started by codelab-agent at boot, once
+# their configuration is rendered. docker is enabled and started.
+systemctl enable codelab-agent.service consul.service consul-template.service codelab-ssh-hostkeys.service
+for u in "${units[@]}"; do
+	case "$(basename "$u")" in *.timer) systemctl enable "$(basename "$u")" ;; esac
+done
+if [ "${CODELAB_SKIP_DOCKER_INSTALL:-0}" != 1 ]; then
+	systemctl enable docker.service
+	if systemd_running; then
+		systemctl start docker.service
+		docker version >/dev/null || die "docker does not answer after start"
+		docker compose version >/dev/null || die "docker compose plugin does not run"
+	fi
+fi
+
+log "configuring cloud-init (hostname, SSH keys and networking; user_data belongs to codelab-agent)"
+install -d -m 0755 /etc/cloud/cloud.cfg.d
+cat >/etc/cloud/cloud.cfg.d/99-codelab.cfg <<'CFG'
+# codelab: user_data is codelab-agent's one-line format, not cloud-config. cloud-init
+# must not consume it (that would leave it degraded); it still sets the hostname, installs
+# the SSH keys from the metadata, regenerates SSH host keys and configures networking.
+# allow_userdata is ignored by cloud-init releases that predate it.
+allow_userdata: false
+ssh_deletekeys: true
+ssh_genkeytypes: [rsa, ecdsa, ed25519]
+preserve_hostname: false
+CFG
+
+log "recording image release"
+cat >/etc/codelab/image.env <<ENV
+CODELAB_IMAGE=${CODELAB_IMAGE:-unknown}
+CODELAB_AGENT_VERSION=${CODELAB_AGENT_VERSION:-unknown}
+CODELAB_GIT_SHA=${CODELAB_GIT_SHA:-unknown}
+CODELAB_FINGERPRINT=${CODELAB_FINGERPRINT:-}
+CONSUL_VERSION=${CONSUL_VERSION:-}
+CONSUL_TEMPLATE_VERSION=${CONSUL_TEMPLATE_VERSION:-}
+COMPOSE_VERSION=${COMPOSE_VERSION:-}
+DOCTL_VERSION=${DOCTL_VERSION:-}
+ENV
+chmod 0644 /etc/codelab/image.env
+log "done"

@@ -1,0 +1,32 @@
+# codelab-services-base: app droplets (api, web, landing, sites).
+# Built by `imager build app`; shared variables live in packer/common.
+
+source "digitalocean" "services-base" {
+  api_url       = var.api_url
+  image         = var.base_image
+  region        = var.region
+  size          = var.size
+  ssh_username  = "root"
+  droplet_name  = "packer-${var.build_id}"
+  snapshot_name = "codelab-services-base-${local.snapshot_time}"
+  tags          = ["codelab-imager", "codelab-build:${var.build_id}"]
+  # The droplet that builds the image gets no codelab user_data: the agent is not run.
+}
+
+build {
+  sources = ["source.digitalocean.services-base"]
+
+  provisioner "file" {
+    source      = "${var.payload_dir}/"
+    destination = local.payload_dest
+  }
+
+  provisioner "shell" {
+    environment_vars = concat(local.build_env, ["CODELAB_IMAGE=services-base"])
+    scripts = [
+      "${var.scripts_dir}/install-base.sh",
+      "${var.scripts_dir}/cleanup.sh",
+      "${var.scripts_dir}/hygiene-gate.sh",
+    ]
+  }
+}
