@@ -1,0 +1,42 @@
+// Command imager builds the codelab DigitalOcean images with Packer and manages their
+// snapshots. main only wires; the commands live in internal/cli.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/codelab-app/infra/imager/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	level := new(slog.LevelVar)
+	g := &cli.Globals{
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv,
+		Log:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Level: level,
+	}
+	root := cli.NewRootCmd(g)
+	err := root.ExecuteContext(ctx)
+	stop()
+	os.Exit(exitCode(err))
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return cli.ExitOK
+	}
+	fmt.Fprintln(os.Stderr, "imager: "+err.Error())
+	var u cli.UsageError
+	if errors.As(err, &u) {
+		return cli.ExitUsage
+	}
+	return cli.ExitFailure
+}

@@ -1,0 +1,320 @@
+package cli_test
+
+import (
+	"context"
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codelab-app/infra/imager/internal/artifacts"
+	"github.com/codelab-app/infra/imager/internal/cli"
+	"github.com/codelab-app/infra/imager/internal/images"
+	"github.com/codelab-app/infra/imager/internal/images/imagestest"
+)
+
+// fakeAgent stands in for `go build` of the agent: the agent package is built for real
+// by GoBuildAgent (see TestAgentBuildArgs and the e2e suite).
+func fakeAgent(content string) cli.AgentBuilder {
+	return func(_ context.Context, b cli.AgentBuild) error {
+		return os.WriteFile(b.Out, []byte(content), 0o755)
+	}
+}
+
+// fakePackerBin answers `packer version` like Packer 1.6.6 and runs buildBody for
+// `packer build`, with its arguments in "$@" and one per line in $ARGS_FILE. It is only
+// for checking arguments, variables and output prefixing.
+func fakePackerBin(t *testing.T, buildBody string) (bin, argsDir string) {
+	dir := t.TempDir()
+	bin = filepath.Join(dir, "packer")
+	script := `#!/bin/sh
+case "$1" in
+version) echo "Packer v1.6.6"; exit 0 ;;
+build) ;;
+*) echo "fake packer: unexpected command $1" >&2; exit 99 ;;
+esac
+for a in "$@"; do case "$a" in snapshot_name=*|build_id=*) ;; esac; done
+name=$(basename "$(eval echo \${$#})")
+ARGS_FILE="` + dir + `/args-$name"
+printf '%s\n' "$@" > "$ARGS_FILE"
+echo "token=$DIGITALOCEAN_API_TOKEN url=$DIGITALOCEAN_API_URL" >> "$ARGS_FILE"
+ls "$(eval echo \${$#})" >> "$ARGS_FILE"
+` + buildBody
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin, dir
+}
+
+// buildOptions wires a build against srv with a fake agent.
+func buildOptions(t *testing.T, srv *imagestest.Server, repo, packerBin, target string) (*cli.BuildOptions, *strings.Builder, *strings.Builder) {
+	g, _, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok"})
+	var out, errb strings.Builder
+	g.Stdout, g.Stderr = &out, &errb
+	g.Repo, g.APIURL, g.Packer = repo, srv.URL, packerBin
+	return &cli.BuildOptions{
+		Globals: g, Target: target, Region: "nyc3", AgentVersion: "v1.2.3", GitSHA: "0123456789abcdef",
+		BuildAgent: fakeAgent("agent-v1"),
+		Now:        func() time.Time { return time.Date(2026, 11, 27, 18, 30, 0, 0, time.UTC) },
+	}, &out, &errb
+}
+
+// fingerprints computes what a build of repo would store, the way RunBuild does.
+func fingerprint(t *testing.T, repo, family, agent, localDir string) string {
+	v, err := artifacts.LoadVersions(filepath.Join(repo, artifacts.VersionsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	arts, err := artifacts.Resolve(v, artifacts.Catalog, localDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "codelab-agent")
+	os.WriteFile(bin, []byte(agent), 0o755)
+	in, err := cli.Inputs(repo, family, bin, arts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return images.Fingerprint(in)
+}
+
+const mustNotBuild = `echo "fake packer: build must not run" >&2; touch "$(dirname "$0")/BUILT"; exit 1`
+
+func TestBuildSkipsSameFingerprint(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := imagestest.New(t, "tok") // no Allow*: tagging or deleting would fail the test
+	fp := fingerprint(t, repo, "services-base", "agent-v1", "")
+	srv.Images = []imagestest.Image{
+		{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Tags: []string{images.TagFingerprint + fp}},
+		// Same fingerprint on another family does not count.
+		{ID: 11, Name: "codelab-neo4j-base-2026-11-01-0000", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Tags: []string{images.TagFingerprint + fp}},
+	}
+	bin, dir := fakePackerBin(t, mustNotBuild)
+	o, out, _ := buildOptions(t, srv, repo, bin, "app")
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	want := "services-base: up to date: snapshot codelab-services-base-2026-11-01-0000 (id 10) has fingerprint " + fp + "; skipping (--force rebuilds)"
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("output %q lacks %q", out, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil {
+		t.Fatal("packer build ran although the fingerprint matched")
+	}
+
+	// A changed input (the agent) changes the fingerprint: no skip.
+	o, out, _ = buildOptions(t, srv, repo, bin, "app")
+	o.BuildAgent = fakeAgent("agent-v2")
+	o.LocalArtifacts = localArtifacts(t, repo) // no downloads in tests
+	if err := cli.RunBuild(t.Context(), o); err == nil || strings.Contains(out.String(), "up to date") {
+		t.Fatalf("a new agent must rebuild: err %v, out %q", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err != nil {
+		t.Fatal("packer build did not run for a changed agent")
+	}
+}
+
+// localArtifacts is a folder with every artifact as a local file (no downloads).
+func localArtifacts(t *testing.T, repo string) string {
+	dir := t.TempDir()
+	v, _ := artifacts.LoadVersions(filepath.Join(repo, artifacts.VersionsFile))
+	for _, s := range artifacts.Catalog {
+		name := strings.ReplaceAll(s.LocalName, "{version}", v[s.VersionVar])
+		os.WriteFile(filepath.Join(dir, name), []byte("local "+s.Name), 0o755)
+	}
+	return dir
+}
+
+func TestBuildAllRunsPackerAndTagsSnapshots(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := imagestest.New(t, "tok")
+	srv.AllowTagImage = true
+	local := localArtifacts(t, repo)
+	fp := fingerprint(t, repo, "services-base", "agent-v1", local)
+	// Same fingerprint exists, but --force rebuilds.
+	srv.Images = []imagestest.Image{{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Now(), Tags: []string{images.TagFingerprint + fp}}}
+	bin, dir := fakePackerBin(t, `
+case "$ARGS_FILE" in *neo4j*) id=802 ;; *) id=801 ;; esac
+echo "1,,ui,say,==> digitalocean: Creating droplet..."
+echo "1,,ui,message,    digitalocean: hygiene gate: ok"
+echo "2,digitalocean,artifact,0,id,nyc3:$id"
+`)
+	o, out, errb := buildOptions(t, srv, repo, bin, "all")
+	o.Force = true
+	o.Globals.Getenv = env{"DIGITALOCEAN_API_TOKEN": "tok", "CODELAB_LOCAL_ARTIFACTS": local}.get
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, out, errb)
+	}
+	if !strings.Contains(out.String(), "rebuilding (--force)") {
+		t.Errorf("no --force note in %q", out)
+	}
+	for _, fam := range []string{"services-base", "neo4j-base"} {
+		args, err := os.ReadFile(filepath.Join(dir, "args-"+filepathBaseStage(t, dir, fam)))
+		if err != nil {
+			t.Fatalf("%s: packer build did not run: %v", fam, err)
+		}
+		a := string(args)
+		for _, want := range []string{
+			"build\n-machine-readable\n-color=false\n",
+			"-var-file=" + filepath.Join(repo, "packer", "versions.pkrvars.hcl") + "\n",
+			"api_url=" + srv.URL + "\n",
+			"scripts_dir=" + filepath.Join(repo, "packer", "scripts") + "\n",
+			"region=nyc3\n", "snapshot_time=2026-11-27-1830\n", "agent_version=v1.2.3\n", "git_sha=0123456789abcdef\n",
+			"build_id=" + fam + "-20261127-183000-",
+			"token=tok url=" + srv.URL,
+			"variables.pkr.hcl\n", fam + ".pkr.hcl\n",
+		} {
+			if !strings.Contains(a, want) {
+				t.Errorf("%s: packer args lack %q:\n%s", fam, want, a)
+			}
+		}
+		if strings.Contains(a, "plugins.pkr.hcl") || strings.Contains(a, "-debug") {
+			t.Errorf("%s: Packer 1.6 must not get the plugin file or -debug:\n%s", fam, a)
+		}
+		if strings.Contains(a, "tok\n") || strings.Contains(a, "=tok\n") {
+			t.Errorf("%s: the token must not be on the command line", fam)
+		}
+		if !strings.Contains(errb.String(), fam+" | ==> digitalocean: Creating droplet...\n") || !strings.Contains(errb.String(), fam+" |     digitalocean: hygiene gate: ok\n") {
+			t.Errorf("%s: output not prefixed:\n%s", fam, errb)
+		}
+	}
+	for id, fam := range map[int]string{801: "services-base", 802: "neo4j-base"} {
+		tags := srv.Tagged[id]
+		if !slices.Contains(tags, "codelab-image:"+fam) || !slices.Contains(tags, "codelab-agent:v1_2_3") || !slices.Contains(tags, "codelab-git:0123456789abcdef") || len(tags) != 4 {
+			t.Errorf("snapshot %d tags = %v", id, tags)
+		}
+	}
+	if !strings.Contains(out.String(), "services-base: built codelab-services-base-2026-11-27-1830 (id 801, regions nyc3)") {
+		t.Errorf("summary: %s", out)
+	}
+	if n := srv.Count("GET /v2/droplets?page=1&per_page=200&tag_name=codelab-build"); n != 2 {
+		t.Errorf("leftover checks = %d, want one per image: %v", n, srv.Requests)
+	}
+}
+
+// filepathBaseStage finds the staged template folder name the fake recorded for family.
+func filepathBaseStage(t *testing.T, dir, family string) string {
+	m, _ := filepath.Glob(filepath.Join(dir, "args-imager-"+family+"-*"))
+	if len(m) != 1 {
+		t.Fatalf("want one packer build of %s, found %v", family, m)
+	}
+	return strings.TrimPrefix(filepath.Base(m[0]), "args-")
+}
+
+func TestBuildFailureCleansUpLeftovers(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := imagestest.New(t, "tok")
+	srv.AllowCreateDroplet, srv.AllowDeleteDroplet = true, true
+	srv.Keys = []imagestest.Key{{ID: 5, Name: "packer-6543"}, {ID: 6, Name: "ci"}}
+	// Like a Packer that dies after creating its droplet: the droplet stays behind.
+	bin, _ := fakePackerBin(t, `
+for a in "$@"; do case "$a" in build_id=*) id=${a#build_id=} ;; esac; done
+curl -sf -X POST -H "Authorization: Bearer $DIGITALOCEAN_API_TOKEN" -H 'Content-Type: application/json' \
+  -d "{\"name\":\"packer-x\",\"tags\":[\"codelab-imager\",\"codelab-build:$id\"]}" "${DIGITALOCEAN_API_URL%/}/v2/droplets" >/dev/null || exit 98
+echo "1,,ui,error,Build 'digitalocean' errored: provisioner failed"
+exit 1
+`)
+	o, out, errb := buildOptions(t, srv, repo, bin, "app")
+	o.Globals.Getenv = env{"DIGITALOCEAN_API_TOKEN": "tok", "CODELAB_LOCAL_ARTIFACTS": localArtifacts(t, repo)}.get
+	err := cli.RunBuild(t.Context(), o)
+	if err == nil || !strings.Contains(err.Error(), "packer build failed") {
+		t.Fatalf("err = %v\n%s", err, errb)
+	}
+	if len(srv.DeletedDroplets) != 1 || len(srv.Droplets) != 0 {
+		t.Fatalf("leftover droplet not deleted: deleted %v, remaining %v", srv.DeletedDroplets, srv.Droplets)
+	}
+	for _, want := range []string{"services-base | deleted leftover build droplet packer-x", "services-base | SSH key packer-6543 (id 5) looks like a temporary Packer key"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, errb)
+		}
+	}
+	if strings.Contains(errb.String(), "key ci") {
+		t.Error("only packer-* keys are suspects")
+	}
+	if !strings.Contains(out.String(), "services-base: FAILED") {
+		t.Errorf("summary: %s", out)
+	}
+}
+
+func TestBuildRefusesUnpinnedArtifacts(t *testing.T) {
+	repo := fixtureRepo(t)
+	os.WriteFile(filepath.Join(repo, artifacts.VersionsFile), []byte(strings.ReplaceAll(readFile(t, filepath.Join(repoRoot(t), artifacts.VersionsFile)), "x", "x")), 0o644)
+	srv := imagestest.New(t, "tok")
+	bin, _ := fakePackerBin(t, mustNotBuild)
+	o, _, _ := buildOptions(t, srv, repo, bin, "all")
+	err := cli.RunBuild(t.Context(), o)
+	if err == nil || !strings.Contains(err.Error(), "artifact consul 1.17.1: no SHA-256 pinned") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestBuildNeedsUnits(t *testing.T) {
+	repo := fixtureRepo(t)
+	os.Remove(filepath.Join(repo, "systemd", "consul.service"))
+	srv := imagestest.New(t, "tok")
+	bin, _ := fakePackerBin(t, mustNotBuild)
+	o, _, _ := buildOptions(t, srv, repo, bin, "app")
+	if err := cli.RunBuild(t.Context(), o); err == nil || !strings.Contains(err.Error(), "systemd unit consul.service is missing") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestAgentBuildArgs(t *testing.T) {
+	dir := t.TempDir()
+	goBin := filepath.Join(dir, "go")
+	os.WriteFile(goBin, []byte("#!/bin/sh\nprintf '%s\\n' \"$PWD\" \"CGO_ENABLED=$CGO_ENABLED\" \"$@\" > "+dir+"/args\ntouch \"$6\"\n"), 0o755)
+	out := filepath.Join(dir, "codelab-agent")
+	err := cli.GoBuildAgent(t.Context(), cli.AgentBuild{GoBin: goBin, Repo: dir, Out: out, Version: "v1.0.0", Commit: "abc", Stderr: os.Stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dir + "\nCGO_ENABLED=0\nbuild\n-trimpath\n-ldflags\n-s -w -X github.com/codelab-app/infra/agent/internal/version.Version=v1.0.0 -X github.com/codelab-app/infra/agent/internal/version.Commit=abc\n-o\n" + out + "\n./agent/cmd/codelab-agent\n"
+	if got := readFile(t, filepath.Join(dir, "args")); got != want {
+		t.Fatalf("go called with\n%s\nwant\n%s", got, want)
+	}
+	if err := cli.GoBuildAgent(t.Context(), cli.AgentBuild{GoBin: goBin, Repo: dir, Out: out, Version: "v 1", Commit: "abc"}); err == nil {
+		t.Fatal("a version with a space must be refused")
+	}
+}
+
+// The real agent builds as the imager builds it: static, with version and commit.
+func TestGoBuildAgentForReal(t *testing.T) {
+	integration(t)
+	repo := repoRoot(t)
+	if _, err := os.Stat(filepath.Join(repo, "agent", "cmd", "codelab-agent")); err != nil {
+		t.Fatalf("integration prerequisite: %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "codelab-agent")
+	if err := cli.GoBuildAgent(t.Context(), cli.AgentBuild{Repo: repo, Out: out, Version: "v0.0.0-test", Commit: "c0ffee", Stderr: os.Stderr}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Fatal("codelab-agent is dynamically linked; want CGO_ENABLED=0")
+		}
+	}
+	if f.Machine != elf.EM_X86_64 {
+		t.Errorf("machine = %v, want x86-64", f.Machine)
+	}
+	v, err := exec.Command(out, "--version").CombinedOutput()
+	if err != nil || !strings.Contains(string(v), "v0.0.0-test") || !strings.Contains(string(v), "c0ffee") {
+		t.Fatalf("codelab-agent --version = %q, %v", v, err)
+	}
+}

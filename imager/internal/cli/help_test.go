@@ -1,0 +1,98 @@
+package cli_test
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/codelab-app/infra/imager/internal/cli"
+)
+
+// The operators' contract: these command lines parse, with these flags and defaults.
+func TestContractCommandsParse(t *testing.T) {
+	for _, line := range []string{
+		"build app", "build neo4j", "build all --force", "build app --debug",
+		"validate app", "validate neo4j", "validate all",
+		"fmt", "fmt --check",
+		"list-images", "list-images --json",
+		"clean-images", "clean-images --keep 3", "clean-images --dry-run",
+	} {
+		g, _, _ := globals(t, env{})
+		root := cli.NewRootCmd(g)
+		args := strings.Fields(line)
+		cmd, rest, err := root.Find(args)
+		if err != nil || cmd == root {
+			t.Errorf("%q: no such command: %v", line, err)
+			continue
+		}
+		if err := cmd.ParseFlags(rest); err != nil {
+			t.Errorf("%q: %v", line, err)
+		}
+		if cmd.Args != nil {
+			if err := cmd.Args(cmd, cmd.Flags().Args()); err != nil {
+				t.Errorf("%q: %v", line, err)
+			}
+		}
+	}
+	g, _, _ := globals(t, env{})
+	clean, _, _ := cli.NewRootCmd(g).Find([]string{"clean-images"})
+	if f := clean.Flags().Lookup("keep"); f == nil || f.DefValue != "3" {
+		t.Errorf("clean-images --keep default = %v, want 3", f)
+	}
+	root := cli.NewRootCmd(g)
+	for _, f := range []string{"api-url", "packer", "cache-dir", "repo"} {
+		if root.PersistentFlags().Lookup(f) == nil {
+			t.Errorf("missing top-level flag --%s", f)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"build"}, {"build", "web"}, {"validate", "app", "neo4j"}, {"fmt", "x"}, {"list-images", "--nope"}} {
+		g, _, _ := globals(t, env{})
+		err := run(t, g, args...)
+		if _, ok := err.(cli.UsageError); !ok {
+			t.Errorf("%v: err = %v (%T), want a UsageError", args, err, err)
+		}
+	}
+}
+
+// Every `imager ...` line in imager/README.md's code blocks is a valid command line.
+func TestReadmeCommands(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "imager ") {
+			continue
+		}
+		if i := strings.Index(line, "#"); i >= 0 {
+			line = strings.TrimSpace(line[:i])
+		}
+		n++
+		g, _, _ := globals(t, env{})
+		root := cli.NewRootCmd(g)
+		cmd, rest, err := root.Find(strings.Fields(line)[1:])
+		if err != nil || cmd == root {
+			t.Errorf("README: %q is not a command: %v", line, err)
+			continue
+		}
+		if err := cmd.ParseFlags(rest); err != nil {
+			t.Errorf("README: %q: %v", line, err)
+		} else if cmd.Args != nil {
+			if err := cmd.Args(cmd, cmd.Flags().Args()); err != nil {
+				t.Errorf("README: %q: %v", line, err)
+			}
+		}
+	}
+	if n < 5 {
+		t.Fatalf("README has only %d imager command lines", n)
+	}
+}

@@ -1,0 +1,105 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/codelab-app/infra/imager/internal/cli"
+)
+
+// repoRoot is the real repository (imager/internal/cli/../../..).
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "packer", "versions.pkrvars.hcl")); err != nil {
+		t.Fatalf("repository root not found at %s: %v", root, err)
+	}
+	return root
+}
+
+// failTransport fails the test on any artifact download: tests never leave loopback.
+type failTransport struct{ t *testing.T }
+
+func (f failTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	f.t.Errorf("unexpected download %s", r.URL)
+	return nil, fmt.Errorf("unexpected download %s", r.URL)
+}
+
+type env map[string]string
+
+func (e env) get(k string) string { return e[k] }
+
+// globals returns Globals writing into buffers, with the given environment.
+func globals(t *testing.T, e env) (*cli.Globals, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	g := &cli.Globals{
+		Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: e.get,
+		CacheDir: t.TempDir(), Packer: "packer",
+		DownloadClient: &http.Client{Transport: failTransport{t}},
+	}
+	return g, &out, &errb
+}
+
+// run executes the command line through cobra, as main does.
+func run(t *testing.T, g *cli.Globals, args ...string) error {
+	t.Helper()
+	root := cli.NewRootCmd(g)
+	root.SetArgs(args)
+	return root.ExecuteContext(context.Background())
+}
+
+// copyTree copies src into dst.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if info.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, info.Mode())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var emptySHA = regexp.MustCompile(`(?m)^(\w+_sha256\s*=\s*)""`)
+
+// fixtureRepo is a repository with the committed packer/ folder (checksums filled with
+// a placeholder so artifacts resolve), systemd units and role files.
+func fixtureRepo(t *testing.T) string {
+	t.Helper()
+	repo := t.TempDir()
+	copyTree(t, filepath.Join(repoRoot(t), "packer"), filepath.Join(repo, "packer"))
+	vf := filepath.Join(repo, "packer", "versions.pkrvars.hcl")
+	b, _ := os.ReadFile(vf)
+	b = emptySHA.ReplaceAll(b, []byte(`${1}"`+strings.Repeat("ab", 32)+`"`))
+	os.WriteFile(vf, b, 0o644)
+	os.MkdirAll(filepath.Join(repo, "systemd"), 0o755)
+	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.timer"} {
+		os.WriteFile(filepath.Join(repo, "systemd", u), []byte("[Unit]\nDescription="+u+"\n"), 0o644)
+	}
+	os.MkdirAll(filepath.Join(repo, "roles", "api"), 0o755)
+	os.WriteFile(filepath.Join(repo, "roles", "api", "docker-compose.yml"), []byte("services: {}\n"), 0o644)
+	os.WriteFile(filepath.Join(repo, "go.work"), []byte("go 1.26\n"), 0o644)
+	return repo
+}

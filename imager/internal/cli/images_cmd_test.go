@@ -1,0 +1,190 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codelab-app/infra/imager/internal/cli"
+	"github.com/codelab-app/infra/imager/internal/images"
+	"github.com/codelab-app/infra/imager/internal/images/imagestest"
+)
+
+// doneWhenServer holds 7 services-base and 5 neo4j-base snapshots; droplet api-1 runs
+// on the oldest services-base one (id 101). Page size 4 forces pagination.
+func doneWhenServer(t *testing.T) *imagestest.Server {
+	srv := imagestest.New(t, "tok")
+	srv.PageSize = 4
+	base := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for i := range 7 {
+		c := base.AddDate(0, 0, i)
+		srv.Images = append(srv.Images, imagestest.Image{ID: 101 + i, Name: images.SnapshotName("services-base", c), Created: c,
+			SizeGB: 3.1, Regions: []string{"nyc3"}, Tags: []string{"codelab-fp:fp" + string(rune('a'+i))}})
+	}
+	for i := range 5 {
+		c := base.AddDate(0, 0, i).Add(time.Hour)
+		srv.Images = append(srv.Images, imagestest.Image{ID: 201 + i, Name: images.SnapshotName("neo4j-base", c), Created: c, SizeGB: 4, Regions: []string{"nyc3", "sfo3"}})
+	}
+	srv.Droplets = []imagestest.Droplet{{ID: 1, Name: "api-1", ImageID: 101}, {ID: 2, Name: "web-1", ImageID: 107}}
+	return srv
+}
+
+func TestCleanImagesDryRun(t *testing.T) {
+	srv := doneWhenServer(t)        // no Allow*: any DELETE fails the test
+	srv.Droplets = srv.Droplets[:1] // exactly one snapshot in use (the oldest services-base)
+	g, out, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok"})
+	if err := run(t, g, "clean-images", "--dry-run", "--api-url", srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	t.Logf("imager clean-images --dry-run:\n%s", s)
+	for _, want := range []string{
+		"plan: keep 7, delete 5 of 12 snapshot(s) (newest 3 per family plus those in use)",
+		"dry run: nothing deleted",
+		"in use by droplet api-1 (1)",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q:\n%s", want, s)
+		}
+	}
+	keepLines, deleteLines := 0, 0
+	for _, l := range strings.Split(s, "\n") {
+		switch {
+		case strings.HasPrefix(l, "keep "):
+			keepLines++
+		case strings.HasPrefix(l, "delete "):
+			deleteLines++
+		}
+	}
+	if keepLines != 7 || deleteLines != 5 {
+		t.Errorf("plan lines: keep %d delete %d, want 7 and 5:\n%s", keepLines, deleteLines, s)
+	}
+	if srv.Count("DELETE") != 0 || len(srv.Images) != 12 {
+		t.Fatalf("dry run deleted something: %v", srv.Requests)
+	}
+	if n := srv.Count("GET /v2/images"); n != 3 {
+		t.Errorf("image pages = %d, want 3 (12 images, 4 per page)", n)
+	}
+}
+
+func TestCleanImagesDeletes(t *testing.T) {
+	srv := doneWhenServer(t)
+	srv.AllowDeleteImage = true
+	g, out, _ := globals(t, env{"DIGITALOCEAN_TOKEN": "tok", "DIGITALOCEAN_API_URL": ""})
+	g.APIURL = srv.URL
+	if err := cli.RunClean(t.Context(), &cli.CleanOptions{Globals: g, Keep: 3}); err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Sorted(slices.Values(srv.DeletedImages))
+	if want := []int{102, 103, 104, 201, 202}; !slices.Equal(got, want) {
+		t.Fatalf("deleted %v, want %v\n%s", got, want, out)
+	}
+	if strings.Contains(out.String(), "dry run") {
+		t.Error("not a dry run")
+	}
+}
+
+func TestCleanImagesJSONAndKeep(t *testing.T) {
+	srv := doneWhenServer(t)
+	g, out, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok", "DIGITALOCEAN_API_URL": srv.URL})
+	if err := run(t, g, "clean-images", "--dry-run", "--json", "--keep", "5"); err != nil {
+		t.Fatal(err)
+	}
+	var res cli.CleanOutput
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var del []int
+	for _, d := range res.Plan {
+		if d.Delete {
+			del = append(del, d.Snapshot.ID)
+		}
+	}
+	// keep 5: services-base keeps 107..103 and 101 (in use); deletes 102.
+	if res.SchemaVersion != 1 || !res.DryRun || !slices.Equal(del, []int{102}) {
+		t.Fatalf("plan = %+v, deletes %v", res, del)
+	}
+
+	err := run(t, g, "clean-images", "--keep", "0")
+	var u cli.UsageError
+	if !errors.As(err, &u) {
+		t.Fatalf("--keep 0: %v, want a usage error", err)
+	}
+}
+
+func TestListImages(t *testing.T) {
+	srv := doneWhenServer(t)
+	g, out, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok"})
+	if err := run(t, g, "list-images", "--api-url", srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 13 {
+		t.Fatalf("%d lines, want header + 12:\n%s", len(lines), out)
+	}
+	for _, h := range []string{"ID", "NAME", "FAMILY", "CREATED", "SIZE", "REGIONS", "FINGERPRINT", "IN USE"} {
+		if !strings.Contains(lines[0], h) {
+			t.Errorf("header lacks %s: %q", h, lines[0])
+		}
+	}
+	if !strings.Contains(out.String(), "yes (api-1)") || !strings.Contains(out.String(), "nyc3,sfo3") || !strings.Contains(out.String(), "fpg") {
+		t.Errorf("table lacks use, regions or fingerprint:\n%s", out)
+	}
+
+	out.Reset()
+	if err := run(t, g, "list-images", "--json", "--api-url", srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	var res cli.ListOutput
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.SchemaVersion != 1 || len(res.Images) != 12 {
+		t.Fatalf("json = %+v", res)
+	}
+	first := res.Images[0]
+	if first.Family != "neo4j-base" || first.ID != 205 || len(first.Regions) != 2 {
+		t.Errorf("first image = %+v", first)
+	}
+	var used []int
+	for _, im := range res.Images {
+		if len(im.UsedBy) > 0 {
+			used = append(used, im.ID)
+		}
+	}
+	if !slices.Equal(used, []int{107, 101}) {
+		t.Errorf("in use = %v, want [107 101]", used)
+	}
+}
+
+func TestTokenErrorsAreOneLine(t *testing.T) {
+	srv := imagestest.New(t, "good")
+	for _, tc := range []struct {
+		name string
+		env  env
+		want error
+	}{
+		{"missing", env{}, cli.ErrNoToken},
+		{"rejected", env{"DIGITALOCEAN_API_TOKEN": "bad"}, images.ErrUnauthorized},
+	} {
+		for _, cmd := range [][]string{{"list-images"}, {"clean-images", "--dry-run"}, {"build", "all"}} {
+			t.Run(tc.name+"/"+cmd[0], func(t *testing.T) {
+				g, out, _ := globals(t, tc.env)
+				g.Repo = fixtureRepo(t)
+				err := run(t, g, append(cmd, "--api-url", srv.URL)...)
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("err = %v, want %v", err, tc.want)
+				}
+				if strings.Contains(err.Error(), "\n") || out.Len() != 0 {
+					t.Fatalf("want one line and no output, got %q and %q", err, out)
+				}
+				if strings.Contains(err.Error(), "bad") {
+					t.Fatal("the token must not be printed")
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,100 @@
+package cli_test
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/codelab-app/infra/imager/internal/cli"
+)
+
+// integration skips unless CODELAB_INTEGRATION=1 (make test sets it); then Packer must
+// be installed.
+func integration(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("CODELAB_INTEGRATION") != "1" {
+		t.Skip("integration test: set CODELAB_INTEGRATION=1 to run it with the real Packer (make test does)")
+	}
+	p, err := exec.LookPath("packer")
+	if err != nil {
+		t.Fatal("integration prerequisite: packer is not on PATH (Debian: apt-get install packer)")
+	}
+	return p
+}
+
+// The committed templates validate and are formatted, with the installed Packer.
+func TestValidateAndFmtCheckCommittedTemplates(t *testing.T) {
+	bin := integration(t)
+	g, out, errb := globals(t, env{})
+	g.Repo, g.Packer = repoRoot(t), bin
+	if err := run(t, g, "validate", "all"); err != nil {
+		t.Fatalf("validate all: %v\n%s\n%s", err, out, errb)
+	}
+	for _, want := range []string{"services-base: valid", "neo4j-base: valid"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("validate output lacks %q: %s", want, out)
+		}
+	}
+	out.Reset()
+	if err := run(t, g, "fmt", "--check"); err != nil {
+		t.Fatalf("fmt --check: %v\n%s\n%s", err, out, errb)
+	}
+	if !strings.Contains(out.String(), "formatted: 5 folder(s) checked") {
+		t.Errorf("fmt --check output: %s", out)
+	}
+}
+
+func TestFmtCheckListsUnformattedFilesAndFmtFixesThem(t *testing.T) {
+	bin := integration(t)
+	repo := fixtureRepo(t)
+	bad := filepath.Join(repo, "packer", "neo4j-base", "neo4j-base.pkr.hcl")
+	b, _ := os.ReadFile(bad)
+	os.WriteFile(bad, []byte(strings.Replace(string(b), "  region        = var.region", "  region = var.region", 1)), 0o644)
+	vf := filepath.Join(repo, "packer", "versions.pkrvars.hcl")
+	b, _ = os.ReadFile(vf)
+	os.WriteFile(vf, []byte(strings.Replace(string(b), `consul_version = "1.17.1"`, `consul_version="1.17.1"`, 1)), 0o644)
+
+	g, out, _ := globals(t, env{})
+	g.Repo, g.Packer = repo, bin
+	err := run(t, g, "fmt", "--check")
+	var fe *cli.FmtError
+	if !errors.As(err, &fe) || len(fe.Files) != 2 {
+		t.Fatalf("fmt --check = %v, want a FmtError with 2 files", err)
+	}
+	for _, want := range []string{"needs formatting:", "  packer/versions.pkrvars.hcl\n", "  packer/neo4j-base/neo4j-base.pkr.hcl\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	out.Reset()
+	if err := run(t, g, "fmt"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "formatted packer/neo4j-base/neo4j-base.pkr.hcl") {
+		t.Errorf("fmt output: %s", out)
+	}
+	if err := run(t, g, "fmt", "--check"); err != nil {
+		t.Fatalf("fmt --check after fmt: %v", err)
+	}
+}
+
+func TestValidateFailsOnABrokenTemplate(t *testing.T) {
+	bin := integration(t)
+	repo := fixtureRepo(t)
+	tpl := filepath.Join(repo, "packer", "services-base", "services-base.pkr.hcl")
+	b, _ := os.ReadFile(tpl)
+	os.WriteFile(tpl, []byte(strings.Replace(string(b), `ssh_username  = "root"`, `ssh_username  = "root"
+  no_such_option = true`, 1)), 0o644)
+	g, out, errb := globals(t, env{})
+	g.Repo, g.Packer = repo, bin
+	err := run(t, g, "validate", "all")
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 templates invalid: [services-base]") {
+		t.Fatalf("validate = %v\n%s", err, out)
+	}
+	if !strings.Contains(out.String(), "neo4j-base: valid") || !strings.Contains(errb.String(), "no_such_option") {
+		t.Errorf("stdout:\n%s\nstderr:\n%s", out, errb)
+	}
+}

@@ -1,0 +1,59 @@
+package images
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Input is one input of an image build: a path relative to the repository (or a
+// synthetic name such as "artifact/consul") and the SHA-256 of its content.
+type Input struct {
+	Path   string
+	SHA256 string
+}
+
+// FingerprintLen is how many hex digits of the fingerprint are stored on a snapshot.
+const FingerprintLen = 32
+
+// Fingerprint is the SHA-256 over the sorted (path, sha256) list of every input, cut to
+// FingerprintLen hex digits. The order inputs are given in does not matter.
+func Fingerprint(inputs []Input) string {
+	sorted := append([]Input(nil), inputs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	h := sha256.New()
+	for _, in := range sorted {
+		fmt.Fprintf(h, "%s\x00%s\n", in.Path, in.SHA256)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:FingerprintLen]
+}
+
+// TagValue makes s usable in a DigitalOcean tag: characters other than letters, digits,
+// '-', '_' and ':' become '_'.
+func TagValue(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == ':':
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// Tags are the tags stored on a new snapshot.
+func Tags(family, fingerprint, agentVersion, gitSHA string) []string {
+	t := []string{
+		TagFamily + TagValue(family),
+		TagFingerprint + fingerprint,
+		TagAgent + TagValue(agentVersion),
+		TagGit + TagValue(gitSHA),
+	}
+	for i := range t {
+		if len(t[i]) > 255 {
+			t[i] = t[i][:255]
+		}
+	}
+	return t
+}

@@ -1,0 +1,201 @@
+package packer_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codelab-app/infra/imager/internal/artifacts"
+)
+
+// integration skips unless CODELAB_INTEGRATION=1 (make test sets it); then every
+// prerequisite must be there.
+func integration(t *testing.T) {
+	t.Helper()
+	if os.Getenv("CODELAB_INTEGRATION") != "1" {
+		t.Skip("integration test: set CODELAB_INTEGRATION=1 to run it (make test does)")
+	}
+}
+
+// DebianImage is the Debian 12 base made by `make deps` (debootstrap minbase + systemd,
+// openssh-server, ...), standing in for DigitalOcean's debian-12-x64.
+const DebianImage = "codelab-local/debian-12-x64:latest"
+
+func requireDocker(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Fatal("integration prerequisite: docker is not on PATH")
+	}
+	if out, err := exec.Command("docker", "image", "inspect", DebianImage).CombinedOutput(); err != nil {
+		t.Fatalf("integration prerequisite: docker image %s is missing (make deps builds it): %v: %s", DebianImage, err, out)
+	}
+}
+
+func scriptsDir(t *testing.T) string {
+	d, err := filepath.Abs(filepath.Join("..", "..", "..", "packer", "scripts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// testPayload is what the imager uploads, with stub binaries: the scripts are under
+// test here, not Consul.
+func testPayload(t *testing.T, units ...string) string {
+	dir := t.TempDir()
+	for _, d := range []string{"bin", "systemd", "roles/api"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	for _, b := range []string{"consul", "consul-template", "docker-compose", "doctl", "codelab-agent"} {
+		os.WriteFile(filepath.Join(dir, "bin", b), []byte("#!/bin/sh\necho "+b+" stub\n"), 0o755)
+	}
+	for _, u := range units {
+		os.WriteFile(filepath.Join(dir, "systemd", u), []byte("[Unit]\nDescription="+u+"\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"), 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "roles", "api", "docker-compose.yml"), []byte("services: {}\n"), 0o644)
+	if err := artifacts.WriteChecksums(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.timer"}
+
+// inDebian runs script with bash in a fresh Debian 12 container without network, the
+// payload at /mnt/payload (read-only) and the provisioning scripts at /scripts.
+//
+// The container cannot reach the internet, so the scripts run with
+// CODELAB_SKIP_APT=1 and CODELAB_SKIP_DOCKER_INSTALL=1: apt-get and the Docker Engine
+// packages are skipped here (production installs the pinned Docker packages; the local
+// DigitalOcean e2e suite runs the scripts on a real droplet image).
+func inDebian(t *testing.T, payload, script string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", "run", "--rm", "--network", "none",
+		"-v", payload+":/mnt/payload:ro", "-v", scriptsDir(t)+":/scripts:ro",
+		"-e", "CODELAB_SKIP_APT=1", "-e", "CODELAB_SKIP_DOCKER_INSTALL=1",
+		"-e", "CODELAB_IMAGE=neo4j-base", "-e", "CODELAB_AGENT_VERSION=v9.9.9", "-e", "CODELAB_GIT_SHA=abc123",
+		DebianImage, "bash", "-c", "set -u\n"+script)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// dirty leaves what a droplet has after booting and being provisioned: the hygiene gate
+// must not let any of it into a snapshot.
+const dirty = `
+mkdir -p /root/.ssh /var/lib/cloud/instances/i-1 /var/lib/codelab /opt/consul/raft
+echo "ssh-ed25519 AAAA packer" > /root/.ssh/authorized_keys
+ln -s /var/lib/cloud/instances/i-1 /var/lib/cloud/instance
+echo '{}' > /var/lib/codelab/state.json
+echo 1234 > /opt/consul/node-id
+echo 'ls' > /root/.bash_history
+echo 0123456789abcdef0123456789abcdef > /etc/machine-id
+cp -a /mnt/payload /tmp/codelab-payload
+`
+
+const provision = `
+/scripts/install-base.sh && /scripts/install-neo4j.sh && /scripts/cleanup.sh && /scripts/hygiene-gate.sh
+echo "PROVISION rc=$?"
+`
+
+func TestProvisioningScriptsAndHygieneGate(t *testing.T) {
+	integration(t)
+	requireDocker(t)
+	payload := testPayload(t, allUnits...)
+
+	plants := []struct{ name, plant, want string }{
+		{"authorized_keys", "mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys", "authorized_keys (Packer's temporary key): /root/.ssh/authorized_keys"},
+		{"user authorized_keys", "mkdir -p /home/debian/.ssh && touch /home/debian/.ssh/authorized_keys", "authorized_keys (Packer's temporary key): /home/debian/.ssh/authorized_keys"},
+		{"consul node-id", "touch /opt/consul/node-id", "Consul data or node-id: /opt/consul is not empty"},
+		{"consul config", "touch /etc/consul.d/consul.hcl", "Consul configuration (rendered at boot): /etc/consul.d is not empty"},
+		{"ssh host key", "touch /etc/ssh/ssh_host_ed25519_key", "SSH host key: /etc/ssh/ssh_host_ed25519_key"},
+		{"cloud-init instance", "mkdir -p /var/lib/cloud/instances/i-2", "cloud-init instance state: /var/lib/cloud/instances is not empty"},
+		{"agent state", "mkdir -p /var/lib/codelab && touch /var/lib/codelab/state.json", "codelab-agent state: /var/lib/codelab"},
+		{"shell history", "touch /root/.bash_history", "shell history: /root/.bash_history"},
+		{"machine-id", "echo abc > /etc/machine-id", "machine-id: /etc/machine-id is not empty"},
+		{"payload", "mkdir -p /tmp/codelab-payload", "uploaded payload: /tmp/codelab-payload"},
+	}
+	var script strings.Builder
+	script.WriteString(dirty + provision)
+	// What the image must contain after provisioning.
+	script.WriteString(`
+for f in /usr/local/bin/consul /usr/local/bin/consul-template /usr/local/bin/doctl /usr/local/bin/codelab-agent \
+	/usr/local/lib/docker/cli-plugins/docker-compose /usr/local/bin/docker-compose; do
+	[ -x "$f" ] || echo "MISSING $f"
+done
+for d in /etc/consul.d /opt/consul /etc/consul-template /root/docker /root/.config/doctl /opt/neo4j/data /var/backups/neo4j; do
+	[ -d "$d" ] || echo "MISSING $d"
+done
+for u in codelab-agent consul consul-template codelab-ssh-hostkeys; do
+	[ -L /etc/systemd/system/multi-user.target.wants/$u.service ] || echo "NOT ENABLED $u"
+done
+[ -L /etc/systemd/system/multi-user.target.wants/codelab-backup.timer ] || echo "NOT ENABLED codelab-backup.timer"
+grep -q '^allow_userdata: false' /etc/cloud/cloud.cfg.d/99-codelab.cfg || echo "MISSING cloud-init allow_userdata: false"
+[ -f /usr/share/codelab/roles/api/docker-compose.yml ] || echo "MISSING role files"
+grep -q '^CODELAB_AGENT_VERSION=v9.9.9$' /etc/codelab/image.env || echo "MISSING image.env"
+`)
+	for i, p := range plants {
+		fmt.Fprintf(&script, "( %s ) && /scripts/hygiene-gate.sh; echo \"PLANT %d rc=$?\"\n/scripts/cleanup.sh >/dev/null\n", p.plant, i)
+	}
+	out, err := inDebian(t, payload, script.String())
+	if err != nil {
+		t.Fatalf("container: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "PROVISION rc=0") || !strings.Contains(out, "hygiene gate: ok") {
+		t.Fatalf("provisioning a dirty droplet did not pass the gate:\n%s", out)
+	}
+	for _, bad := range []string{"MISSING", "NOT ENABLED"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("image layout wrong:\n%s", out)
+		}
+	}
+	if !strings.Contains(out, "CODELAB_SKIP_DOCKER_INSTALL=1: not installing Docker Engine (test mode)") {
+		t.Errorf("the test expects the Docker install to be skipped explicitly:\n%s", out)
+	}
+	for i, p := range plants {
+		t.Run(p.name, func(t *testing.T) {
+			if !strings.Contains(out, fmt.Sprintf("PLANT %d rc=1\n", i)) {
+				t.Errorf("the gate did not fail with %s planted:\n%s", p.name, out)
+			}
+			if !strings.Contains(out, "hygiene gate:   "+p.want) {
+				t.Errorf("the gate did not name %q:\n%s", p.want, out)
+			}
+		})
+	}
+}
+
+func TestInstallFailsClearly(t *testing.T) {
+	integration(t)
+	requireDocker(t)
+	for _, tc := range []struct {
+		name    string
+		payload func(t *testing.T) string
+		want    string
+	}{
+		{"missing unit", func(t *testing.T) string { return testPayload(t, "codelab-agent.service", "consul.service") },
+			"systemd unit consul-template.service is missing from the payload"},
+		{"tampered payload", func(t *testing.T) string {
+			p := testPayload(t, allUnits...)
+			os.WriteFile(filepath.Join(p, "bin", "consul"), []byte("#!/bin/sh\necho evil\n"), 0o755)
+			return p
+		}, "payload checksum mismatch"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := inDebian(t, tc.payload(t), "cp -a /mnt/payload /tmp/codelab-payload\n/scripts/install-base.sh; echo \"INSTALL rc=$?\"\n")
+			if err != nil {
+				t.Fatalf("container: %v\n%s", err, out)
+			}
+			if !strings.Contains(out, "INSTALL rc=1") || !strings.Contains(out, tc.want) {
+				t.Fatalf("want failure %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
