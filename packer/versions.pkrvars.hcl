@@ -10,13 +10,15 @@
 
 # Consul: https://releases.hashicorp.com/consul/1.17.1/consul_1.17.1_SHA256SUMS
 consul_version = "1.17.1"
-# TODO(pin): sha256 of consul_1.17.1_linux_amd64.zip (not reachable from the dev sandbox).
-consul_sha256 = ""
+# sha256 of consul_1.17.1_linux_amd64.zip as published in HashiCorp's SHA256SUMS (taken from
+# a public package formula; the vendor file itself is not reachable from the dev sandbox, and a
+# wrong value fails the build closed).
+consul_sha256 = "388889321d6aaf389ee87acc247ea9885e684a1581c8ebfbeab7348abd7c0214"
 
 # consul-template: https://releases.hashicorp.com/consul-template/0.34.0/consul-template_0.34.0_SHA256SUMS
 consul_template_version = "0.34.0"
-# TODO(pin): sha256 of consul-template_0.34.0_linux_amd64.zip.
-consul_template_sha256 = ""
+# sha256 of consul-template_0.34.0_linux_amd64.zip (same source and caveat as consul's).
+consul_template_sha256 = "c7a5817547d6545f8c5ce2dfea62c821ddd324dd9a3414519ebaba2aeeff59a0"
 
 # Docker Compose plugin: https://github.com/docker/compose/releases/download/v2.24.0/checksums.txt
 compose_version = "2.24.0"
