@@ -1,0 +1,673 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/codelab-app/infra/agent/internal/fsutil"
+)
+
+// LockFile keeps two backup runs or restores from overlapping.
+const LockFile = "/var/lib/codelab/backup.lock"
+
+// ErrOutsideWindow is returned by Run when a Community backup would stop
+// the database outside its window; nothing was done.
+var ErrOutsideWindow = errors.New("outside the backup window")
+
+// incompleteAge is how old an upload without a manifest (a run that died
+// mid-upload) must be before retention removes it.
+const incompleteAge = 24 * time.Hour
+
+// Runner runs, lists and restores backups.
+type Runner struct {
+	Root   fsutil.Root
+	Config Config
+	Engine Engine
+	// OpenStore connects to the bucket; nil means NewS3.
+	OpenStore func(Spaces) (Store, error)
+	Log       *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (r *Runner) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Runner) log() *slog.Logger {
+	if r.Log != nil {
+		return r.Log
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func (r *Runner) store() (Store, error) {
+	sp, err := LoadSpaces(r.Root, r.Config.SecretFile)
+	if err != nil {
+		return nil, err
+	}
+	if r.OpenStore != nil {
+		return r.OpenStore(sp)
+	}
+	return NewS3(sp, nil)
+}
+
+func (r *Runner) prefix() string { return strings.Trim(r.Config.Prefix, "/") + "/" }
+
+// lock takes LockFile; the returned func releases it.
+func (r *Runner) lock() (func(), error) {
+	p := r.Root.Path(LockFile)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open backup lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another backup or restore is running (%s is locked)", LockFile)
+	}
+	return func() { f.Close() }, nil
+}
+
+// RunOptions tune one run.
+type RunOptions struct {
+	// IgnoreWindow runs a Community backup outside its window.
+	IgnoreWindow bool
+}
+
+// step runs fn as the named step, logging it and recording a failure.
+func (r *Runner) step(ctx context.Context, res *Run, name string, fn func(ctx context.Context) error) error {
+	start := r.now()
+	r.log().Info("backup step", "step", name, "id", res.ID)
+	err := fn(ctx)
+	d := r.now().Sub(start).Round(time.Millisecond)
+	if err != nil {
+		r.log().Error("backup step failed", "step", name, "id", res.ID, "duration", d, "error", err)
+		if res.Step == "" {
+			res.Step, res.Error = name, err.Error()
+		}
+		return fmt.Errorf("backup %s: %w", name, err)
+	}
+	r.log().Info("backup step done", "step", name, "id", res.ID, "duration", d)
+	return nil
+}
+
+// Run takes one backup: dump (or online backup), check, manifest,
+// upload with read-back, local cleanup, retention. Whatever happens, the
+// outcome is recorded in StateFile; a failure leaves earlier backups
+// untouched.
+func (r *Runner) Run(ctx context.Context, opts RunOptions) (res Run, err error) {
+	c := r.Config
+	start := r.now()
+	if c.Edition == Community && !opts.IgnoreWindow && !c.InWindow(start) {
+		return Run{}, fmt.Errorf("%w %s UTC (now %s); use --ignore-window to stop the database anyway", ErrOutsideWindow, c.Window, start.UTC().Format("15:04"))
+	}
+	unlock, err := r.lock()
+	if err != nil {
+		return Run{}, err
+	}
+	defer unlock()
+
+	prev, perr := ReadState(r.Root)
+	if perr != nil {
+		r.log().Warn("previous backup state unreadable; starting afresh", "error", perr)
+	}
+	res = Run{ID: start.UTC().Format(IDFormat), Edition: c.Edition, StartedAt: start.UTC()}
+	newest := prev.NewestVerified
+	defer func() {
+		res.FinishedAt = r.now().UTC()
+		res.DurationMS = res.FinishedAt.Sub(start).Milliseconds()
+		res.Result = ResultOK
+		if err != nil {
+			res.Result = ResultFailed
+		}
+		if werr := WriteState(r.Root, State{LastRun: &res, NewestVerified: newest}); werr != nil {
+			err = errors.Join(err, werr)
+		}
+		r.log().Info("backup finished", "id", res.ID, "result", res.Result, "size", res.SizeBytes,
+			"duration", res.Duration(), "downtime", res.Downtime(), "verified", res.Verified, "uploaded", res.Uploaded)
+	}()
+
+	dir := r.Root.Path(c.Dir)
+	runDir := filepath.Join(dir, res.ID)
+	var store Store
+	keepLocal := false
+	defer func() {
+		if err != nil && !keepLocal {
+			os.RemoveAll(runDir)
+		}
+	}()
+
+	if err := r.step(ctx, &res, "prepare", func(ctx context.Context) error {
+		s, err := r.store()
+		if err != nil {
+			return err
+		}
+		if err := s.Check(ctx); err != nil {
+			return fmt.Errorf("spaces: %w", err)
+		}
+		store = s
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if free, err := freeBytes(dir); err != nil {
+			return err
+		} else if free < c.MinFreeBytes {
+			return fmt.Errorf("disk full: %s has %s free, a backup needs at least %s", c.Dir, human(free), human(c.MinFreeBytes))
+		}
+		if err := os.Mkdir(runDir, 0o750); err != nil {
+			return err
+		}
+		return r.chownForAdmin(runDir)
+	}); err != nil {
+		return res, err
+	}
+
+	if c.Edition == Community {
+		err = r.step(ctx, &res, "dump", func(ctx context.Context) error { return r.dump(ctx, runDir, &res) })
+	} else {
+		err = r.step(ctx, &res, "online-backup", func(ctx context.Context) error {
+			_, err := r.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Dir: runDir, Network: "host",
+				Args: append([]string{"database", "backup", "--from=" + c.BackupFrom, "--to-path=/backups", "--type=FULL"}, c.Databases...)})
+			return err
+		})
+	}
+	if err != nil {
+		return res, err
+	}
+
+	if err := r.step(ctx, &res, "check", func(ctx context.Context) error { return r.check(ctx, runDir) }); err != nil {
+		return res, err
+	}
+	res.Verified = true
+
+	var m Manifest
+	if err := r.step(ctx, &res, "manifest", func(ctx context.Context) error {
+		var err error
+		m, err = r.manifest(runDir, res)
+		res.SizeBytes = m.Size()
+		return err
+	}); err != nil {
+		return res, err
+	}
+
+	// From here on the local copy is a verified backup: keep it until the
+	// upload is confirmed.
+	keepLocal = true
+	if err := r.step(ctx, &res, "upload", func(ctx context.Context) error { return r.upload(ctx, store, runDir, m) }); err != nil {
+		return res, err
+	}
+	res.Uploaded = true
+	newest = &Newest{ID: res.ID, At: res.StartedAt, SizeBytes: res.SizeBytes}
+
+	if err := r.step(ctx, &res, "cleanup", func(ctx context.Context) error {
+		// This run's copy, and copies that failed runs left behind: a newer
+		// verified backup is in the bucket now.
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, e := range entries {
+			if _, perr := time.Parse(IDFormat, e.Name()); perr == nil && e.IsDir() {
+				errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+			}
+		}
+		return errors.Join(errs...)
+	}); err != nil {
+		return res, err
+	}
+
+	return res, r.step(ctx, &res, "retention", func(ctx context.Context) error { return r.retain(ctx, store, res.ID) })
+}
+
+// chownForAdmin hands the folder to the user neo4j-admin runs as.
+func (r *Runner) chownForAdmin(dir string) error {
+	uid, gid := 7474, 7474 // the official image's neo4j user
+	if u := r.Config.AdminUser; u != "" {
+		a, b, _ := strings.Cut(u, ":")
+		var err1, err2 error
+		uid, err1 = strconv.Atoi(a)
+		gid, err2 = strconv.Atoi(b)
+		if b == "" {
+			gid, err2 = uid, nil
+		}
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("adminUser %q: want uid[:gid]", u)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	return os.Chown(dir, uid, gid)
+}
+
+// dump stops the database container, dumps every database and starts it
+// again (also when a dump fails), recording the downtime.
+func (r *Runner) dump(ctx context.Context, runDir string, res *Run) (err error) {
+	c := r.Config
+	id, err := r.Engine.Find(ctx, c.Project, c.Service)
+	if err != nil {
+		return fmt.Errorf("find the database container: %w", err)
+	}
+	running := false
+	if id != "" {
+		if running, err = r.Engine.Running(ctx, id); err != nil {
+			return err
+		}
+	}
+	if running {
+		stopped := r.now()
+		r.log().Info("stopping the database for the dump", "container", short(id))
+		if err := r.Engine.Stop(ctx, id, c.StopTimeout.Duration); err != nil {
+			// It may be half stopped: try to bring it back before failing.
+			return errors.Join(fmt.Errorf("stop the database: %w", err), r.Engine.Start(context.WithoutCancel(ctx), id, c.StartTimeout.Duration))
+		}
+		defer func() {
+			// Start it again even when a dump failed or ctx was cancelled.
+			serr := r.Engine.Start(context.WithoutCancel(ctx), id, c.StartTimeout.Duration)
+			res.DowntimeMS = r.now().Sub(stopped).Milliseconds()
+			r.log().Info("database started again", "container", short(id), "downtime", res.Downtime(), "error", serr)
+			if serr != nil {
+				err = errors.Join(err, fmt.Errorf("start the database again: %w", serr))
+			}
+		}()
+	}
+	for _, db := range c.Databases {
+		if _, err := r.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Volume: c.Volume, Dir: runDir,
+			Args: []string{"database", "dump", db, "--to-path=/backups", "--overwrite-destination=true"}}); err != nil {
+			return fmt.Errorf("dump %s: %w", db, err)
+		}
+	}
+	return nil
+}
+
+// check runs neo4j-admin database check on every dump (or backup) in the
+// folder, without the data volume.
+func (r *Runner) check(ctx context.Context, dir string) error {
+	c := r.Config
+	tmp := filepath.Join(dir, ".check")
+	if err := os.Mkdir(tmp, 0o750); err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := r.chownForAdmin(tmp); err != nil {
+		return err
+	}
+	for _, db := range c.Databases {
+		if _, err := r.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Dir: dir,
+			Args: []string{"database", "check", db, "--from-path=/backups", "--temp-path=/backups/.check", "--report-path=/backups/.check"}}); err != nil {
+			return fmt.Errorf("check %s: %w", db, err)
+		}
+	}
+	return nil
+}
+
+// manifest hashes the folder's files and writes manifest.json there.
+func (r *Runner) manifest(dir string, res Run) (Manifest, error) {
+	m := Manifest{SchemaVersion: 1, ID: res.ID, CreatedAt: res.StartedAt, Edition: r.Config.Edition, Image: r.Config.Image,
+		Databases: r.Config.Databases, DowntimeMS: res.DowntimeMS, Verified: true}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return m, err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || e.Name() == ManifestName || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		n, sum, err := hashFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return m, fmt.Errorf("hash %s: %w", e.Name(), err)
+		}
+		m.Files = append(m.Files, File{Name: e.Name(), SizeBytes: n, SHA256: sum})
+	}
+	if len(m.Files) == 0 {
+		return m, errors.New("the dump produced no files")
+	}
+	b, err := m.encode()
+	if err != nil {
+		return m, err
+	}
+	_, err = fsutil.WriteFile(filepath.Join(dir, ManifestName), b, 0o600)
+	return m, err
+}
+
+// upload puts every file and then the manifest, then reads every one back
+// and compares its SHA-256. A failure removes this backup's objects (only
+// these) from the bucket.
+func (r *Runner) upload(ctx context.Context, store Store, dir string, m Manifest) (err error) {
+	base := r.prefix() + m.ID + "/"
+	_, msum, herr := hashFile(filepath.Join(dir, ManifestName))
+	if herr != nil {
+		return herr
+	}
+	want := map[string]string{ManifestName: msum}
+	names := []string{}
+	for _, f := range m.Files {
+		want[f.Name] = f.SHA256
+		names = append(names, f.Name)
+	}
+	names = append(names, ManifestName) // last: its presence marks a complete backup
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			for i := len(names) - 1; i >= 0; i-- {
+				if derr := store.Delete(cctx, base+names[i]); derr != nil {
+					r.log().Warn("could not remove a failed upload", "key", base+names[i], "error", derr)
+				}
+			}
+		}
+	}()
+	for _, n := range names {
+		if err := store.Put(ctx, base+n, filepath.Join(dir, n)); err != nil {
+			return err
+		}
+	}
+	for _, n := range names {
+		rc, err := store.Get(ctx, base+n)
+		if err != nil {
+			return fmt.Errorf("read back: %w", err)
+		}
+		_, sum, err := hashReader(rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("read back %s: %w", base+n, err)
+		}
+		if sum != want[n] {
+			return fmt.Errorf("read back %s: SHA-256 %s, uploaded %s", base+n, sum, want[n])
+		}
+	}
+	return nil
+}
+
+// Listed is a backup in the bucket.
+type Listed struct {
+	ID       string
+	At       time.Time
+	Complete bool     // has a valid manifest
+	Manifest Manifest // when Complete
+	Keys     []string
+	Size     int64
+}
+
+// List returns the bucket's backups, newest first.
+func (r *Runner) List(ctx context.Context) ([]Listed, error) {
+	store, err := r.store()
+	if err != nil {
+		return nil, err
+	}
+	return r.list(ctx, store)
+}
+
+func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
+	objs, err := store.List(ctx, r.prefix())
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]*Listed{}
+	for _, o := range objs {
+		rest := strings.TrimPrefix(o.Key, r.prefix())
+		id, name, ok := strings.Cut(rest, "/")
+		at, perr := time.Parse(IDFormat, id)
+		if !ok || perr != nil || name == "" {
+			continue // not ours: never touched
+		}
+		l := byID[id]
+		if l == nil {
+			l = &Listed{ID: id, At: at}
+			byID[id] = l
+		}
+		l.Keys = append(l.Keys, o.Key)
+		l.Size += o.Size
+		if name == ManifestName {
+			l.Complete = true
+		}
+	}
+	var out []Listed
+	for _, l := range byID {
+		if l.Complete {
+			rc, err := store.Get(ctx, r.prefix()+l.ID+"/"+ManifestName)
+			if err != nil {
+				return nil, err
+			}
+			b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+			rc.Close()
+			if err != nil {
+				return nil, fmt.Errorf("read manifest of %s: %w", l.ID, err)
+			}
+			if l.Manifest, err = decodeManifest(b); err != nil || l.Manifest.ID != l.ID || !l.Manifest.Verified {
+				l.Complete = false
+			}
+		}
+		out = append(out, *l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].At.After(out[j].At) })
+	return out, nil
+}
+
+// retain deletes what is past retention. current is never deleted.
+func (r *Runner) retain(ctx context.Context, store Store, current string) error {
+	all, err := r.list(ctx, store)
+	if err != nil {
+		return err
+	}
+	var complete []Listed
+	var errs []error
+	for _, b := range all {
+		switch {
+		case b.Complete:
+			complete = append(complete, b)
+		case b.ID != current && r.now().Sub(b.At) > incompleteAge:
+			r.log().Info("removing an incomplete upload", "id", b.ID)
+			errs = append(errs, r.deleteBackup(ctx, store, b))
+		}
+	}
+	_, drop := Retain(complete, r.Config.KeepDaily, r.Config.KeepWeekly)
+	for _, b := range drop {
+		if b.ID == current {
+			continue
+		}
+		r.log().Info("removing a backup past retention", "id", b.ID)
+		errs = append(errs, r.deleteBackup(ctx, store, b))
+	}
+	return errors.Join(errs...)
+}
+
+// deleteBackup removes the manifest first, so that a half-deleted backup
+// is never mistaken for a complete one.
+func (r *Runner) deleteBackup(ctx context.Context, store Store, b Listed) error {
+	keys := append([]string(nil), b.Keys...)
+	sort.SliceStable(keys, func(i, j int) bool { return path.Base(keys[i]) == ManifestName && path.Base(keys[j]) != ManifestName })
+	for _, k := range keys {
+		if err := store.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RestoreOptions tune a restore.
+type RestoreOptions struct {
+	// Yes confirms stopping a running database and replacing its data.
+	Yes bool
+}
+
+// Restore downloads backup id, verifies its checksums and dumps, stops
+// the database, loads every database and starts it again.
+func (r *Runner) Restore(ctx context.Context, id string, opts RestoreOptions) error {
+	c := r.Config
+	unlock, err := r.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	log := r.log().With("id", id)
+
+	container, err := r.Engine.Find(ctx, c.Project, c.Service)
+	if err != nil {
+		return fmt.Errorf("restore: find the database container: %w", err)
+	}
+	running := false
+	if container != "" {
+		if running, err = r.Engine.Running(ctx, container); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
+	if running && !opts.Yes {
+		return fmt.Errorf("restore: the database is running; restoring %s replaces all its data: run again with --yes to stop it and restore", id)
+	}
+
+	store, err := r.store()
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	all, err := r.list(ctx, store)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	var b *Listed
+	for i := range all {
+		if all[i].ID == id {
+			b = &all[i]
+		}
+	}
+	if b == nil {
+		return fmt.Errorf("restore: no backup %s in the bucket (see backup list)", id)
+	}
+	if !b.Complete {
+		return fmt.Errorf("restore: backup %s has no valid manifest: it is incomplete", id)
+	}
+
+	dir := filepath.Join(r.Root.Path(c.Dir), "restore-"+id)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return err
+	}
+	if free, err := freeBytes(filepath.Dir(dir)); err == nil && free < b.Manifest.Size()+c.MinFreeBytes {
+		return fmt.Errorf("restore: disk full: %s free, the backup needs %s", human(free), human(b.Manifest.Size()+c.MinFreeBytes))
+	}
+	os.RemoveAll(dir)
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := r.chownForAdmin(dir); err != nil {
+		return err
+	}
+	start := r.now()
+	for _, f := range b.Manifest.Files {
+		if err := download(ctx, store, r.prefix()+id+"/"+f.Name, filepath.Join(dir, f.Name), f); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
+	log.Info("restore: downloaded and verified checksums", "files", len(b.Manifest.Files), "size", b.Manifest.Size(), "duration", r.now().Sub(start).Round(time.Millisecond))
+	if err := r.check(ctx, dir); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+
+	if running {
+		log.Info("restore: stopping the database", "container", short(container))
+		if err := r.Engine.Stop(ctx, container, c.StopTimeout.Duration); err != nil {
+			return fmt.Errorf("restore: stop the database: %w", err)
+		}
+	}
+	for _, db := range b.Manifest.Databases {
+		args := []string{"database", "load", db, "--from-path=/backups", "--overwrite-destination=true"}
+		if b.Manifest.Edition == Enterprise {
+			file := ""
+			for _, f := range b.Manifest.Files {
+				if strings.HasPrefix(f.Name, db+"-") && strings.HasSuffix(f.Name, ".backup") {
+					file = f.Name
+				}
+			}
+			if file == "" {
+				return fmt.Errorf("restore: backup %s has no artifact for database %s", id, db)
+			}
+			args = []string{"database", "restore", "--from-path=/backups/" + file, "--overwrite-destination=true", db}
+		}
+		if _, err := r.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Volume: c.Volume, Dir: dir, Args: args}); err != nil {
+			return fmt.Errorf("restore: load %s: %w (the database is left stopped)", db, err)
+		}
+		log.Info("restore: loaded", "database", db)
+	}
+	if container == "" {
+		log.Info("restore: no database container to start; the data is on the volume", "volume", c.Volume)
+		return nil
+	}
+	if err := r.Engine.Start(ctx, container, c.StartTimeout.Duration); err != nil {
+		return fmt.Errorf("restore: start the database: %w", err)
+	}
+	log.Info("restore: done", "duration", r.now().Sub(start).Round(time.Millisecond))
+	return nil
+}
+
+// download writes key to path, verifying size and SHA-256.
+func download(ctx context.Context, store Store, key, path string, want File) error {
+	rc, err := store.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if err != nil {
+		return err
+	}
+	n, sum, err := hashReader(io.TeeReader(rc, f))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("download %s: %w", key, err)
+	}
+	if n != want.SizeBytes || sum != want.SHA256 {
+		return fmt.Errorf("download %s: got %d bytes with SHA-256 %s, the manifest says %d bytes with %s", key, n, sum, want.SizeBytes, want.SHA256)
+	}
+	return nil
+}
+
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// Human formats a byte count for people.
+func Human(n int64) string { return human(n) }
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,457 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/codelab-app/infra/agent/internal/fsutil"
+)
+
+// fakeEngine is Engine made of function fields; a nil field fails the
+// test loudly.
+type fakeEngine struct {
+	t       *testing.T
+	find    func(project, service string) (string, error)
+	running func(id string) (bool, error)
+	stop    func(id string) error
+	start   func(id string) error
+	admin   func(r AdminRun) (string, error)
+	calls   []string
+}
+
+func (f *fakeEngine) call(s string) { f.calls = append(f.calls, s) }
+func (f *fakeEngine) Find(_ context.Context, p, s string) (string, error) {
+	if f.find == nil {
+		f.t.Fatalf("unexpected Find(%s, %s)", p, s)
+	}
+	return f.find(p, s)
+}
+func (f *fakeEngine) Running(_ context.Context, id string) (bool, error) {
+	if f.running == nil {
+		f.t.Fatalf("unexpected Running(%s)", id)
+	}
+	return f.running(id)
+}
+func (f *fakeEngine) Stop(_ context.Context, id string, _ time.Duration) error {
+	f.call("stop " + id)
+	if f.stop == nil {
+		f.t.Fatalf("unexpected Stop(%s)", id)
+	}
+	return f.stop(id)
+}
+func (f *fakeEngine) Start(_ context.Context, id string, _ time.Duration) error {
+	f.call("start " + id)
+	if f.start == nil {
+		f.t.Fatalf("unexpected Start(%s)", id)
+	}
+	return f.start(id)
+}
+func (f *fakeEngine) Admin(_ context.Context, r AdminRun) (string, error) {
+	f.call(strings.Join(r.Args[:3], " "))
+	if f.admin == nil {
+		f.t.Fatalf("unexpected Admin(%v)", r.Args)
+	}
+	return f.admin(r)
+}
+
+// memStore is an in-memory Store.
+type memStore struct {
+	mu      sync.Mutex
+	objs    map[string][]byte
+	putErr  func(key string) error
+	deleted []string
+	corrupt string // key whose read-back differs
+}
+
+func newMemStore() *memStore { return &memStore{objs: map[string][]byte{}} }
+
+func (m *memStore) Put(_ context.Context, key, path string) error {
+	if m.putErr != nil {
+		if err := m.putErr(key); err != nil {
+			return err
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.objs[key] = b
+	return nil
+}
+func (m *memStore) Get(_ context.Context, key string) (io.ReadCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objs[key]
+	if !ok {
+		return nil, fmt.Errorf("no such key %s", key)
+	}
+	if key == m.corrupt {
+		b = append([]byte("x"), b...)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+func (m *memStore) List(_ context.Context, prefix string) ([]Object, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Object
+	for k, b := range m.objs {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, Object{Key: k, Size: int64(len(b))})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+func (m *memStore) Delete(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.objs, key)
+	m.deleted = append(m.deleted, key)
+	return nil
+}
+func (m *memStore) Check(context.Context) error { return nil }
+func (m *memStore) keys() []string {
+	ks := []string{}
+	for k := range m.objs {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// fakeDB is a database container whose admin runs write or check dumps.
+func fakeDB(t *testing.T) *fakeEngine {
+	running := true
+	return &fakeEngine{
+		t:       t,
+		find:    func(string, string) (string, error) { return "c0ffee", nil },
+		running: func(string) (bool, error) { return running, nil },
+		stop:    func(string) error { running = false; return nil },
+		start:   func(string) error { running = true; return nil },
+		admin: func(r AdminRun) (string, error) {
+			switch r.Args[1] {
+			case "dump":
+				if running {
+					return "", errors.New("database in use")
+				}
+				return "", os.WriteFile(filepath.Join(r.Dir, r.Args[2]+".dump"), []byte("dump of "+r.Args[2]), 0o644)
+			case "check", "load":
+				b, err := os.ReadFile(filepath.Join(r.Dir, r.Args[2]+".dump"))
+				if err != nil || !bytes.HasPrefix(b, []byte("dump of ")) {
+					return "", fmt.Errorf("check %s: damaged", r.Args[2])
+				}
+				return "", nil
+			}
+			return "", fmt.Errorf("unexpected neo4j-admin %v", r.Args)
+		},
+	}
+}
+
+func testRunner(t *testing.T, eng Engine, store Store, now time.Time) *Runner {
+	root := fsutil.Root{Dir: t.TempDir()}
+	if _, err := root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	c.Image = "registry.test/neo4j:5"
+	c.Window = ""
+	c.MinFreeBytes = 0
+	c.AdminUser = fmt.Sprintf("%d:%d", os.Getuid(), os.Getgid())
+	return &Runner{Root: root, Config: c, Engine: eng, Now: func() time.Time { return now },
+		OpenStore: func(Spaces) (Store, error) { return store, nil }}
+}
+
+var t0 = time.Date(2026, 3, 10, 3, 0, 0, 0, time.UTC)
+
+func TestRunUploadsVerifiedBackupWithManifest(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	res, err := r.Run(context.Background(), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"neo4j/20260310T030000Z/manifest.json", "neo4j/20260310T030000Z/neo4j.dump", "neo4j/20260310T030000Z/system.dump"}
+	if got := store.keys(); !slices.Equal(got, want) {
+		t.Fatalf("keys = %q", got)
+	}
+	// stop, dumps, start, then checks: the database is down only for the dumps.
+	wantCalls := []string{"stop c0ffee", "database dump system", "database dump neo4j", "start c0ffee", "database check system", "database check neo4j"}
+	if !slices.Equal(eng.calls, wantCalls) {
+		t.Errorf("calls = %q\nwant    %q", eng.calls, wantCalls)
+	}
+	var m Manifest
+	json.Unmarshal(store.objs[want[0]], &m)
+	if !m.Verified || len(m.Files) != 2 || m.Files[0].SHA256 == "" || res.SizeBytes != m.Size() {
+		t.Errorf("manifest = %+v, run = %+v", m, res)
+	}
+	st, _ := ReadState(r.Root)
+	if st.LastRun.Result != ResultOK || !st.LastRun.Uploaded || st.NewestVerified.ID != "20260310T030000Z" {
+		t.Errorf("state = %+v %+v", st.LastRun, st.NewestVerified)
+	}
+	if left, _ := os.ReadDir(r.Root.Path(r.Config.Dir)); len(left) != 0 {
+		t.Errorf("local copy left: %v", left)
+	}
+}
+
+func TestRunFailuresKeepEarlierBackups(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		breakIt   func(e *fakeEngine, s *memStore)
+		step      string
+		keepLocal bool
+	}{
+		{"check fails", func(e *fakeEngine, s *memStore) {
+			admin := e.admin
+			e.admin = func(r AdminRun) (string, error) {
+				if r.Args[1] == "check" && r.Args[2] == "neo4j" {
+					return "", errors.New("inconsistent store")
+				}
+				return admin(r)
+			}
+		}, "check", false},
+		{"dump fails (disk full)", func(e *fakeEngine, s *memStore) {
+			admin := e.admin
+			e.admin = func(r AdminRun) (string, error) {
+				if r.Args[1] == "dump" {
+					return "", errors.New("no space left on device")
+				}
+				return admin(r)
+			}
+		}, "dump", false},
+		{"upload fails halfway", func(e *fakeEngine, s *memStore) {
+			s.putErr = func(key string) error {
+				if strings.HasSuffix(key, "system.dump") {
+					return errors.New("connection reset")
+				}
+				return nil
+			}
+		}, "upload", true},
+		{"read-back differs", func(e *fakeEngine, s *memStore) { s.corrupt = "neo4j/20260311T030000Z/neo4j.dump" }, "upload", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eng, store := fakeDB(t), newMemStore()
+			r := testRunner(t, eng, store, t0)
+			if _, err := r.Run(context.Background(), RunOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			before := store.keys()
+			tc.breakIt(eng, store)
+			r.Now = func() time.Time { return t0.Add(24 * time.Hour) }
+			res, err := r.Run(context.Background(), RunOptions{})
+			if err == nil || res.Step != tc.step || res.Result != ResultFailed {
+				t.Fatalf("err = %v, run = %+v", err, res)
+			}
+			if got := store.keys(); !slices.Equal(got, before) {
+				t.Errorf("bucket after the failure = %q, want %q", got, before)
+			}
+			st, _ := ReadState(r.Root)
+			if st.LastRun.Step != tc.step || st.LastRun.Error == "" || st.NewestVerified.ID != "20260310T030000Z" {
+				t.Errorf("state = %+v %+v", st.LastRun, st.NewestVerified)
+			}
+			_, err = os.Stat(filepath.Join(r.Root.Path(r.Config.Dir), res.ID, "neo4j.dump"))
+			if tc.keepLocal != (err == nil) {
+				t.Errorf("local copy kept = %v, want %v", err == nil, tc.keepLocal)
+			}
+			if eng.calls[len(eng.calls)-1] == "stop c0ffee" {
+				t.Error("the database was left stopped")
+			}
+		})
+	}
+}
+
+func TestRunOutsideWindowDoesNothing(t *testing.T) {
+	r := testRunner(t, &fakeEngine{t: t}, newMemStore(), t0.Add(10*time.Hour))
+	r.Config.Window = "02:00-05:00"
+	if _, err := r.Run(context.Background(), RunOptions{}); !errors.Is(err, ErrOutsideWindow) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(r.Root.Path(StateFile)); err == nil {
+		t.Error("a skipped run wrote the state")
+	}
+}
+
+func TestRestoreRefusesRunningDatabaseWithoutYes(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	res, err := r.Run(context.Background(), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.calls = nil
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "--yes") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(eng.calls) != 0 {
+		t.Fatalf("refused restore still did %q", eng.calls)
+	}
+	store.corrupt = "neo4j/" + res.ID + "/neo4j.dump"
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true}); err == nil || !strings.Contains(err.Error(), "SHA-256") {
+		t.Fatalf("restore of a damaged download: err = %v", err)
+	}
+	if slices.Contains(eng.calls, "stop c0ffee") {
+		t.Fatal("a damaged download stopped the database")
+	}
+	store.corrupt = ""
+	eng.calls = nil
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"database check system", "database check neo4j", "stop c0ffee", "database load system", "database load neo4j", "start c0ffee"}
+	if !slices.Equal(eng.calls, want) {
+		t.Errorf("calls = %q\nwant    %q", eng.calls, want)
+	}
+}
+
+func listed(at ...string) []Listed {
+	var out []Listed
+	for _, s := range at {
+		tm, _ := time.Parse("2006-01-02 15:04", s)
+		out = append(out, Listed{ID: tm.Format(IDFormat), At: tm, Complete: true})
+	}
+	return out
+}
+
+func ids(ls []Listed) []string {
+	var out []string
+	for _, l := range ls {
+		out = append(out, l.At.Format("01-02 15:04"))
+	}
+	return out
+}
+
+func TestRetain(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		backups       []Listed
+		daily, weekly int
+		keep          []string
+	}{
+		{"newest of each of 2 days", listed("2026-03-10 03:00", "2026-03-10 15:00", "2026-03-09 03:00", "2026-03-08 03:00"), 2, 0,
+			[]string{"03-10 15:00", "03-09 03:00"}},
+		{"weekly reaches further back", listed("2026-03-10 03:00", "2026-03-09 03:00", "2026-03-03 03:00", "2026-02-24 03:00", "2026-02-17 03:00"), 1, 3,
+			[]string{"03-10 03:00", "03-03 03:00", "02-24 03:00"}},
+		{"newest always kept", listed("2026-03-10 03:00"), 1, 0, []string{"03-10 03:00"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keep, drop := Retain(tc.backups, tc.daily, tc.weekly)
+			if !slices.Equal(ids(keep), tc.keep) {
+				t.Errorf("keep = %q, want %q", ids(keep), tc.keep)
+			}
+			if len(keep)+len(drop) != len(tc.backups) {
+				t.Errorf("lost backups: %d + %d != %d", len(keep), len(drop), len(tc.backups))
+			}
+		})
+	}
+}
+
+func TestRetentionDeletesManifestFirstAndSkipsForeignKeys(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	r.Config.KeepDaily, r.Config.KeepWeekly = 1, 0
+	store.objs["neo4j/not-a-backup/file"] = []byte("x")
+	store.objs["neo4j/20260301T000000Z/neo4j.dump"] = []byte("incomplete, old")
+	if _, err := r.Run(context.Background(), RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.Now = func() time.Time { return t0.Add(24 * time.Hour) }
+	if _, err := r.Run(context.Background(), RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"neo4j/20260311T030000Z/manifest.json", "neo4j/20260311T030000Z/neo4j.dump", "neo4j/20260311T030000Z/system.dump", "neo4j/not-a-backup/file"}
+	if got := store.keys(); !slices.Equal(got, want) {
+		t.Errorf("keys = %q\nwant %q", got, want)
+	}
+	i := slices.Index(store.deleted, "neo4j/20260310T030000Z/manifest.json")
+	j := slices.Index(store.deleted, "neo4j/20260310T030000Z/neo4j.dump")
+	if i < 0 || j < 0 || i > j {
+		t.Errorf("deleted %q: the manifest must go first", store.deleted)
+	}
+}
+
+func TestConfigWindow(t *testing.T) {
+	at := func(hm string) time.Time { tm, _ := time.Parse("15:04", hm); return tm }
+	for _, tc := range []struct {
+		window string
+		now    string
+		in     bool
+	}{
+		{"02:00-05:00", "02:00", true}, {"02:00-05:00", "04:59", true}, {"02:00-05:00", "05:00", false},
+		{"23:00-02:00", "23:30", true}, {"23:00-02:00", "01:00", true}, {"23:00-02:00", "12:00", false},
+		{"", "12:00", true},
+	} {
+		c := Config{Window: tc.window}
+		if got := c.InWindow(at(tc.now)); got != tc.in {
+			t.Errorf("window %q at %s: %v, want %v", tc.window, tc.now, got, tc.in)
+		}
+	}
+	c := DefaultConfig()
+	c.Window = "2-5"
+	c.Image = "x"
+	if err := c.Validate(); err == nil {
+		t.Error("bad window accepted")
+	}
+}
+
+func TestSecretFile(t *testing.T) {
+	root := fsutil.Root{Dir: t.TempDir()}
+	body := []byte(`{"endpoint":"https://fra1.digitaloceanspaces.com","bucket":"b","region":"fra1","accessKey":"AKID","secretKey":"TOPSECRET"}`)
+	root.WriteFile("/root/docker/neo4j/spaces.json", body, 0o644)
+	if _, err := LoadSpaces(root, "/root/docker/neo4j/spaces.json"); err == nil || !strings.Contains(err.Error(), "0600") {
+		t.Fatalf("world-readable secret file: err = %v", err)
+	}
+	root.WriteFile("/root/docker/neo4j/spaces.json", body, 0o600)
+	s, err := LoadSpaces(root, "/root/docker/neo4j/spaces.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%+v", s), fmt.Sprintf("%#v", s)} {
+		if strings.Contains(out, "TOPSECRET") || strings.Contains(out, "AKID") {
+			t.Errorf("formatted secret shows a key: %s", out)
+		}
+	}
+	root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"fra1","secretKey":"TOPSECRET"}`), 0o600)
+	if _, err := LoadSpaces(root, "/root/docker/neo4j/spaces.json"); err == nil || strings.Contains(err.Error(), "TOPSECRET") {
+		t.Errorf("bad secret file: err = %v", err)
+	}
+}
+
+func TestReadStateMissingIsEmpty(t *testing.T) {
+	st, err := ReadState(fsutil.Root{Dir: t.TempDir()})
+	if err != nil || st.LastRun != nil || st.NewestVerified != nil {
+		t.Fatalf("ReadState on a fresh droplet = %+v, %v", st, err)
+	}
+}
+
+func TestStateSummary(t *testing.T) {
+	now := t0.Add(9 * time.Hour)
+	ok := State{LastRun: &Run{ID: "20260310T030000Z", Result: ResultOK, FinishedAt: t0, SizeBytes: 3 << 20, DowntimeMS: 42000},
+		NewestVerified: &Newest{ID: "20260310T030000Z", At: t0}}
+	failed := State{LastRun: &Run{ID: "20260311T030000Z", Result: ResultFailed, Step: "upload", Error: "connection reset", FinishedAt: t0},
+		NewestVerified: &Newest{ID: "20260309T030000Z", At: t0.Add(-24 * time.Hour)}}
+	for _, tc := range []struct {
+		st   State
+		want string
+	}{
+		{State{}, "no backup has run yet"},
+		{ok, "last run 20260310T030000Z ok 9h0m0s ago: 3.0 MiB, verified, uploaded, database down 42s"},
+		{failed, "last run 20260311T030000Z FAILED 9h0m0s ago at step upload: connection reset; newest verified 20260309T030000Z (33h0m0s old)"},
+	} {
+		if got := tc.st.Summary(now); got != tc.want {
+			t.Errorf("Summary = %q\nwant      %q", got, tc.want)
+		}
+	}
+}

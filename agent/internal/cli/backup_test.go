@@ -1,0 +1,119 @@
+package cli
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codelab-app/infra/agent/internal/backup"
+	"github.com/codelab-app/infra/agent/internal/backup/backuptest"
+	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/codelab-app/infra/agent/internal/monitor"
+)
+
+// timerCommand is the ExecStart of the unit the backup timer starts,
+// without the binary: what the schedule runs.
+func timerCommand(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../../../systemd/codelab-backup.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			f := strings.Fields(rest)
+			if f[0] != "/usr/local/bin/codelab-agent" {
+				t.Fatalf("ExecStart runs %s", f[0])
+			}
+			return f[1:]
+		}
+	}
+	t.Fatal("codelab-backup.service has no ExecStart")
+	return nil
+}
+
+func TestBackupHelpAndUsage(t *testing.T) {
+	if args := timerCommand(t); strings.Join(args, " ") != "backup run" {
+		t.Errorf("the timer runs %q", args)
+	}
+	code, out, _ := run(t, "", "backup", "--help")
+	for _, want := range []string{"run", "list", "restore", backup.ConfigFile, backup.StateFile} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("backup --help (exit %d) lacks %q", code, want)
+		}
+	}
+	if code, _, errOut := run(t, "", "backup", "restore", "last-tuesday", "--root", t.TempDir()); code != 64 {
+		t.Errorf("restore with a bad id: exit %d, want 64: %s", code, errOut)
+	}
+	if code, _, errOut := run(t, "", "backup", "run", "--root", t.TempDir()); code != 1 || !strings.Contains(errOut, backup.ConfigFile) {
+		t.Errorf("backup run without settings: exit %d: %s", code, errOut)
+	}
+	code, out, _ = run(t, "", "monitor", "--help")
+	if code != 0 || !strings.Contains(out, "/health/backup") {
+		t.Errorf("monitor --help (exit %d): %s", code, out)
+	}
+}
+
+// The schedule's command, through the real CLI, against versitygw and the
+// neo4j stand-in: a verified, uploaded backup that `backup list` and
+// `monitor --once` show.
+func TestScheduledBackupIntegration(t *testing.T) {
+	backuptest.Integration(t, "versitygw")
+	s3 := backuptest.StartS3(t)
+	image := backuptest.StandinImage(t)
+	project := backuptest.RandomName("codelabit")
+	db := backuptest.StartNeo4j(t, image, project+"-data", project)
+	req, _ := http.NewRequest(http.MethodPut, db.HTTP+"/standin/nodes/alice", strings.NewReader("knows bob"))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("write data: %v %v", err, resp)
+	}
+
+	root := fsutil.Root{Dir: t.TempDir()}
+	sec, _ := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret})
+	root.WriteFile("/root/docker/neo4j/spaces.json", sec, 0o600)
+	c := backup.DefaultConfig()
+	c.Image, c.Volume, c.Project = image, db.Volume, project
+	now := time.Now().UTC()
+	c.Window = now.Add(-time.Hour).Format("15:04") + "-" + now.Add(time.Hour).Format("15:04") // the timer fires inside it
+	c.MinFreeBytes = 0
+	c.Monitor.BoltAddr, c.Monitor.HTTPURL = db.Bolt, db.HTTP+"/"
+	b, _ := json.Marshal(c)
+	root.WriteFile(backup.ConfigFile, b, 0o644)
+
+	code, out, errOut := run(t, "", append(timerCommand(t), "--root", root.Dir)...)
+	if code != 0 || !strings.Contains(out, "verified, uploaded") {
+		t.Fatalf("scheduled run: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if strings.Contains(errOut, s3.Secret) {
+		t.Fatal("the log shows the secret key")
+	}
+	st, err := backup.ReadState(root)
+	if err != nil || st.LastRun == nil || st.LastRun.Result != backup.ResultOK || st.NewestVerified == nil {
+		t.Fatalf("state = %+v, %v", st, err)
+	}
+	id := st.NewestVerified.ID
+
+	code, out, errOut = run(t, "", "backup", "list", "--json", "--root", root.Dir)
+	var list struct {
+		Backups []struct {
+			ID       string `json:"id"`
+			Complete bool   `json:"complete"`
+		} `json:"backups"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Backups) != 1 || list.Backups[0].ID != id || !list.Backups[0].Complete {
+		t.Fatalf("backup list: exit %d\n%s\n%s", code, out, errOut)
+	}
+
+	code, out, errOut = run(t, "", "monitor", "--once", "--root", root.Dir)
+	var v monitor.View
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || !v.BackupOK || v.BackupAgeSeconds < 0 || !v.BoltUp || !v.HTTPUp {
+		t.Fatalf("monitor --once: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(root.Path(c.Dir), id)); err == nil {
+		t.Error("local copy left after the upload")
+	}
+}

@@ -1,0 +1,291 @@
+// Package monitor is the neo4j role's monitor (codelab-monitor.service,
+// `codelab-agent monitor`): a Prometheus endpoint on the droplet's VPC
+// address with the backup's age, result, size and duration, the store's
+// size, free disk, the database container's health and restarts, Bolt and
+// HTTP reachability and consul-template's render lag; and /health/backup,
+// the Consul check that turns critical when the newest verified backup is
+// older than its threshold.
+package monitor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/codelab-app/infra/agent/internal/backup"
+	"github.com/codelab-app/infra/agent/internal/fsutil"
+)
+
+// Probes are the monitor's views of the world; function fields, so unit
+// tests replace each one.
+type Probes struct {
+	// Container returns the database container's state (found=false when
+	// there is none).
+	Container func(ctx context.Context) (st backup.ContainerState, found bool, err error)
+	// StorePath returns the data volume's folder on the host.
+	StorePath func(ctx context.Context) (string, error)
+	// Bolt and HTTP return nil when the database answers.
+	Bolt func(ctx context.Context) error
+	HTTP func(ctx context.Context) error
+	// RenderLag is how long a Consul KV change has waited for (or waited
+	// for, last time) consul-template to render it.
+	RenderLag func(ctx context.Context) (time.Duration, error)
+}
+
+// Monitor collects the metrics.
+type Monitor struct {
+	Root   fsutil.Root
+	Config backup.Config
+	Probes Probes
+	Log    *slog.Logger
+	Now    func() time.Time
+	// Timeout bounds one scrape's probes; default 5s.
+	Timeout time.Duration
+}
+
+func (m *Monitor) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// View is the monitor's answer, for /view and `status`.
+type View struct {
+	SchemaVersion int          `json:"schemaVersion"`
+	At            time.Time    `json:"at"`
+	Backup        backup.State `json:"backup"`
+	// BackupAgeSeconds is the newest verified backup's age; -1 when none.
+	BackupAgeSeconds float64 `json:"backupAgeSeconds"`
+	MaxAgeSeconds    float64 `json:"maxAgeSeconds"`
+	BackupOK         bool    `json:"backupOk"` // a verified backup younger than MaxAge
+	StoreSizeBytes   int64   `json:"storeSizeBytes"`
+	// DiskFreeBytes by path: the backup folder and the store.
+	DiskFreeBytes     map[string]int64 `json:"diskFreeBytes"`
+	Container         string           `json:"container"` // running/healthy, exited, absent
+	ContainerHealth   string           `json:"containerHealth,omitempty"`
+	ContainerRestarts int              `json:"containerRestarts"`
+	BoltUp            bool             `json:"boltUp"`
+	HTTPUp            bool             `json:"httpUp"`
+	RenderLagSeconds  float64          `json:"renderLagSeconds"`
+	// Errors are probes that could not answer, by probe.
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// Collect runs every probe once.
+func (m *Monitor) Collect(ctx context.Context) View {
+	timeout := m.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	now := m.now()
+	v := View{SchemaVersion: 1, At: now.UTC(), BackupAgeSeconds: -1, MaxAgeSeconds: m.Config.MaxAge.Seconds(),
+		DiskFreeBytes: map[string]int64{}, Errors: map[string]string{}, Container: "absent"}
+	var mu sync.Mutex
+	fail := func(probe string, err error) {
+		mu.Lock()
+		v.Errors[probe] = err.Error()
+		mu.Unlock()
+	}
+	st, err := backup.ReadState(m.Root)
+	if err != nil {
+		fail("backup-state", err)
+	}
+	v.Backup = st
+	if n := st.NewestVerified; n != nil {
+		v.BackupAgeSeconds = now.Sub(n.At).Seconds()
+		v.BackupOK = now.Sub(n.At) <= m.Config.MaxAge.Duration
+	}
+
+	var wg sync.WaitGroup
+	run := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	if p := m.Probes.Container; p != nil {
+		run(func() {
+			cs, found, err := p(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				v.Errors["container"] = err.Error()
+			case found:
+				v.Container, v.ContainerHealth, v.ContainerRestarts = cs.Status, cs.Health, cs.Restarts
+			}
+		})
+	}
+	if p := m.Probes.Bolt; p != nil {
+		run(func() {
+			err := p(ctx)
+			mu.Lock()
+			v.BoltUp = err == nil
+			mu.Unlock()
+		})
+	}
+	if p := m.Probes.HTTP; p != nil {
+		run(func() {
+			err := p(ctx)
+			mu.Lock()
+			v.HTTPUp = err == nil
+			mu.Unlock()
+		})
+	}
+	if p := m.Probes.RenderLag; p != nil {
+		run(func() {
+			lag, err := p(ctx)
+			if err != nil {
+				fail("render-lag", err)
+				return
+			}
+			mu.Lock()
+			v.RenderLagSeconds = lag.Seconds()
+			mu.Unlock()
+		})
+	}
+	run(func() {
+		backupDir := m.Root.Path(m.Config.Dir)
+		if free, err := freeBytes(existingParent(backupDir)); err != nil {
+			fail("disk-free", err)
+		} else {
+			mu.Lock()
+			v.DiskFreeBytes[m.Config.Dir] = free
+			mu.Unlock()
+		}
+		if m.Probes.StorePath == nil {
+			return
+		}
+		p, err := m.Probes.StorePath(ctx)
+		if err != nil {
+			fail("store-size", err)
+			return
+		}
+		size, err := dirSize(p)
+		if err != nil {
+			fail("store-size", err)
+			return
+		}
+		free, err := freeBytes(p)
+		mu.Lock()
+		defer mu.Unlock()
+		v.StoreSizeBytes = size
+		if err == nil {
+			v.DiskFreeBytes[p] = free
+		}
+	})
+	wg.Wait()
+	if len(v.Errors) == 0 {
+		v.Errors = nil
+	}
+	return v
+}
+
+// Handler serves /metrics, /health/backup and /view.
+func (m *Monitor) Handler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{m})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /health/backup", func(w http.ResponseWriter, r *http.Request) {
+		code, msg := m.BackupHealth()
+		w.WriteHeader(code)
+		fmt.Fprintln(w, msg)
+	})
+	mux.HandleFunc("GET /view", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(m.Collect(r.Context()))
+	})
+	return mux
+}
+
+// BackupHealth is the Consul check: 200 when the newest verified backup is
+// younger than MaxAge, 503 (critical) when it is older or there is none.
+func (m *Monitor) BackupHealth() (int, string) {
+	st, err := backup.ReadState(m.Root)
+	if err != nil {
+		return http.StatusServiceUnavailable, "critical: " + err.Error()
+	}
+	last := ""
+	if r := st.LastRun; r != nil && r.Result != backup.ResultOK {
+		last = fmt.Sprintf("; last run %s failed at %s: %s", r.ID, r.Step, r.Error)
+	}
+	n := st.NewestVerified
+	if n == nil {
+		return http.StatusServiceUnavailable, "critical: no verified backup yet" + last
+	}
+	age := m.now().Sub(n.At).Round(time.Second)
+	if age > m.Config.MaxAge.Duration {
+		return http.StatusServiceUnavailable, fmt.Sprintf("critical: newest verified backup %s is %s old (threshold %s)%s", n.ID, age, m.Config.MaxAge.Duration, last)
+	}
+	return http.StatusOK, fmt.Sprintf("ok: newest verified backup %s is %s old (threshold %s)%s", n.ID, age, m.Config.MaxAge.Duration, last)
+}
+
+// Serve listens on addr until ctx ends.
+func (m *Monitor) Serve(ctx context.Context, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("monitor: listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if m.Log != nil {
+		m.Log.Info("monitor listening", "addr", l.Addr().String())
+	}
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	return nil
+}
+
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+func existingParent(p string) string {
+	for {
+		if _, err := os.Stat(p); err == nil || filepath.Dir(p) == p {
+			return p
+		}
+		p = filepath.Dir(p)
+	}
+}
+
+func dirSize(root string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // a file went away mid-walk
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n, err
+}
