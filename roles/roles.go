@@ -4,15 +4,19 @@
 //	<role>/compose.yaml          the role's Compose project
 //	<role>/consul/*.hcl          Consul service definitions and checks
 //	<role>/templates/*.ctmpl     consul-template templates
+//	<role>/required              KV keys the role cannot start without
 //
 // Every file is a Go text/template with [[ ]] delimiters (so consul-template's
 // {{ }} passes through untouched), executed by the agent with Data.
 package roles
 
 import (
+	"bufio"
+	"bytes"
 	"embed"
 	"fmt"
 	"io/fs"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -50,4 +54,40 @@ func FS(role string) (fs.FS, error) {
 		return nil, fmt.Errorf("open role %s: %w", role, err)
 	}
 	return sub, nil
+}
+
+var keyName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Required lists the keys, relative to Consul KV codelab/<env>/<role>/,
+// that must exist before the role starts (the role's required file).
+// Until they do, consul-template does not render the role's env file (its
+// template blocks on them), and the agent waits and reports which key is
+// missing instead of starting a container with an empty setting.
+func Required(role string) ([]string, error) {
+	fsys, err := FS(role)
+	if err != nil {
+		return nil, err
+	}
+	b, err := fs.ReadFile(fsys, "required")
+	if err != nil {
+		return nil, fmt.Errorf("role %s: %w", role, err)
+	}
+	var keys []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !keyName.MatchString(line) {
+			return nil, fmt.Errorf("role %s: required line %d: %q is not an environment variable name", role, n, line)
+		}
+		keys = append(keys, line)
+	}
+	return keys, nil
+}
+
+// RequiredKVPath is the full Consul KV path of a required key.
+func RequiredKVPath(env, role, key string) string {
+	return "codelab/" + env + "/" + role + "/" + key
 }

@@ -21,6 +21,11 @@ func TestEveryRoleHasItsFiles(t *testing.T) {
 			}
 		}
 	}
+	for _, name := range Names {
+		if _, err := Required(name); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 	if _, err := FS("db"); err == nil {
 		t.Error("unknown role accepted")
 	}

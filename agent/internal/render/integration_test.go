@@ -17,6 +17,7 @@ import (
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/retry"
+	"github.com/codelab-app/infra/roles"
 )
 
 // integration skips unless CODELAB_INTEGRATION=1 (make test sets it); then a
@@ -205,12 +206,24 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 
 	// KV to consul-template: the real binary, the rendered config and
 	// template. -dry prints instead of writing and runs no command.
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, api+"/v1/kv/codelab/prod/api/GREETING", strings.NewReader("hello from kv"))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("write KV: %v %v", err, resp)
+	putKV := func(key, value string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, api+"/v1/kv/"+key, strings.NewReader(value))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("write KV %s: %v %v", key, err, resp)
+		}
+		resp.Body.Close()
 	}
-	resp.Body.Close()
+	// The api template waits for its required keys; give it them.
+	required, err := roles.Required("api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range required {
+		putKV(roles.RequiredKVPath("prod", "api", k), "set-by-test")
+	}
+	putKV("codelab/prod/api/GREETING", "hello from kv")
 	// Right after an election a read may still miss the write; in
 	// production consul-template keeps watching, here we ask again until
 	// the value arrives or the deadline passes.

@@ -2,6 +2,10 @@ service {
   name = "neo4j"
   port = 7687
   tags = ["[[ .Env ]]"]
+  meta = {
+    env       = "[[ .Env ]]"
+    http_port = "7474"
+  }
   checks = [
     {
       id       = "neo4j-bolt"
