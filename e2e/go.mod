@@ -1,3 +1,20 @@
 module github.com/codelab-app/infra/e2e
 
 go 1.26
+
+require (
+	github.com/digitalocean/godo v1.237.0
+	github.com/spf13/cobra v1.10.2
+	golang.org/x/crypto v0.40.0
+)
+
+require (
+	github.com/google/go-querystring v1.1.0 // indirect
+	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
+	github.com/hashicorp/go-retryablehttp v0.7.7 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	golang.org/x/oauth2 v0.27.0 // indirect
+	golang.org/x/sys v0.34.0 // indirect
+	golang.org/x/time v0.6.0 // indirect
+)
