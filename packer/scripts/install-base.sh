@@ -80,7 +80,12 @@ fi
 
 log "installing systemd units"
 shopt -s nullglob
-units=("$PAYLOAD"/systemd/*.service "$PAYLOAD"/systemd/*.timer)
+units=()
+for u in "$PAYLOAD"/systemd/*.service "$PAYLOAD"/systemd/*.timer; do
+	# The neo4j role's backup and monitor units are install-neo4j.sh's.
+	case "$(basename "$u")" in codelab-backup.* | codelab-monitor.*) continue ;; esac
+	units+=("$u")
+done
 shopt -u nullglob
 for u in "${units[@]}"; do
 	install -m 0644 "$u" "/etc/systemd/system/$(basename "$u")"

@@ -16,6 +16,16 @@ else
 	systemctl enable prometheus-node-exporter.service
 fi
 
+log "installing the backup timer and the monitor"
+PAYLOAD=${CODELAB_PAYLOAD:-/tmp/codelab-payload}
+for u in codelab-backup.service codelab-backup.timer codelab-monitor.service; do
+	[ -f "$PAYLOAD/systemd/$u" ] || die "systemd unit $u is missing from the payload (systemd/ in the repo)"
+	install -m 0644 "$PAYLOAD/systemd/$u" "/etc/systemd/system/$u"
+done
+# The timer fires the daily backup; the monitor waits (ConditionPathExists) for the
+# settings consul-template renders, and the agent starts it on first boot.
+systemctl enable codelab-backup.timer codelab-monitor.service
+
 log "creating Neo4j directories"
 install -d -m 0755 /opt/neo4j /opt/neo4j/data /opt/neo4j/logs /opt/neo4j/import /opt/neo4j/plugins
 install -d -m 0700 /var/backups/neo4j

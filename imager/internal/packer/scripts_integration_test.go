@@ -65,7 +65,7 @@ func testPayload(t *testing.T, units ...string) string {
 	return dir
 }
 
-var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.timer"}
+var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.service", "codelab-backup.timer", "codelab-monitor.service"}
 
 // inDebian runs script with bash in a fresh Debian 12 container without network, the
 // payload at /mnt/payload (read-only) and the provisioning scripts at /scripts.
@@ -134,7 +134,7 @@ done
 for d in /etc/consul.d /opt/consul /etc/consul-template /root/docker /root/.config/doctl /opt/neo4j/data /var/backups/neo4j; do
 	[ -d "$d" ] || echo "MISSING $d"
 done
-for u in codelab-agent consul consul-template codelab-ssh-hostkeys; do
+for u in codelab-agent consul consul-template codelab-ssh-hostkeys codelab-monitor; do
 	[ -L /etc/systemd/system/multi-user.target.wants/$u.service ] || echo "NOT ENABLED $u"
 done
 [ -L /etc/systemd/system/multi-user.target.wants/codelab-backup.timer ] || echo "NOT ENABLED codelab-backup.timer"
