@@ -16,6 +16,11 @@ source "digitalocean" "neo4j-base" {
 build {
   sources = ["source.digitalocean.neo4j-base"]
 
+  # The file provisioner uploads a folder only into one that exists.
+  provisioner "shell" {
+    inline = ["mkdir -p ${local.payload_dest}"]
+  }
+
   provisioner "file" {
     source      = "${var.payload_dir}/"
     destination = local.payload_dest
