@@ -69,6 +69,12 @@ type Input struct {
 // ComposeFile is where the role's Compose project lives on the droplet.
 func ComposeFile(role string) string { return path.Join(ComposeRoot, role, "compose.yaml") }
 
+// ComposeLock is the flock(2) file that serialises every `docker compose up`
+// of a role: consul-template's exec takes it through flock(1) and the agent's
+// compose step takes the same lock, so the two never create the project's
+// network or containers at the same time.
+func ComposeLock(role string) string { return "/run/lock/codelab-compose-" + role + ".lock" }
+
 // Render produces every file for the droplet. It fails when the droplet
 // cannot run the role as asked (no VPC address, say).
 func Render(in Input) ([]File, error) {
@@ -217,7 +223,8 @@ func templateConfig(in Input, stanzas []templateStanza) []byte {
 	for _, s := range stanzas {
 		// An unchanged render runs nothing; a changed one re-applies the
 		// role's Compose project, which recreates only what changed.
-		cmd := []string{"docker", "compose", "-p", role, "-f", in.ContentRoot + ComposeFile(role), "up", "-d", "--wait", "--pull", "never"}
+		cmd := []string{"flock", "--wait", "240", in.ContentRoot + ComposeLock(role),
+			"docker", "compose", "-p", role, "-f", in.ContentRoot + ComposeFile(role), "up", "-d", "--wait", "--pull", "never"}
 		quoted := make([]string, len(cmd))
 		for i, c := range cmd {
 			quoted[i] = quote(c)
@@ -232,7 +239,7 @@ func templateConfig(in Input, stanzas []templateStanza) []byte {
 		} {
 			fmt.Fprintf(&b, "  %-20s = %s\n", kv[0], kv[1])
 		}
-		fmt.Fprintf(&b, "\n  exec {\n    command = [%s]\n    timeout = \"180s\"\n  }\n}\n", strings.Join(quoted, ", "))
+		fmt.Fprintf(&b, "\n  exec {\n    command = [%s]\n    timeout = \"300s\"\n  }\n}\n", strings.Join(quoted, ", "))
 	}
 	return hclFile(b.String())
 }
