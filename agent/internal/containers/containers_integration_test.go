@@ -1,0 +1,151 @@
+package containers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codelab-app/infra/agent/internal/retry"
+	"github.com/codelab-app/infra/tools/testenv"
+)
+
+// TestPullAndComposeAgainstRealDocker pulls FROM scratch images from a local
+// registry through the real dockerd, checks digests and the no-re-pull
+// rule, runs compose up --wait, and diagnoses an unhealthy service.
+func TestPullAndComposeAgainstRealDocker(t *testing.T) {
+	testenv.Integration(t, "docker")
+	ctx := context.Background()
+	reg := testenv.StartRegistry(t)
+	tag := fmt.Sprintf("t%d", time.Now().UnixNano())
+	refs := []string{reg.Addr() + "/codelab-it/a:" + tag, reg.Addr() + "/codelab-it/b:" + tag}
+	digests := map[string]string{}
+	for _, r := range refs {
+		digests[r] = testenv.PushImage(t, testenv.Image{Ref: r, Pad: 1 << 20})
+		testenv.RemoveImage(t, r) // the pull must fetch it
+	}
+	t.Cleanup(func() {
+		for _, r := range refs {
+			testenv.RemoveImage(t, r)
+		}
+	})
+
+	api, err := NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	var seen int
+	p := &Puller{API: api, OnProgress: func(Progress) { seen++ }}
+	got, err := p.PullAll(ctx, refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range got {
+		if g.Result != PullPulled || g.Digest != digests[g.Ref] {
+			t.Errorf("%s: result %s digest %s, want pulled %s", g.Ref, g.Result, g.Digest, digests[g.Ref])
+		}
+		if g.Current < 1<<20 {
+			t.Errorf("%s: %d bytes recorded, want at least the 1 MiB pad", g.Ref, g.Current)
+		}
+	}
+	if seen == 0 {
+		t.Error("no progress reported")
+	}
+
+	// Same digest at the registry: nothing is pulled again.
+	again, err := p.PullAll(ctx, refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range again {
+		if g.Result != PullPresent || g.Digest != digests[g.Ref] {
+			t.Errorf("second pull of %s: %s %s, want present", g.Ref, g.Result, g.Digest)
+		}
+	}
+
+	// Compose up --wait with both images, one of them made unhealthy.
+	dir := t.TempDir()
+	project := "codelab-it-" + tag
+	compose := fmt.Sprintf(`services:
+  a:
+    image: %s
+    healthcheck: {test: ["CMD", "/app", "healthcheck"], interval: 1s, timeout: 2s, retries: 2}
+  b:
+    image: %s
+    environment: {UNHEALTHY_FILE: /app}
+    healthcheck: {test: ["CMD", "/app", "healthcheck"], interval: 1s, timeout: 2s, retries: 2}
+`, refs[0], refs[1])
+	file := filepath.Join(dir, "compose.yaml")
+	if err := os.WriteFile(file, []byte(compose), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = testenv.Output(ctx, "docker", "compose", "-p", project, "-f", file, "down", "-v", "-t", "1")
+	})
+	imgs, err := ComposeImages([]byte(compose))
+	if err != nil || strings.Join(imgs, ",") != strings.Join(refs, ",") {
+		t.Fatalf("ComposeImages = %v, %v", imgs, err)
+	}
+	c := Compose{Project: project, File: file}
+	err = c.Up(ctx, 20*time.Second)
+	if err == nil {
+		t.Fatal("compose up succeeded with an unhealthy service")
+	}
+	f, ok := Diagnose(ctx, api, project, 20)
+	if !ok || f.Service != "b" || !strings.Contains(f.State, "unhealthy") {
+		t.Fatalf("Diagnose = %+v, %v; want service b unhealthy", f, ok)
+	}
+	if !strings.Contains(strings.Join(f.Logs, "\n"), "listening") {
+		t.Errorf("logs = %q, want the app's start line", f.Logs)
+	}
+
+	// Healthy project: up --wait succeeds; List reports digests.
+	healthy := strings.Replace(compose, "environment: {UNHEALTHY_FILE: /app}", "environment: {UNHEALTHY_FILE: /nonexistent}", 1)
+	if err := os.WriteFile(file, []byte(healthy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Up(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	list, err := List(ctx, api, project)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	for _, ct := range list {
+		if ct.State != "running" || ct.Health != "healthy" || ct.ImageDigest != digests[ct.Image] {
+			t.Errorf("container %+v, want running healthy at %s", ct, digests[ct.Image])
+		}
+	}
+	ids := map[string]string{}
+	for _, ct := range list {
+		ids[ct.Service] = ct.ID
+	}
+	// A second up with the same file recreates nothing.
+	if err := c.Up(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	list, _ = List(ctx, api, project)
+	for _, ct := range list {
+		if ids[ct.Service] != ct.ID {
+			t.Errorf("service %s was recreated by an unchanged up", ct.Service)
+		}
+	}
+
+	// Registry gone and image absent: the pull fails, naming the image.
+	reg.Stop()
+	missing := reg.Addr() + "/codelab-it/missing:" + tag
+	fast := &Puller{API: api, Retry: retry.Policy{Initial: 50 * time.Millisecond, Attempts: 2}}
+	_, err = fast.PullAll(ctx, []string{missing, refs[0]})
+	var pe *PullError
+	if !errors.As(err, &pe) || len(pe.Failed) != 1 || pe.Failed[0].Ref != missing {
+		t.Fatalf("err = %v, want a PullError for %s only (the present image is kept)", err, missing)
+	}
+	if !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("err = %v, want the registry's connection error", err)
+	}
+}

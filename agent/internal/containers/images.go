@@ -1,0 +1,100 @@
+// Package containers pulls a role's images (Docker Engine API, concurrently,
+// with registry credentials, retries and progress) and runs its Compose
+// project (the docker compose plugin), and reports on both for status.
+package containers
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/docker/docker/api/types/registry"
+	"gopkg.in/yaml.v3"
+)
+
+// ComposeImages lists the distinct images of a Compose file's services, in
+// a stable order.
+func ComposeImages(compose []byte) ([]string, error) {
+	var doc struct {
+		Services map[string]struct {
+			Image string `yaml:"image"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(compose, &doc); err != nil {
+		return nil, fmt.Errorf("read compose file: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for name, s := range doc.Services {
+		if s.Image == "" {
+			return nil, fmt.Errorf("compose service %s has no image (builds are not run on droplets)", name)
+		}
+		if !seen[s.Image] {
+			seen[s.Image] = true
+			out = append(out, s.Image)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("compose file has no services")
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// RegistryHost is the registry part of an image reference, as Docker
+// decides it: the first path element when it has a dot or a port or is
+// localhost; Docker Hub otherwise.
+func RegistryHost(ref string) string {
+	first, _, ok := strings.Cut(ref, "/")
+	if ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return first
+	}
+	return "docker.io"
+}
+
+// Repository is ref without its tag or digest.
+func Repository(ref string) string {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref = ref[:i]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		ref = ref[:i]
+	}
+	return ref
+}
+
+// Credentials are registry credentials for one registry host.
+// DigitalOcean Container Registry takes an API token as both user name and
+// password.
+type Credentials struct {
+	Host  string
+	Token string // secret: never logged
+}
+
+// EncodedAuth is the X-Registry-Auth value for the Engine API, or "" when
+// there are no credentials for ref's registry.
+func (c Credentials) EncodedAuth(ref string) string {
+	if c.Token == "" || RegistryHost(ref) != c.Host {
+		return ""
+	}
+	s, err := registry.EncodeAuthConfig(registry.AuthConfig{Username: c.Token, Password: c.Token, ServerAddress: c.Host})
+	if err != nil {
+		return ""
+	}
+	return s
+}
+
+// DockerConfig is /root/.docker/config.json holding the credentials, so
+// that `docker compose` (and an operator's `docker pull`) can use them.
+func (c Credentials) DockerConfig() ([]byte, error) {
+	cfg := map[string]any{"auths": map[string]any{
+		c.Host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(c.Token + ":" + c.Token))},
+	}}
+	b, err := json.MarshalIndent(cfg, "", "\t")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
