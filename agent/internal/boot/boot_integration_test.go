@@ -1,0 +1,241 @@
+package boot_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/status"
+	"github.com/codelab-app/infra/tools/testenv"
+)
+
+// TestBootInSystemdContainer is the issue's done-when scenario: in a
+// systemd container made from Debian 12 with Docker, Consul,
+// consul-template and the agent installed, codelab-agent.service boots the
+// api role from a one-line user_data served by a metadata endpoint; status
+// --json reports ready with per-step timings. A second boot restarts
+// nothing. With the registry stopped and the image gone, the boot fails and
+// status exits 1 naming the image step and the registry error.
+func TestBootInSystemdContainer(t *testing.T) {
+	testenv.Integration(t, "docker", "consul", "consul-template", "docker-compose")
+	gw := testenv.BridgeGateway(t)
+	reg := testenv.StartRegistry(t, "127.0.0.1", gw)
+	inner := reg.Addrs[1] // what the container pulls from
+	tag := fmt.Sprintf("t%d", time.Now().UnixNano())
+	digest := testenv.PushImage(t, testenv.Image{Ref: reg.Addrs[0] + "/codelab/api:" + tag})
+	testenv.RemoveImage(t, reg.Addrs[0]+"/codelab/api:"+tag)
+
+	agent := testenv.BuildGo(t, "./agent/cmd/codelab-agent")
+	c := testenv.StartSystemd(t, testenv.ContainerOptions{Image: testenv.EnsureDockerImage(t), Docker: true})
+
+	// Metadata, served from the host on the bridge.
+	var gossip [32]byte
+	_, _ = rand.Read(gossip[:])
+	line := fmt.Sprintf("#codelab v1 role=api env=prod consul=server bootstrap=1 join=%s gossip=%s registry=%s/codelab version=%s",
+		c.IP, base64.StdEncoding.EncodeToString(gossip[:]), inner, tag)
+	meta := map[string]any{
+		"droplet_id": 3141592, "hostname": "api-1", "region": "nyc3", "user_data": line,
+		"interfaces": map[string]any{"private": []any{map[string]any{"ipv4": map[string]any{"ip_address": c.IP}}}},
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(gw, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metadata/v1.json" {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(meta)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	// Install what the image build installs.
+	cache := filepath.Dir(mustLook(t, "consul"))
+	c.CopyIn(t, agent, "/usr/local/bin/codelab-agent")
+	c.CopyIn(t, filepath.Join(cache, "consul"), "/usr/local/bin/consul")
+	c.CopyIn(t, filepath.Join(cache, "consul-template"), "/usr/local/bin/consul-template")
+	c.CopyIn(t, mustLook(t, "docker-compose"), "/usr/libexec/docker/cli-plugins/docker-compose")
+	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service"} {
+		c.CopyIn(t, filepath.Join(testenv.RepoDir(), "systemd", u), "/etc/systemd/system/"+u)
+	}
+	c.WriteFile(t, "/etc/systemd/system/codelab-agent.service.d/test.conf",
+		[]byte(fmt.Sprintf("[Service]\nEnvironment=CODELAB_METADATA_URL=http://%s/metadata/v1.json\n", l.Addr())), 0o644)
+	c.WriteFile(t, "/etc/docker/daemon.json", []byte(fmt.Sprintf(`{"insecure-registries": [%q]}`+"\n", inner)), 0o644)
+	c.WriteFile(t, boot.ImageFile, []byte("codelab-api-base-test\n"), 0o644)
+	c.MustExec(t, "systemctl", "daemon-reload")
+	c.MustExec(t, "systemctl", "enable", "consul.service", "consul-template.service", "codelab-agent.service")
+	c.MustExec(t, "systemctl", "restart", "docker.service")
+
+	startAgent := func() (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+		defer cancel()
+		// start/restart returns when the agent sends READY (Type=notify).
+		return c.Exec(ctx, "systemctl", "restart", "codelab-agent.service")
+	}
+	statusJSON := func() (status.Report, int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		start := time.Now()
+		out, err := exec.CommandContext(ctx, "docker", "exec", c.ID, "codelab-agent", "status", "--json").Output()
+		took := time.Since(start)
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		var r status.Report
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, out)
+		}
+		if r.SchemaVersion != status.SchemaVersion || r.ExitCode != code {
+			t.Errorf("status --json: schemaVersion %d exitCode %d, process exit %d", r.SchemaVersion, r.ExitCode, code)
+		}
+		t.Logf("status answered in %s: %s", took, r.Summary)
+		return r, code
+	}
+	journal := func() string {
+		out, _ := c.Exec(context.Background(), "journalctl", "--no-pager", "-n", "80", "-u", "codelab-agent", "-u", "consul", "-u", "consul-template", "-u", "docker")
+		return out
+	}
+
+	// 1. First boot: ready, with per-step timings. The role's env template
+	// reads Consul KV codelab/prod/api/ and requires some keys there
+	// (consul-template blocks until they exist): seed them, as operators
+	// do, once Consul is up.
+	c.MustExec(t, "systemctl", "start", "--no-block", "codelab-agent.service")
+	seedCtx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for {
+		out, err := c.Exec(seedCtx, "consul", "kv", "put", "codelab/prod/api/GREETING", "hello")
+		if err == nil {
+			for _, kv := range [][2]string{{"NEO4J_USER", "neo4j"}, {"NEO4J_PASSWORD", "test-password"}} {
+				c.MustExec(t, "consul", "kv", "put", "codelab/prod/api/"+kv[0], kv[1])
+			}
+			break
+		}
+		if seedCtx.Err() != nil {
+			t.Fatalf("seed Consul KV: %v %s\n%s", err, out, journal())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	waitCtx, cancelWait := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancelWait()
+	if out, err := c.Exec(waitCtx, "codelab-agent", "status", "--wait", "--timeout", "4m"); err != nil {
+		t.Fatalf("first boot: status --wait: %v\n%s\n%s", err, out, journal())
+	}
+	r, code := statusJSON()
+	if code != 0 || r.Overall != status.Ready {
+		t.Fatalf("after first boot: exit %d %s: %s\n%+v\n%s", code, r.Overall, r.Summary, r.Problems, journal())
+	}
+	if r.Role != "api" || r.DropletID != "3141592" || r.Image != "codelab-api-base-test" || r.Boot == nil {
+		t.Fatalf("identity: %+v", r)
+	}
+	for _, s := range r.Boot.Steps {
+		if s.Result != boot.OK || s.StartedAt == nil {
+			t.Errorf("step %s: %s (started %v)", s.Name, s.Result, s.StartedAt)
+		}
+	}
+	if len(r.Boot.Steps) != 9 || r.Boot.DurationMS <= 0 {
+		t.Errorf("boot: %d steps, %d ms", len(r.Boot.Steps), r.Boot.DurationMS)
+	}
+	if len(r.Boot.Images) != 1 || r.Boot.Images[0].Digest != digest || r.Boot.Images[0].Result != "pulled" {
+		t.Errorf("images = %+v, want pulled at %s", r.Boot.Images, digest)
+	}
+	if len(r.Containers) != 1 || r.Containers[0].Health != "healthy" || r.Containers[0].ImageDigest != digest {
+		t.Errorf("containers = %+v", r.Containers)
+	}
+	if !r.Consul.Member || r.Consul.Leader == "" {
+		t.Errorf("consul = %+v", r.Consul)
+	}
+	if got := c.MustExec(t, "systemctl", "show", "-p", "StatusText", "--value", "codelab-agent"); !strings.HasPrefix(got, "ready in") {
+		t.Errorf("systemctl StatusText = %q, want the agent's ready line", got)
+	}
+	// The env file consul-template rendered reached the container.
+	env := c.MustExec(t, "curl", "-fsS", "http://127.0.0.1:3000/env")
+	if !strings.Contains(env, `"CODELAB_ENV":"prod"`) || !strings.Contains(env, `"GREETING":"hello"`) {
+		t.Errorf("container env = %s", env)
+	}
+	// The state file on disk is the one status read.
+	var st boot.State
+	if err := json.Unmarshal([]byte(c.MustExec(t, "cat", boot.StateFile)), &st); err != nil || st.Result != boot.BootReady {
+		t.Fatalf("state file: %v %+v", err, st)
+	}
+	if mode := c.MustExec(t, "stat", "-c", "%a", boot.StateFile); mode != "600" {
+		t.Errorf("state file mode %s", mode)
+	}
+
+	// 2. Second boot: nothing restarts, nothing is recreated, nothing re-pulled.
+	pids := func() string {
+		return c.MustExec(t, "systemctl", "show", "-p", "MainPID", "--value", "consul", "consul-template", "docker") +
+			" " + c.MustExec(t, "docker", "ps", "-q", "--no-trunc")
+	}
+	before := pids()
+	if out, err := startAgent(); err != nil {
+		t.Fatalf("second boot failed: %v\n%s\n%s", err, out, journal())
+	}
+	if after := pids(); after != before {
+		t.Errorf("second boot restarted something:\nbefore %s\nafter  %s", before, after)
+	}
+	r, code = statusJSON()
+	if code != 0 {
+		t.Fatalf("after second boot: exit %d: %s", code, r.Summary)
+	}
+	want := map[string]string{
+		boot.StepRegistryLogin: string(boot.Skipped),
+		boot.StepUnits:         "consul unchanged, consul-template unchanged",
+		boot.StepPullImages:    "1 images: 0 pulled, 1 already present",
+	}
+	for _, s := range r.Boot.Steps {
+		if w, ok := want[s.Name]; ok && w != string(s.Result) && w != s.Detail {
+			t.Errorf("second boot, step %s: %s %q, want %q", s.Name, s.Result, s.Detail, w)
+		}
+	}
+
+	// 3. Registry stopped, image gone: the pull fails; status names it.
+	c.MustExec(t, "docker", "compose", "-p", "api", "-f", "/root/docker/api/compose.yaml", "down", "-t", "1")
+	c.MustExec(t, "docker", "image", "rm", inner+"/codelab/api:"+tag)
+	reg.Stop()
+	if out, err := startAgent(); err == nil {
+		t.Fatalf("boot succeeded with the registry stopped\n%s", out)
+	}
+	r, code = statusJSON()
+	if code != 1 || r.Overall != status.Failed {
+		t.Fatalf("registry stopped: exit %d %s, want 1 failed: %s", code, r.Overall, r.Summary)
+	}
+	if r.StepResult(boot.StepPullImages) != boot.Failed || r.StepResult(boot.StepComposeUp) != boot.Blocked || r.StepResult(boot.StepConsulReady) != boot.OK {
+		t.Errorf("steps: pull %s compose %s consul %s", r.StepResult(boot.StepPullImages), r.StepResult(boot.StepComposeUp), r.StepResult(boot.StepConsulReady))
+	}
+	if !strings.Contains(r.Summary, "pull-images") || !strings.Contains(r.Summary, inner) || !strings.Contains(r.Summary, "connection refused") {
+		t.Errorf("summary %q should name the step, the registry and its error", r.Summary)
+	}
+	if len(r.Problems) == 0 || r.Problems[0].Hint != "docker pull "+inner+"/codelab/api:"+tag {
+		t.Errorf("problems = %+v", r.Problems)
+	}
+	if got := c.MustExec(t, "systemctl", "show", "-p", "ActiveState", "--value", "codelab-agent"); got != "failed" {
+		t.Errorf("codelab-agent.service is %s after a failed boot, want failed", got)
+	}
+}
+
+func mustLook(t *testing.T, name string) string {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("integration prerequisite missing: %s (make deps)", name)
+	}
+	return p
+}

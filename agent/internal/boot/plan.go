@@ -1,0 +1,69 @@
+package boot
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/codelab-app/infra/agent/internal/containers"
+	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/codelab-app/infra/agent/internal/metadata"
+	"github.com/codelab-app/infra/agent/internal/render"
+	"github.com/codelab-app/infra/agent/internal/retry"
+)
+
+// Timeouts bound the steps that wait on something else.
+type Timeouts struct {
+	Unit    time.Duration // each unit to become active
+	Consul  time.Duration // agent answering and a leader
+	Env     time.Duration // consul-template's env files
+	Compose time.Duration // compose up --wait
+}
+
+// DefaultTimeouts are production's.
+var DefaultTimeouts = Timeouts{Unit: 2 * time.Minute, Consul: 5 * time.Minute, Env: 3 * time.Minute, Compose: 5 * time.Minute}
+
+// Deps are what the plan's steps need from the outside world.
+type Deps struct {
+	Facts *Facts
+	Rec   *Recorder
+	Root  fsutil.Root
+	Log   *slog.Logger
+
+	Fetch        func(ctx context.Context) (metadata.Metadata, error)
+	UserDataLine func() (string, error) // nil: the metadata's user_data
+	Validators   []render.Validator
+	Units        Units
+	Consul       Consul
+	Docker       containers.API
+	DockerCLI    string
+	TokenFile    string
+	PullRetry    retry.Policy
+	Timeouts     Timeouts
+}
+
+// NewPlan is the boot plan every role runs:
+//
+//	fetch-metadata -> parse-userdata -> render -> units -> consul-ready -> compose-up
+//	                                \-> registry-login (once per instance)
+//	docker ---------------------------> pull-images ------------------------/
+//
+// pull-images needs only parse-userdata and docker, so image pulls overlap
+// rendering, units and the wait for Consul.
+func NewPlan(d Deps) Plan {
+	if d.Facts == nil {
+		d.Facts = &Facts{}
+	}
+	t := d.Timeouts
+	return Plan{
+		{Step: &FetchMetadata{Facts: d.Facts, Fetch: d.Fetch, Rec: d.Rec}, Kind: EveryBoot},
+		{Step: &ParseUserdata{Facts: d.Facts, Line: d.UserDataLine, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepFetchMetadata}},
+		{Step: &Render{Facts: d.Facts, Root: d.Root, Validators: d.Validators, Log: d.Log}, Kind: EveryBoot, After: []string{StepParseUserdata}},
+		{Step: &RegistryLogin{Facts: d.Facts, Root: d.Root, TokenFile: d.TokenFile, Log: d.Log}, Kind: OncePerInstance, After: []string{StepParseUserdata}},
+		{Step: &DockerStep{Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot},
+		{Step: &UnitsStep{Facts: d.Facts, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker}},
+		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul}, Kind: EveryBoot, After: []string{StepUnits}},
+		{Step: &PullImages{Facts: d.Facts, Puller: &containers.Puller{API: d.Docker, Retry: d.PullRetry, Log: d.Log}, Root: d.Root, TokenFile: d.TokenFile, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
+		{Step: &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepPullImages, StepConsulReady}},
+	}
+}

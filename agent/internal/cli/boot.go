@@ -1,0 +1,209 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/spf13/cobra"
+
+	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/containers"
+	"github.com/codelab-app/infra/agent/internal/exitcode"
+	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/codelab-app/infra/agent/internal/metadata"
+	"github.com/codelab-app/infra/agent/internal/render"
+	"github.com/codelab-app/infra/agent/internal/units"
+	"github.com/codelab-app/infra/agent/internal/version"
+)
+
+func init() { extraCommands = append(extraCommands, newBootCmd) }
+
+// BootOptions are `codelab-agent boot`'s options.
+type BootOptions struct {
+	Source
+	ConsulBin  string
+	ConsulAddr string
+	TokenFile  string
+	Timeouts   boot.Timeouts
+	// Notify sends sd_notify lines; nil means systemd's socket
+	// ($NOTIFY_SOCKET), a no-op outside systemd.
+	Notify func(state string)
+}
+
+func newBootCmd(g *Global, stdio IO) *cobra.Command {
+	o := &BootOptions{Timeouts: boot.DefaultTimeouts}
+	cmd := &cobra.Command{
+		Use:   "boot",
+		Short: "Take the droplet from first boot to its role's containers running and healthy",
+		Long: `boot runs the role's plan as named steps. Independent steps overlap (image
+pulls start as soon as user_data is parsed and do not wait for Consul); a
+failed step stops only the steps that need it.
+
+  fetch-metadata   every boot         the droplet's metadata
+  parse-userdata   every boot         the one-line user_data; renders in memory
+  render           every boot         validate and swap in Consul, consul-template, Compose files
+  registry-login   once per instance  /root/.docker/config.json (0600) from registry_token=
+  docker           every boot         docker.service enabled and active (D-Bus)
+  units            every boot         consul, consul-template enabled and active; restarted
+                                      only when render changed their config
+  consul-ready     every boot         the local agent answers and a leader exists
+  pull-images      every boot         the Compose file's images, concurrently; an image
+                                      already present at the registry's digest is kept
+  compose-up       every boot         docker compose -p ROLE up -d --wait --pull never,
+                                      once consul-template has rendered the env file
+
+Once-per-instance steps are keyed on droplet_id (` + boot.InstanceFile + `): a
+droplet made from a snapshot of another droplet runs them again. Every step's
+start, duration, result and error go to ` + boot.StateFile + `, written
+atomically after every step; ` + "`codelab-agent status`" + ` reads it. Under systemd
+(Type=notify) the current step shows in ` + "`systemctl status codelab-agent`" + `.
+
+` + exitcode.Doc,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return RunBoot(cmd.Context(), g, o, stdio)
+		},
+	}
+	o.Source.flags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.ConsulBin, "consul", "", "consul binary used by validation (default: consul on PATH)")
+	f.StringVar(&o.ConsulAddr, "consul-addr", boot.DefaultConsulAddr, "the local Consul agent's HTTP address")
+	f.StringVar(&o.TokenFile, "registry-token-file", boot.RegistryTokenFile, "registry token used when user_data has no registry_token=")
+	f.DurationVar(&o.Timeouts.Unit, "unit-timeout", o.Timeouts.Unit, "how long each unit may take to become active")
+	f.DurationVar(&o.Timeouts.Consul, "consul-timeout", o.Timeouts.Consul, "how long to wait for Consul and a leader")
+	f.DurationVar(&o.Timeouts.Env, "env-timeout", o.Timeouts.Env, "how long to wait for consul-template to render the role's env file")
+	f.DurationVar(&o.Timeouts.Compose, "compose-timeout", o.Timeouts.Compose, "how long compose up --wait may take")
+	return cmd
+}
+
+// RunBoot is the boot command.
+func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
+	log := g.Logger(stdio.ErrOut)
+	root := fsutil.Root{Dir: g.Root}
+	notify := o.Notify
+	if notify == nil {
+		notify = func(state string) { _, _ = daemon.SdNotify(false, state) }
+	}
+	rec := boot.NewRecorder(root, boot.State{
+		Image:        readImage(root),
+		AgentVersion: version.String(),
+		BootID:       BootID(),
+		PID:          os.Getpid(),
+		StartedAt:    time.Now().UTC(),
+	})
+	rec.Notify = notify
+	rec.Now = func() time.Time { return time.Now().UTC() }
+	facts := &boot.Facts{}
+
+	validators := []render.Validator{render.TemplateValidator{}}
+	switch cv, err := render.NewConsulValidator(o.ConsulBin); {
+	case errors.Is(err, render.ErrNoConsul):
+		log.Warn("consul validate skipped: no consul binary installed")
+	case err != nil:
+		return exitcode.UsageError("%w", err)
+	default:
+		validators = append(validators, cv)
+	}
+
+	var um boot.Units
+	if m, err := units.Dial(ctx); err != nil {
+		um = failingUnits{err}
+	} else {
+		m.Log = log
+		defer m.Close()
+		um = m
+	}
+	docker, err := containers.NewClient()
+	if err != nil {
+		return err
+	}
+	defer docker.Close()
+
+	var line func() (string, error)
+	if o.UserDataFile != "" {
+		line = func() (string, error) {
+			b, err := os.ReadFile(o.UserDataFile)
+			if err != nil {
+				return "", fmt.Errorf("read user_data file: %w", err)
+			}
+			return string(b), nil
+		}
+	}
+	plan := boot.NewPlan(boot.Deps{
+		Facts: facts, Rec: rec, Root: root, Log: log,
+		Fetch: func(ctx context.Context) (metadata.Metadata, error) {
+			if o.MetadataFile != "" {
+				return metadata.ReadFile(o.MetadataFile)
+			}
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			return metadata.Client{URL: o.MetadataURL}.Fetch(ctx)
+		},
+		UserDataLine: line,
+		Validators:   validators,
+		Units:        um,
+		Consul:       boot.Consul{Addr: o.ConsulAddr},
+		Docker:       docker,
+		TokenFile:    o.TokenFile,
+		Timeouts:     o.Timeouts,
+	})
+	runner := &boot.Runner{
+		Plan:     plan,
+		Instance: &boot.InstanceStore{Root: root, ID: func() string { return facts.Meta.DropletID }},
+		Events:   rec,
+		Log:      log,
+		Now:      func() time.Time { return time.Now().UTC() },
+	}
+	log.Info("boot started", slog.String("version", version.String()))
+	bootErr := runner.Run(ctx)
+	st := rec.Finish(bootErr)
+	if bootErr == nil {
+		// Under Type=notify, READY completes the start job. A failed boot
+		// sends none: its non-zero exit fails the job, so `systemctl start`
+		// reports the failure and the unit shows failed.
+		notify("READY=1")
+	}
+	if err := rec.Err(); err != nil {
+		log.Error("state file not written", slog.String("err", err.Error()))
+		if bootErr == nil {
+			bootErr = err
+		}
+	}
+	log.Info("boot finished", slog.String("result", st.Result), slog.Duration("took", time.Duration(st.DurationMS)*time.Millisecond))
+	if bootErr != nil {
+		return fmt.Errorf("boot failed (see `codelab-agent status`): %w", bootErr)
+	}
+	fmt.Fprintf(stdio.Out, "ready: role %s, droplet %s, %s\n", st.Role, st.DropletID, time.Duration(st.DurationMS)*time.Millisecond)
+	return nil
+}
+
+// failingUnits stands in for systemd when D-Bus is unreachable, so the unit
+// steps fail with the reason while the rest of the plan still runs.
+type failingUnits struct{ err error }
+
+func (f failingUnits) Converge(context.Context, []units.Want, time.Duration) ([]units.Outcome, error) {
+	return nil, f.err
+}
+
+// BootID is the kernel's id for this boot.
+func BootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func readImage(root fsutil.Root) string {
+	b, err := root.ReadFile(boot.ImageFile)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
