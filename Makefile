@@ -43,9 +43,21 @@ fuzz: ## fuzz the user_data parser for FUZZTIME (default 15s)
 bench: ## run the benchmarks and print their ratios
 	@for m in $(MODULES); do (cd $$m && CODELAB_INTEGRATION=1 go test -run '^$$' -bench . -benchtime 1x ./...) || exit 1; done
 
+.PHONY: bin/localdo bin/demo
+bin/localdo bin/demo:
+	CGO_ENABLED=0 go build -trimpath -o $@ ./e2e/cmd/$(@F)
+
 .PHONY: demo
-demo: deps build ## run the main job on the local default (see README)
+demo: deps build bin/localdo bin/demo ## bake both images on the local DigitalOcean and boot a cluster from them
 	@bash scripts/demo.sh
+
+.PHONY: demo-down
+demo-down: bin/localdo bin/demo ## remove every container, network, volume and image the demo made
+	bin/demo down
+
+.PHONY: e2e
+e2e: deps build bin/localdo bin/demo ## end-to-end suite on the local DigitalOcean (about 10 minutes)
+	cd e2e && CODELAB_E2E=1 CODELAB_E2E_BIN=$(CURDIR)/bin go test -count=1 -timeout 30m -v ./suite/
 
 .PHONY: fmt
 fmt: ## format Go code
