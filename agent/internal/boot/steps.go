@@ -421,9 +421,10 @@ func (s *ComposeUp) Run(ctx context.Context) error {
 	if err := s.waitEnv(ctx, role); err != nil {
 		return err
 	}
-	c := containers.Compose{Docker: s.Docker, Project: role, File: s.Root.Path(render.ComposeFile(role))}
+	c := containers.Compose{Docker: s.Docker, Project: role, File: s.Root.Path(render.ComposeFile(role)), Lock: s.Root.Path(render.ComposeLock(role))}
 	// consul-template runs the same command when it first renders the env
-	// file; two ups at once can collide on a container name, so retry once.
+	// file; the shared lock serialises the two, and one retry covers an
+	// up that consul-template's own run left half-done.
 	err := retry.Do(ctx, retry.Policy{Initial: 2 * time.Second, Attempts: 2}, func(ctx context.Context) error {
 		return c.Up(ctx, s.Timeout)
 	})

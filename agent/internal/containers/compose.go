@@ -4,16 +4,22 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/codelab-app/infra/agent/internal/retry"
 )
 
 // Compose runs one Compose project with the docker compose plugin.
@@ -21,6 +27,11 @@ type Compose struct {
 	Docker  string // the docker CLI; default "docker"
 	Project string // the role
 	File    string // /root/docker/<role>/compose.yaml
+	// Lock, when set, is a flock(2) file held for the whole `up`: the
+	// same file consul-template's exec takes through flock(1), so the
+	// agent and consul-template never apply the project at the same time
+	// (two concurrent ups create the project network twice).
+	Lock string
 	// Exec runs a command and returns its combined output; nil runs it
 	// for real. Unit tests replace it.
 	Exec func(ctx context.Context, name string, args ...string) ([]byte, error)
@@ -55,6 +66,13 @@ func (c Compose) Up(ctx context.Context, timeout time.Duration) error {
 			cmd.WaitDelay = 5 * time.Second
 			return cmd.CombinedOutput()
 		}
+	}
+	if c.Lock != "" {
+		unlock, err := lockFile(ctx, c.Lock)
+		if err != nil {
+			return fmt.Errorf("compose up %s: %w", c.Project, err)
+		}
+		defer unlock()
 	}
 	args := c.UpArgs(timeout)
 	out, err := run(ctx, c.docker(), args...)
@@ -160,4 +178,32 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// lockFile takes an exclusive flock(2) on path, waiting until ctx ends.
+func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create lock folder: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	err = retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: time.Second}, func(context.Context) error {
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return fmt.Errorf("lock %s is held (consul-template is applying the project)", path)
+			}
+			return retry.Permanent(fmt.Errorf("lock %s: %w", path, err))
+		}
+		return nil
+	})
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		_ = f.Close()
+	}, nil
 }
