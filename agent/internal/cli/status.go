@@ -74,7 +74,7 @@ Exit codes:
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.JSON, "json", false, "print JSON (with schemaVersion)")
-	f.BoolVar(&o.Wait, "wait", false, "block until ready or failed, or until --timeout")
+	f.BoolVar(&o.Wait, "wait", false, "block until ready or failed (booting and degraded are waited out), or until --timeout")
 	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "with --wait: give up after this long")
 	f.StringVar(&o.ConsulAddr, "consul-addr", boot.DefaultConsulAddr, "the local Consul agent's HTTP address")
 	return cmd
@@ -119,18 +119,22 @@ func RunStatus(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error
 		check = 800 * time.Millisecond
 	}
 	r := status.Collect(ctx, root, p, version.String(), check)
-	if o.Wait && r.Overall == status.Booting {
+	// Degraded is waited out too: right after a boot a container's health
+	// check may still be starting. --wait ends on ready, failed or the
+	// deadline, and then reports the last state.
+	settling := func(s string) bool { return s == status.Booting || s == status.Degraded }
+	if o.Wait && settling(r.Overall) {
 		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
 		_ = retry.Do(wctx, retry.Policy{Initial: 500 * time.Millisecond, Max: 2 * time.Second}, func(ctx context.Context) error {
 			r = status.Collect(ctx, root, p, version.String(), check)
-			if r.Overall == status.Booting {
+			if settling(r.Overall) {
 				return errors.New(r.Summary)
 			}
 			return nil
 		})
-		if r.Overall == status.Booting && wctx.Err() != nil && ctx.Err() == nil {
-			r.Summary += " (still booting after --timeout " + o.Timeout.String() + ")"
+		if settling(r.Overall) && wctx.Err() != nil && ctx.Err() == nil {
+			r.Summary += " (not ready after --timeout " + o.Timeout.String() + ")"
 		}
 	}
 	format := status.Plain

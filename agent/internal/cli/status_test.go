@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,6 +81,43 @@ func TestStatusExitCodes(t *testing.T) {
 	err = RunStatus(context.Background(), g, &StatusOptions{Wait: true, Timeout: 10 * time.Second, Probes: fakeProbes()}, io)
 	if exitcode.Code(err) != exitcode.Failed || !strings.Contains(out.String(), "boom") {
 		t.Fatalf("--wait on a boot that fails: %v\n%s", err, out.String())
+	}
+}
+
+func TestStatusWaitOutlastsDegraded(t *testing.T) {
+	dir := t.TempDir()
+	g := &Global{Root: dir}
+	rec := boot.NewRecorder(fsutil.Root{Dir: dir}, boot.State{Role: "api", DropletID: "7", StartedAt: time.Now()})
+	rec.Planned(boot.Plan{{Step: boot.Func{StepName: "fetch-metadata"}, Kind: boot.EveryBoot}})
+	rec.Finished("fetch-metadata", boot.OK, time.Now(), 5*time.Millisecond, nil)
+	rec.Finish(nil)
+
+	// The container's health check is still starting: degraded, then
+	// healthy a moment later. --wait must report ready, not the first look.
+	var healthy atomic.Bool
+	p := fakeProbes()
+	p.Containers = func(context.Context, string) ([]containers.Container, error) {
+		h := "starting"
+		if healthy.Load() {
+			h = "healthy"
+		}
+		return []containers.Container{{Name: "api-api-1", Service: "api", State: "running", Health: h}}, nil
+	}
+	var out bytes.Buffer
+	if err := RunStatus(context.Background(), g, &StatusOptions{Probes: p}, IO{Out: &out, ErrOut: &out}); exitcode.Code(err) != exitcode.Degraded {
+		t.Fatalf("starting health check: exit %d, want 2\n%s", exitcode.Code(err), out.String())
+	}
+	time.AfterFunc(300*time.Millisecond, func() { healthy.Store(true) })
+	out.Reset()
+	if err := RunStatus(context.Background(), g, &StatusOptions{Wait: true, Timeout: 10 * time.Second, Probes: p}, IO{Out: &out, ErrOut: &out}); err != nil {
+		t.Fatalf("--wait ended degraded: %v\n%s", err, out.String())
+	}
+	// Still degraded at the deadline: exit 2 and say so.
+	healthy.Store(false)
+	out.Reset()
+	err := RunStatus(context.Background(), g, &StatusOptions{Wait: true, Timeout: 300 * time.Millisecond, Probes: p}, IO{Out: &out, ErrOut: &out})
+	if exitcode.Code(err) != exitcode.Degraded || !strings.Contains(err.Error(), "not ready after --timeout") {
+		t.Fatalf("degraded at the deadline: %v (exit %d)", err, exitcode.Code(err))
 	}
 }
 
