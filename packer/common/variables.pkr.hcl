@@ -107,6 +107,7 @@ locals {
     "CODELAB_AGENT_VERSION=${var.agent_version}",
     "CODELAB_GIT_SHA=${var.git_sha}",
     "CODELAB_FINGERPRINT=${var.fingerprint}",
+    "CODELAB_SNAPSHOT_TIME=${local.snapshot_time}",
     "CONSUL_VERSION=${var.consul_version}",
     "CONSUL_TEMPLATE_VERSION=${var.consul_template_version}",
     "COMPOSE_VERSION=${var.compose_version}",

@@ -31,7 +31,7 @@ rm -rf /var/lib/cloud/instance /var/lib/cloud/instances /var/lib/cloud/data /var
 
 log "removing shell history"
 unset HISTFILE
-rm -f /root/.bash_history /root/.lesshst /root/.*_history
+rm -f /root/.bash_history /root/.lesshst /root/.*_history /root/.docker/config.json
 for home in /home/*; do
 	rm -f "$home/.bash_history" "$home"/.*_history
 done

@@ -22,6 +22,7 @@ for home in /root /home/*; do
 	exists "$home/.ssh/authorized_keys" "authorized_keys (Packer's temporary key)"
 	exists "$home/.ssh/authorized_keys2" "authorized_keys2"
 	for h in "$home"/.*_history "$home/.lesshst"; do exists "$h" "shell history"; done
+	exists "$home/.docker/config.json" "registry credentials"
 done
 exists /var/lib/cloud/instance "cloud-init instance state"
 not_empty /var/lib/cloud/instances "cloud-init instance state"

@@ -153,4 +153,12 @@ COMPOSE_VERSION=${COMPOSE_VERSION:-}
 DOCTL_VERSION=${DOCTL_VERSION:-}
 ENV
 chmod 0644 /etc/codelab/image.env
+# The snapshot's name, which `codelab-agent status` shows as the droplet's image (the
+# metadata service does not say which image a droplet came from).
+if [ -n "${CODELAB_IMAGE:-}" ] && [ -n "${CODELAB_SNAPSHOT_TIME:-}" ]; then
+	echo "codelab-${CODELAB_IMAGE}-${CODELAB_SNAPSHOT_TIME}" >/etc/codelab/image
+else
+	echo "codelab-${CODELAB_IMAGE:-unknown}" >/etc/codelab/image
+fi
+chmod 0644 /etc/codelab/image
 log "done"

@@ -80,7 +80,7 @@ func inDebian(t *testing.T, payload, script string) (string, error) {
 	cmd := exec.CommandContext(ctx, "docker", "run", "--rm", "--network", "none",
 		"-v", payload+":/mnt/payload:ro", "-v", scriptsDir(t)+":/scripts:ro",
 		"-e", "CODELAB_SKIP_APT=1", "-e", "CODELAB_SKIP_DOCKER_INSTALL=1",
-		"-e", "CODELAB_IMAGE=neo4j-base", "-e", "CODELAB_AGENT_VERSION=v9.9.9", "-e", "CODELAB_GIT_SHA=abc123",
+		"-e", "CODELAB_IMAGE=neo4j-base", "-e", "CODELAB_SNAPSHOT_TIME=2026-11-27-1200", "-e", "CODELAB_AGENT_VERSION=v9.9.9", "-e", "CODELAB_GIT_SHA=abc123",
 		DebianImage, "bash", "-c", "set -u\n"+script)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -120,6 +120,7 @@ func TestProvisioningScriptsAndHygieneGate(t *testing.T) {
 		{"cloud-init instance", "mkdir -p /var/lib/cloud/instances/i-2", "cloud-init instance state: /var/lib/cloud/instances is not empty"},
 		{"agent state", "mkdir -p /var/lib/codelab && touch /var/lib/codelab/state.json", "codelab-agent state: /var/lib/codelab"},
 		{"shell history", "touch /root/.bash_history", "shell history: /root/.bash_history"},
+		{"registry credentials", "mkdir -p /root/.docker && touch /root/.docker/config.json", "registry credentials: /root/.docker/config.json"},
 		{"machine-id", "echo abc > /etc/machine-id", "machine-id: /etc/machine-id is not empty"},
 		{"payload", "mkdir -p /tmp/codelab-payload", "uploaded payload: /tmp/codelab-payload"},
 	}
@@ -141,6 +142,7 @@ done
 grep -q '^allow_userdata: false' /etc/cloud/cloud.cfg.d/99-codelab.cfg || echo "MISSING cloud-init allow_userdata: false"
 [ -f /usr/share/codelab/roles/api/docker-compose.yml ] || echo "MISSING role files"
 grep -q '^CODELAB_AGENT_VERSION=v9.9.9$' /etc/codelab/image.env || echo "MISSING image.env"
+grep -qx 'codelab-neo4j-base-2026-11-27-1200' /etc/codelab/image || echo "MISSING /etc/codelab/image"
 `)
 	for i, p := range plants {
 		fmt.Fprintf(&script, "( %s ) && /scripts/hygiene-gate.sh; echo \"PLANT %d rc=$?\"\n/scripts/cleanup.sh >/dev/null\n", p.plant, i)
