@@ -166,7 +166,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (res Run, err error) 
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		if free, err := freeBytes(dir); err != nil {
+		if free, err := FreeBytes(dir); err != nil {
 			return err
 		} else if free < c.MinFreeBytes {
 			return fmt.Errorf("disk full: %s has %s free, a backup needs at least %s", c.Dir, human(free), human(c.MinFreeBytes))
@@ -559,7 +559,7 @@ func (r *Runner) Restore(ctx context.Context, id string, opts RestoreOptions) er
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return err
 	}
-	if free, err := freeBytes(filepath.Dir(dir)); err == nil && free < b.Manifest.Size()+c.MinFreeBytes {
+	if free, err := FreeBytes(filepath.Dir(dir)); err == nil && free < b.Manifest.Size()+c.MinFreeBytes {
 		return fmt.Errorf("restore: disk full: %s free, the backup needs %s", human(free), human(b.Manifest.Size()+c.MinFreeBytes))
 	}
 	os.RemoveAll(dir)
@@ -641,7 +641,9 @@ func download(ctx context.Context, store Store, key, path string, want File) err
 	return nil
 }
 
-func freeBytes(dir string) (int64, error) {
+// FreeBytes is the space left for an unprivileged writer on dir's
+// filesystem; the monitor reports the same number.
+func FreeBytes(dir string) (int64, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, fmt.Errorf("free space of %s: %w", dir, err)

@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,7 +156,7 @@ func (m *Monitor) Collect(ctx context.Context) View {
 	}
 	run(func() {
 		backupDir := m.Root.Path(m.Config.Dir)
-		if free, err := freeBytes(existingParent(backupDir)); err != nil {
+		if free, err := backup.FreeBytes(existingParent(backupDir)); err != nil {
 			fail("disk-free", err)
 		} else {
 			mu.Lock()
@@ -177,7 +176,7 @@ func (m *Monitor) Collect(ctx context.Context) View {
 			fail("store-size", err)
 			return
 		}
-		free, err := freeBytes(p)
+		free, err := backup.FreeBytes(p)
 		mu.Lock()
 		defer mu.Unlock()
 		v.StoreSizeBytes = size
@@ -252,14 +251,6 @@ func (m *Monitor) Serve(ctx context.Context, addr string) error {
 		return fmt.Errorf("monitor: %w", err)
 	}
 	return nil
-}
-
-func freeBytes(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("free space of %s: %w", dir, err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 func existingParent(p string) string {
