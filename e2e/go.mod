@@ -18,3 +18,7 @@ require (
 	golang.org/x/sys v0.34.0 // indirect
 	golang.org/x/time v0.6.0 // indirect
 )
+
+require github.com/codelab-app/infra/roles v0.0.0
+
+replace github.com/codelab-app/infra/roles => ../roles

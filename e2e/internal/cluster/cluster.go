@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
+	"github.com/codelab-app/infra/roles"
 	"github.com/codelab-app/infra/e2e/internal/localdo"
 	"github.com/digitalocean/godo"
 )
@@ -152,6 +153,7 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		}},
 		{"imager build all", c.buildImages},
 		{"boot the droplets", c.boot},
+		{"put the roles' required settings into Consul KV", c.seedSettings},
 		{"wait for codelab-agent status --wait on every droplet", c.waitReady},
 	}
 	for _, s := range steps {
@@ -160,6 +162,68 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// demoSettings are the values the demo gives every key a role requires
+// (roles/<role>/required): an operator puts the real ones into Consul KV
+// before the droplets boot; until then a role waits and status names the key.
+var demoSettings = map[string]string{
+	"NEO4J_USER":     "neo4j",
+	"NEO4J_PASSWORD": "codelab-demo-password",
+	"NEO4J_AUTH":     "neo4j/codelab-demo-password",
+}
+
+// seedSettings writes each role's required keys through a Consul server
+// droplet's own consul CLI, once the cluster has a leader.
+func (c *Cluster) seedSettings(ctx context.Context) error {
+	var server *Node
+	for _, n := range c.Nodes {
+		if n.Consul == "server" {
+			server = n
+			break
+		}
+	}
+	if server == nil {
+		return errors.New("no Consul server droplet to write settings through")
+	}
+	var puts [][2]string
+	seen := map[string]bool{}
+	for _, n := range c.Nodes {
+		keys, err := roles.Required(n.Role)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			v, ok := demoSettings[k]
+			if !ok {
+				return fmt.Errorf("role %s requires %s, which the demo has no value for", n.Role, k)
+			}
+			path := roles.RequiredKVPath(c.Opts.Env, n.Role, k)
+			if !seen[path] {
+				seen[path] = true
+				puts = append(puts, [2]string{path, v})
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for _, p := range puts {
+		for {
+			out, err := exec.CommandContext(ctx, "docker", "exec", c.Docker.ContainerName(server.ID), "consul", "kv", "put", p[0], p[1]).CombinedOutput()
+			if err == nil {
+				fmt.Fprintf(c.Opts.Out, "    %s set\n", p[0])
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("consul kv put %s on %s: %w: %s", p[0], server.Name, err, strings.TrimSpace(string(out)))
+			case <-tick.C:
+			}
+		}
+	}
+	return nil
 }
 
 // Down removes everything the instance made, and the application images it built.
