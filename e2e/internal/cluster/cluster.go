@@ -23,8 +23,8 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
-	"github.com/codelab-app/infra/roles"
 	"github.com/codelab-app/infra/e2e/internal/localdo"
+	"github.com/codelab-app/infra/roles"
 	"github.com/digitalocean/godo"
 )
 
