@@ -71,7 +71,9 @@ func TestKVChangeReachesContainerIntegration(t *testing.T) {
 	t.Cleanup(func() { exec.Command("docker", "compose", "-p", project, "-f", compose, "down", "-t", "1").Run() })
 	src := filepath.Join(dir, "api.env.ctmpl")
 	os.WriteFile(src, execute(t, "api", "templates/api.env.ctmpl", Data{Role: "api", Env: "prod", PrivateIP: "127.0.0.1"}), 0o644)
-	// The stanza render writes for every role: exec applies the project.
+	// The stanza agent/internal/render writes for every role: exec applies
+	// the project under the role's compose lock (render.ComposeLock).
+	lock := filepath.Join(dir, "codelab-compose-api.lock")
 	cfg := fmt.Sprintf(`consul { address = %q }
 log_level = "debug"
 template {
@@ -79,11 +81,11 @@ template {
   destination = %q
   perms       = 0600
   exec {
-    command = ["docker", "compose", "-p", %q, "-f", %q, "up", "-d", "--pull", "never"]
+    command = ["flock", "--wait", "240", %q, "docker", "compose", "-p", %q, "-f", %q, "up", "-d", "--pull", "never"]
     timeout = "120s"
   }
 }
-`, consul, src, env, project, compose)
+`, consul, src, env, lock, project, compose)
 	cfgFile := filepath.Join(dir, "config.hcl")
 	os.WriteFile(cfgFile, []byte(cfg), 0o644)
 	logs := &syncBuffer{}
