@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -111,8 +113,8 @@ func RunStatus(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error
 	if p.BootID == nil {
 		p.BootID = BootID
 	}
-	if p.PIDAlive == nil {
-		p.PIDAlive = status.PIDAlive
+	if p.BootRunning == nil {
+		p.BootRunning = func() (bool, error) { return status.BootRunning(root) }
 	}
 	check := o.CheckTimeout
 	if check <= 0 {
@@ -126,13 +128,16 @@ func RunStatus(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error
 	if o.Wait && settling(r.Overall) {
 		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
+		prog := newProgress(stdio.ErrOut)
 		_ = retry.Do(wctx, retry.Policy{Initial: 500 * time.Millisecond, Max: 2 * time.Second}, func(ctx context.Context) error {
 			r = status.Collect(ctx, root, p, version.String(), check)
 			if settling(r.Overall) {
+				prog.show(status.ProgressLine(r))
 				return errors.New(r.Summary)
 			}
 			return nil
 		})
+		prog.done()
 		if settling(r.Overall) && wctx.Err() != nil && ctx.Err() == nil {
 			r.Summary += " (not ready after --timeout " + o.Timeout.String() + ")"
 		}
@@ -162,4 +167,32 @@ func isTerminal(w any) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progress shows status --wait's progress on w: one line redrawn in place
+// on a terminal, otherwise a plain line each time it changes.
+type progress struct {
+	w    io.Writer
+	tty  bool
+	last string
+}
+
+func newProgress(w io.Writer) *progress { return &progress{w: w, tty: isTerminal(w)} }
+
+func (p *progress) show(line string) {
+	if line == p.last {
+		return
+	}
+	p.last = line
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\033[K%s", line)
+		return
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *progress) done() {
+	if p.tty && p.last != "" {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
 }

@@ -32,8 +32,8 @@ func fakeProbes() status.Probes {
 		Containers: func(context.Context, string) ([]containers.Container, error) {
 			return []containers.Container{{Name: "api-api-1", Service: "api", State: "running", Health: "healthy"}}, nil
 		},
-		BootID:   func() string { return "" },
-		PIDAlive: func(int) bool { return true },
+		BootID:      func() string { return "" },
+		BootRunning: func() (bool, error) { return true, nil },
 	}
 }
 
@@ -78,7 +78,11 @@ func TestStatusExitCodes(t *testing.T) {
 		})
 	}()
 	out.Reset()
-	err = RunStatus(context.Background(), g, &StatusOptions{Wait: true, Timeout: 10 * time.Second, Probes: fakeProbes()}, io)
+	// Nothing runs: no containers in the project, so the failure stands
+	// (a failed boot whose role runs anyway reads degraded instead).
+	noContainers := fakeProbes()
+	noContainers.Containers = func(context.Context, string) ([]containers.Container, error) { return nil, nil }
+	err = RunStatus(context.Background(), g, &StatusOptions{Wait: true, Timeout: 10 * time.Second, Probes: noContainers}, io)
 	if exitcode.Code(err) != exitcode.Failed || !strings.Contains(out.String(), "boom") {
 		t.Fatalf("--wait on a boot that fails: %v\n%s", err, out.String())
 	}

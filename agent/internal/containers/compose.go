@@ -4,22 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/pkg/stdcopy"
 
-	"github.com/codelab-app/infra/agent/internal/retry"
+	"github.com/codelab-app/infra/agent/internal/fsutil"
 )
 
 // Compose runs one Compose project with the docker compose plugin.
@@ -68,7 +64,7 @@ func (c Compose) Up(ctx context.Context, timeout time.Duration) error {
 		}
 	}
 	if c.Lock != "" {
-		unlock, err := lockFile(ctx, c.Lock)
+		unlock, err := fsutil.Lock(ctx, c.Lock, nil)
 		if err != nil {
 			return fmt.Errorf("compose up %s: %w", c.Project, err)
 		}
@@ -178,32 +174,4 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// lockFile takes an exclusive flock(2) on path, waiting until ctx ends.
-func lockFile(ctx context.Context, path string) (unlock func(), err error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create lock folder: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
-	}
-	err = retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: time.Second}, func(context.Context) error {
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return fmt.Errorf("lock %s is held (consul-template is applying the project)", path)
-			}
-			return retry.Permanent(fmt.Errorf("lock %s: %w", path, err))
-		}
-		return nil
-	})
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		_ = f.Close()
-	}, nil
 }

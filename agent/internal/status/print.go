@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/codelab-app/infra/agent/internal/boot"
 )
 
@@ -26,6 +28,7 @@ func Write(w io.Writer, r Report, f Format) error {
 	case JSON:
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // hints hold <value>; keep them readable
 		return enc.Encode(r)
 	case Table:
 		return writeTable(w, r)
@@ -157,4 +160,28 @@ func (r Report) StepResult(name string) boot.Result {
 	}
 	s, _ := r.Boot.Step(name)
 	return s.Result
+}
+
+// ProgressLine is one line saying where a boot in progress stands: the
+// summary, and for images being pulled the bytes against the total.
+func ProgressLine(r Report) string {
+	line := r.Summary
+	if r.Boot == nil {
+		return line
+	}
+	for _, i := range r.Boot.Images {
+		if i.Result != "pulling" || i.Total == 0 {
+			continue
+		}
+		line += fmt.Sprintf("; %s %s", i.Ref, Bytes(i.Current, i.Total))
+	}
+	return line
+}
+
+// Bytes formats a transfer as "123 MB / 300 MB (41%)".
+func Bytes(cur, total int64) string {
+	if total <= 0 {
+		return humanize.Bytes(uint64(max(cur, 0)))
+	}
+	return fmt.Sprintf("%s / %s (%d%%)", humanize.Bytes(uint64(max(cur, 0))), humanize.Bytes(uint64(total)), cur*100/total)
 }

@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"strconv"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,13 +49,23 @@ func Code(overall string) int {
 // Units the droplet runs.
 var Units = []string{boot.DockerUnit, boot.ConsulUnit, boot.ConsulTemplateUnit}
 
+// LongWait is how long a boot may wait on something outside the droplet
+// (a Consul leader, a KV key, the registry) before status calls the
+// droplet degraded. The boot keeps waiting, and completes once the thing
+// arrives.
+const LongWait = 15 * time.Minute
+
 // Probes are the live checks, as function fields so tests can fake them.
 type Probes struct {
 	Units      func(ctx context.Context, names []string) ([]units.State, error)
 	Consul     func(ctx context.Context) boot.ConsulHealth
 	Containers func(ctx context.Context, project string) ([]containers.Container, error)
 	BootID     func() string
-	PIDAlive   func(pid int) bool
+	// BootRunning reports whether a boot process is alive: it holds
+	// boot.LockFile for its whole life, and the kernel releases the lock
+	// when it dies, so the answer cannot be stale.
+	BootRunning func() (bool, error)
+	Now         func() time.Time
 }
 
 // Problem is one thing that is wrong, with the command to investigate it.
@@ -77,6 +87,7 @@ type Report struct {
 	AgentVersion  string `json:"agentVersion"`
 
 	Boot       *boot.State            `json:"boot,omitempty"`
+	AgentUnit  *units.State           `json:"agentUnit,omitempty"`
 	Units      []units.State          `json:"units"`
 	UnitsError string                 `json:"unitsError,omitempty"`
 	Consul     boot.ConsulHealth      `json:"consul"`
@@ -89,7 +100,7 @@ type Report struct {
 // timeout, at the same time.
 func Collect(ctx context.Context, root fsutil.Root, p Probes, agentVersion string, timeout time.Duration) Report {
 	r := Report{SchemaVersion: SchemaVersion, AgentVersion: agentVersion, Units: []units.State{}, Containers: []containers.Container{}, Problems: []Problem{}}
-	st, stErr := boot.ReadState(root)
+	st, stErr := readState(root, p)
 	if stErr == nil {
 		r.Boot = &st
 		r.Role, r.DropletID, r.Image = st.Role, st.DropletID, st.Image
@@ -101,8 +112,14 @@ func Collect(ctx context.Context, root fsutil.Root, p Probes, agentVersion strin
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		us, err := p.Units(ctx, Units)
-		r.Units = append(r.Units, us...)
+		us, err := p.Units(ctx, append(slices.Clone(Units), boot.AgentUnit))
+		for _, u := range us {
+			if u.Unit == boot.AgentUnit {
+				r.AgentUnit = &u
+				continue
+			}
+			r.Units = append(r.Units, u)
+		}
 		if err != nil {
 			r.UnitsError = "systemd: " + err.Error()
 		}
@@ -129,8 +146,47 @@ func Collect(ctx context.Context, root fsutil.Root, p Probes, agentVersion strin
 	return r
 }
 
+// readState reads the state file and whether a boot is running. A state
+// that says "booting" while no boot holds the lock is read again: the boot
+// writes its final state before it releases the lock, so the second read
+// sees how it ended, and a boot that died without finishing still reads
+// "booting" (evaluate then checks whether systemd restarts it).
+func readState(root fsutil.Root, p Probes) (boot.State, error) {
+	st, err := boot.ReadState(root)
+	if err != nil || st.Result != boot.BootRunning || p.BootRunning == nil {
+		return st, err
+	}
+	running, lerr := p.BootRunning()
+	if lerr != nil || running {
+		return st, err
+	}
+	st, err = boot.ReadState(root)
+	if err == nil && st.Result == boot.BootRunning {
+		st.Result = bootDied
+	}
+	return st, err
+}
+
+// bootDied marks, in memory only, a state that says booting although no
+// boot process is alive.
+const bootDied = "died"
+
 func (r *Report) problem(what, err, hint string) {
 	r.Problems = append(r.Problems, Problem{What: what, Error: err, Hint: hint})
+}
+
+func (r *Report) now(p Probes) time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// restarting reports whether systemd is about to run the boot again (the
+// agent unit restarts on failure, with backoff).
+func (r *Report) restarting() bool {
+	u := r.AgentUnit
+	return u != nil && (u.SubState == "auto-restart" || u.ActiveState == "activating")
 }
 
 func (r *Report) evaluate(stErr error, p Probes) {
@@ -160,30 +216,101 @@ func (r *Report) evaluate(stErr error, p Probes) {
 	}
 	switch st.Result {
 	case boot.BootRunning:
-		if st.PID > 0 && p.PIDAlive != nil && !p.PIDAlive(st.PID) {
-			r.Overall = Failed
-			r.Summary = fmt.Sprintf("the boot (pid %d) ended without finishing", st.PID)
-			r.problem("boot", r.Summary, "journalctl -u codelab-agent -n 50")
+		r.evaluateBooting(p)
+		return
+	case bootDied:
+		st.Result = boot.BootRunning
+		msg := "the boot ended without finishing (killed, or the agent crashed)"
+		r.problem("boot", msg, "journalctl -u codelab-agent -n 50")
+		if r.restarting() {
+			r.Overall = Booting
+			r.Summary = "booting: " + msg + "; systemd runs it again"
 			return
 		}
-		r.Overall = Booting
-		r.Summary = "booting: " + st.Status
-		if len(r.Problems) > 0 {
-			r.Summary += fmt.Sprintf(" (%d step(s) failed already)", len(r.Problems))
-		}
+		r.Overall = Failed
+		r.Summary = msg
 		return
 	case boot.BootFailed:
-		r.Overall = Failed
-		r.Summary = "boot failed"
+		failed := "boot failed"
 		for _, s := range st.Steps {
 			if s.Result == boot.Failed {
-				r.Summary = fmt.Sprintf("boot failed at step %s: %s", s.Name, s.Error)
+				failed = fmt.Sprintf("boot failed at step %s: %s", s.Name, s.Error)
 				break
 			}
 		}
+		if r.restarting() {
+			r.Overall = Booting
+			r.Summary = "booting: " + failed + "; systemd runs it again"
+			return
+		}
+		if n := len(r.Problems); r.liveChecks() == 0 {
+			// Something else (consul-template's exec, an operator) got the
+			// role running after the boot gave up: not failed, but not a
+			// clean boot either.
+			r.Problems = r.Problems[:n]
+			r.Overall = Degraded
+			at := ""
+			if st.FinishedAt != nil {
+				at = " at " + st.FinishedAt.UTC().Format(time.RFC3339)
+			}
+			r.Summary = fmt.Sprintf("degraded: %s%s; now running", failed, at)
+			return
+		}
+		r.Overall = Failed
+		r.Summary = failed
 		return
 	}
 	// Booted: the live checks decide between ready and degraded.
+	if r.liveChecks() > 0 {
+		r.Overall = Degraded
+		r.Summary = fmt.Sprintf("degraded: %s: %s", r.Problems[0].What, r.Problems[0].Error)
+		return
+	}
+	r.Overall = Ready
+	r.Summary = fmt.Sprintf("ready: role %s, %d container(s) healthy", r.Role, len(r.Containers))
+}
+
+// evaluateBooting reads a boot in progress: what it waits for and since
+// when, and degraded once a wait has lasted LongWait.
+func (r *Report) evaluateBooting(p Probes) {
+	st := r.Boot
+	r.Overall = Booting
+	r.Summary = "booting: " + st.Status
+	var w *boot.Wait
+	for _, s := range st.Steps {
+		if s.Waiting != nil && s.Result == boot.Running && (w == nil || s.Waiting.Since.Before(w.Since)) {
+			w = s.Waiting
+		}
+	}
+	if w != nil {
+		for _, s := range st.Steps {
+			if s.Waiting != nil && s.Result == boot.Running {
+				r.problem("waiting for "+s.Waiting.What, s.Waiting.Reason, s.Waiting.Hint)
+			}
+		}
+		waited := r.now(p).Sub(w.Since).Round(time.Second)
+		r.Summary = fmt.Sprintf("booting: waiting for %s since %s (%s)", w.What, w.Since.UTC().Format(time.RFC3339), waited)
+		if w.Hint != "" {
+			r.Summary += "; " + w.Hint
+		}
+		if waited >= LongWait {
+			r.Overall = Degraded
+			r.Summary = "degraded: still " + strings.TrimPrefix(r.Summary, "booting: ")
+		}
+		return
+	}
+	if st.PreviousError != "" {
+		r.Summary += fmt.Sprintf(" (attempt %d; the last one failed: %s)", st.Attempt, st.PreviousError)
+	}
+	if n := len(r.Problems); n > 0 {
+		r.Summary += fmt.Sprintf(" (%d step(s) failed already)", n)
+	}
+}
+
+// liveChecks adds a problem for every unit, Consul or container check that
+// fails, and returns how many it added.
+func (r *Report) liveChecks() int {
+	n := len(r.Problems)
 	if r.UnitsError != "" {
 		r.problem("units", r.UnitsError, "systemctl status "+joinUnits())
 	}
@@ -208,13 +335,7 @@ func (r *Report) evaluate(stErr error, p Probes) {
 			r.problem("container "+c.Name, c.State+" "+c.Health, "docker compose -p "+r.Role+" logs "+c.Service)
 		}
 	}
-	if len(r.Problems) > 0 {
-		r.Overall = Degraded
-		r.Summary = fmt.Sprintf("degraded: %s: %s", r.Problems[0].What, r.Problems[0].Error)
-		return
-	}
-	r.Overall = Ready
-	r.Summary = fmt.Sprintf("ready: role %s, %d container(s) healthy", r.Role, len(r.Containers))
+	return len(r.Problems) - n
 }
 
 func joinUnits() string {
@@ -228,8 +349,7 @@ func joinUnits() string {
 	return s
 }
 
-// PIDAlive reports whether a process exists.
-func PIDAlive(pid int) bool {
-	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
-	return err == nil
+// BootRunning reports whether a boot holds the boot lock below root.
+func BootRunning(root fsutil.Root) (bool, error) {
+	return fsutil.Held(root.Path(boot.LockFile))
 }

@@ -30,8 +30,9 @@ func healthyProbes() Probes {
 		Containers: func(_ context.Context, project string) ([]containers.Container, error) {
 			return []containers.Container{{Name: project + "-api-1", Service: "api", State: "running", Health: "healthy", ImageDigest: "sha256:abc"}}, nil
 		},
-		BootID:   func() string { return "boot-1" },
-		PIDAlive: func(int) bool { return false },
+		BootID:      func() string { return "boot-1" },
+		BootRunning: func() (bool, error) { return false, nil },
+		Now:         func() time.Time { return time.Unix(1000, 0) },
 	}
 }
 
@@ -71,7 +72,7 @@ func TestCollect(t *testing.T) {
 		"no state": {noState: true, want: Booting, summary: "no boot recorded"},
 		"booting": {
 			state:  func(s *boot.State) { s.Result = boot.BootRunning; s.Status = "pulling images 1/3"; s.PID = 7 },
-			probes: func(p *Probes) { p.PIDAlive = func(int) bool { return true } },
+			probes: func(p *Probes) { p.BootRunning = func() (bool, error) { return true, nil } },
 			want:   Booting, summary: "booting: pulling images 1/3",
 		},
 		"boot process gone": {
@@ -83,13 +84,55 @@ func TestCollect(t *testing.T) {
 			want:    Booting,
 			summary: "before the last reboot",
 		},
+		"boot process killed, systemd restarts it": {
+			state:  func(s *boot.State) { s.Result = boot.BootRunning },
+			probes: func(p *Probes) { p.Units = withAgentUnit(p.Units, "activating", "auto-restart") },
+			want:   Booting, summary: "ended without finishing", hint: "journalctl -u codelab-agent -n 50",
+		},
+		"waiting for a required key": {
+			state: func(s *boot.State) {
+				s.Result = boot.BootRunning
+				s.Steps[2].Result = boot.Running
+				s.Steps[2].Waiting = &boot.Wait{What: "KV key codelab/prod/api/NEO4J_PASSWORD", Reason: "role api requires it", Hint: "consul kv put codelab/prod/api/NEO4J_PASSWORD <value>", Since: time.Unix(1000-180, 0)}
+			},
+			probes: func(p *Probes) { p.BootRunning = func() (bool, error) { return true, nil } },
+			want:   Booting, summary: "booting: waiting for KV key codelab/prod/api/NEO4J_PASSWORD since 1970-01-01T00:13:40Z (3m0s); consul kv put codelab/prod/api/NEO4J_PASSWORD <value>",
+			hint: "consul kv put codelab/prod/api/NEO4J_PASSWORD <value>",
+		},
+		"waiting longer than LongWait": {
+			state: func(s *boot.State) {
+				s.Result = boot.BootRunning
+				s.Steps[2].Result = boot.Running
+				s.Steps[2].Waiting = &boot.Wait{What: "a Consul leader", Reason: "no leader", Hint: "consul members", Since: time.Unix(1000, 0).Add(-LongWait - time.Minute)}
+			},
+			probes: func(p *Probes) { p.BootRunning = func() (bool, error) { return true, nil } },
+			want:   Degraded, summary: "degraded: still waiting for a Consul leader", hint: "consul members",
+		},
 		"failed step": {
 			state: func(s *boot.State) {
 				s.Result = boot.BootFailed
 				s.Steps[1].Result, s.Steps[1].Error, s.Steps[1].Hint = boot.Failed, "registry refused", "docker pull x"
 				s.Steps[2].Result = boot.Blocked
 			},
+			probes: func(p *Probes) {
+				p.Containers = func(context.Context, string) ([]containers.Container, error) { return nil, nil }
+			},
 			want: Failed, summary: "boot failed at step pull-images: registry refused", hint: "docker pull x",
+		},
+		"failed step, systemd retries": {
+			state: func(s *boot.State) {
+				s.Result = boot.BootFailed
+				s.Steps[1].Result, s.Steps[1].Error = boot.Failed, "registry refused"
+			},
+			probes: func(p *Probes) { p.Units = withAgentUnit(p.Units, "activating", "auto-restart") },
+			want:   Booting, summary: "booting: boot failed at step pull-images: registry refused; systemd runs it again",
+		},
+		"failed, then recovered": {
+			state: func(s *boot.State) {
+				s.Result = boot.BootFailed
+				s.Steps[2].Result, s.Steps[2].Error, s.Steps[2].Hint = boot.Failed, "compose up timed out", "docker compose -p api logs api"
+			},
+			want: Degraded, summary: "degraded: boot failed at step compose-up: compose up timed out at ", hint: "docker compose -p api logs api",
 		},
 		"unhealthy container": {
 			probes: func(p *Probes) {
@@ -202,5 +245,58 @@ func TestJSONHasSchemaVersion(t *testing.T) {
 	steps := m["boot"].(map[string]any)["steps"].([]any)
 	if d := steps[1].(map[string]any)["durationMs"]; d != float64(2000) {
 		t.Errorf("pull-images durationMs = %v, want 2000", d)
+	}
+}
+
+// withAgentUnit makes the units probe report codelab-agent.service in the
+// given state.
+func withAgentUnit(next func(context.Context, []string) ([]units.State, error), active, sub string) func(context.Context, []string) ([]units.State, error) {
+	return func(ctx context.Context, names []string) ([]units.State, error) {
+		out, err := next(ctx, names)
+		for i := range out {
+			if out[i].Unit == boot.AgentUnit {
+				out[i].ActiveState, out[i].SubState = active, sub
+			}
+		}
+		return out, err
+	}
+}
+
+// TestBootFinishingWhileStatusReads is the race a first `make demo` hit:
+// status reads "booting", the boot writes its final state and exits, and
+// only then does status test whether the boot is alive. It must report how
+// the boot ended, not "ended without finishing".
+func TestBootFinishingWhileStatusReads(t *testing.T) {
+	root := fsutil.Root{Dir: t.TempDir()}
+	writeState(t, root, func(s *boot.State) { s.Result = boot.BootRunning; s.FinishedAt = nil })
+	p := healthyProbes()
+	p.BootRunning = func() (bool, error) {
+		// The boot finishes between status's read and its check.
+		writeState(t, root, nil)
+		return false, nil
+	}
+	r := Collect(context.Background(), root, p, "v", time.Second)
+	if r.Overall != Ready {
+		t.Fatalf("overall %s: %s, want ready", r.Overall, r.Summary)
+	}
+}
+
+// TestBootRunningReadsTheLock checks BootRunning against a real flock: held
+// by a live holder, free once it is released, free when the file is absent.
+func TestBootRunningReadsTheLock(t *testing.T) {
+	root := fsutil.Root{Dir: t.TempDir()}
+	if running, err := BootRunning(root); err != nil || running {
+		t.Fatalf("no lock file: running=%t err=%v", running, err)
+	}
+	unlock, err := fsutil.Lock(context.Background(), root.Path(boot.LockFile), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if running, err := BootRunning(root); err != nil || !running {
+		t.Fatalf("lock held: running=%t err=%v", running, err)
+	}
+	unlock()
+	if running, err := BootRunning(root); err != nil || running {
+		t.Fatalf("lock released: running=%t err=%v", running, err)
 	}
 }
