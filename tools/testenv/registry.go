@@ -23,6 +23,7 @@ const RegistryBin = "/usr/bin/docker-registry"
 type Registry struct {
 	Addrs []string // host:port, in the order asked for
 	Dir   string   // storage
+	dir   string   // configs and logs
 	procs []*exec.Cmd
 }
 
@@ -40,11 +41,28 @@ func StartRegistry(t testing.TB, hosts ...string) *Registry {
 		hosts = []string{"127.0.0.1"}
 	}
 	dir := t.TempDir()
-	r := &Registry{Dir: filepath.Join(dir, "storage")}
+	r := &Registry{Dir: filepath.Join(dir, "storage"), dir: dir}
 	t.Cleanup(r.Stop)
-	for i, h := range hosts {
-		addr := net.JoinHostPort(h, strconv.Itoa(FreePort(t, h)))
-		cfg := filepath.Join(dir, fmt.Sprintf("config-%d.yml", i))
+	for _, h := range hosts {
+		r.Addrs = append(r.Addrs, net.JoinHostPort(h, strconv.Itoa(FreePort(t, h))))
+	}
+	r.start(t)
+	return r
+}
+
+// Restart starts the registry again after Stop, on the same addresses and
+// with the same storage: a registry that was down and came back.
+func (r *Registry) Restart(t testing.TB) {
+	t.Helper()
+	r.Stop()
+	r.start(t)
+}
+
+func (r *Registry) start(t testing.TB) {
+	t.Helper()
+	r.procs = nil
+	for i, addr := range r.Addrs {
+		cfg := filepath.Join(r.dir, fmt.Sprintf("config-%d.yml", i))
 		body := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -62,7 +80,7 @@ http:
 			t.Fatal(err)
 		}
 		cmd := exec.Command(RegistryBin, "serve", cfg)
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("registry-%d.log", i)))
+		logf, err := os.OpenFile(filepath.Join(r.dir, fmt.Sprintf("registry-%d.log", i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +89,6 @@ http:
 			t.Fatalf("start docker-registry: %v", err)
 		}
 		r.procs = append(r.procs, cmd)
-		r.Addrs = append(r.Addrs, addr)
 		url := "http://" + addr + "/v2/"
 		if err := waitFor(context.Background(), 15*time.Second, func() error {
 			resp, err := http.Get(url)
@@ -88,7 +105,6 @@ http:
 			t.Fatalf("docker-registry on %s did not answer: %v\n%s", addr, err, log)
 		}
 	}
-	return r
 }
 
 // Stop stops every registry process (idempotent).

@@ -12,16 +12,19 @@ import (
 	"github.com/codelab-app/infra/agent/internal/retry"
 )
 
-// Timeouts bound the steps that wait on something else.
+// Timeouts bound the steps that wait on something else. Zero means no
+// limit: what a droplet waits on outside itself (a Consul leader, a KV key
+// an operator has yet to set) is a wait, not a failure, and status says
+// what it waits for and since when.
 type Timeouts struct {
 	Unit    time.Duration // each unit to become active
-	Consul  time.Duration // agent answering and a leader
-	Env     time.Duration // consul-template's env files
+	Consul  time.Duration // agent answering and a leader (0: no limit)
+	Env     time.Duration // consul-template's env files (0: no limit)
 	Compose time.Duration // compose up --wait
 }
 
 // DefaultTimeouts are production's.
-var DefaultTimeouts = Timeouts{Unit: 2 * time.Minute, Consul: 5 * time.Minute, Env: 3 * time.Minute, Compose: 5 * time.Minute}
+var DefaultTimeouts = Timeouts{Unit: 2 * time.Minute, Compose: 5 * time.Minute}
 
 // Deps are what the plan's steps need from the outside world.
 type Deps struct {
@@ -40,6 +43,8 @@ type Deps struct {
 	TokenFile    string
 	PullRetry    retry.Policy
 	Timeouts     Timeouts
+	// KVKeys lists Consul KV keys below a prefix (status of required keys).
+	KVKeys func(ctx context.Context, prefix string) ([]string, error)
 }
 
 // NewPlan is the boot plan every role runs:
@@ -61,9 +66,9 @@ func NewPlan(d Deps) Plan {
 		{Step: &Render{Facts: d.Facts, Root: d.Root, Validators: d.Validators, Log: d.Log}, Kind: EveryBoot, After: []string{StepParseUserdata}},
 		{Step: &RegistryLogin{Facts: d.Facts, Root: d.Root, TokenFile: d.TokenFile, Log: d.Log}, Kind: OncePerInstance, After: []string{StepParseUserdata}},
 		{Step: &DockerStep{Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot},
-		{Step: &UnitsStep{Facts: d.Facts, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker}},
-		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul}, Kind: EveryBoot, After: []string{StepUnits}},
+		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker}},
+		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepUnits}},
 		{Step: &PullImages{Facts: d.Facts, Puller: &containers.Puller{API: d.Docker, Retry: d.PullRetry, Log: d.Log}, Root: d.Root, TokenFile: d.TokenFile, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
-		{Step: &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepPullImages, StepConsulReady}},
+		{Step: &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec, KVKeys: d.KVKeys}, Kind: EveryBoot, After: []string{StepPullImages, StepConsulReady}},
 	}
 }

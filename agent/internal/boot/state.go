@@ -19,6 +19,15 @@ const (
 	// ImageFile is written by the imager when it bakes a snapshot: one line
 	// naming the image (codelab-api-base-2026-01-02-0304).
 	ImageFile = "/etc/codelab/image"
+	// LockFile is held (flock) by a running boot for its whole life, so
+	// status can tell a boot in progress from one that died, without
+	// trusting a pid that may have been reused.
+	LockFile = "/run/codelab/boot.lock"
+	// RestartPendingFile lists the units whose config render is about to
+	// change (or has changed) and that have not been restarted since. It
+	// is written before the new config and removed once the units step has
+	// restarted them, so a boot killed in between restarts them next time.
+	RestartPendingFile = "/var/lib/codelab/restart-pending"
 )
 
 // SchemaVersion is the state file's (and status --json's) format version.
@@ -33,13 +42,19 @@ const (
 
 // State is /var/lib/codelab/state.json.
 type State struct {
-	SchemaVersion int           `json:"schemaVersion"`
-	Role          string        `json:"role,omitempty"`
-	DropletID     string        `json:"dropletId,omitempty"`
-	Image         string        `json:"image,omitempty"`
-	AgentVersion  string        `json:"agentVersion,omitempty"`
-	BootID        string        `json:"bootId,omitempty"` // the kernel's boot_id when this boot ran
-	PID           int           `json:"pid,omitempty"`
+	SchemaVersion int    `json:"schemaVersion"`
+	Role          string `json:"role,omitempty"`
+	DropletID     string `json:"dropletId,omitempty"`
+	Image         string `json:"image,omitempty"`
+	AgentVersion  string `json:"agentVersion,omitempty"`
+	BootID        string `json:"bootId,omitempty"` // the kernel's boot_id when this boot ran
+	PID           int    `json:"pid,omitempty"`
+	// Attempt counts the boots since the kernel booted: systemd restarts a
+	// failed boot with backoff, and each try is one attempt.
+	Attempt int `json:"attempt,omitempty"`
+	// PreviousError is the error of the attempt before this one, if it
+	// failed.
+	PreviousError string        `json:"previousError,omitempty"`
 	Result        string        `json:"result"`
 	Status        string        `json:"status,omitempty"` // the latest progress line
 	Error         string        `json:"error,omitempty"`
@@ -62,6 +77,17 @@ type StepState struct {
 	Error      string     `json:"error,omitempty"`
 	Hint       string     `json:"hint,omitempty"`
 	Detail     string     `json:"detail,omitempty"`
+	// Waiting is set while the step waits on something outside the
+	// droplet's control (a Consul leader, a KV key, the registry).
+	Waiting *Wait `json:"waiting,omitempty"`
+}
+
+// Wait is what a step is waiting for, why, and what would end the wait.
+type Wait struct {
+	What   string    `json:"what"`
+	Reason string    `json:"reason,omitempty"`
+	Hint   string    `json:"hint,omitempty"`
+	Since  time.Time `json:"since"`
 }
 
 // ImageState is one image pull.
@@ -233,6 +259,7 @@ func (r *Recorder) Finished(step string, res Result, _ time.Time, d time.Duratio
 		if i := s.index(step); i >= 0 {
 			s.Steps[i].Result = res
 			s.Steps[i].DurationMS = d.Milliseconds()
+			s.Steps[i].Waiting = nil
 			if err != nil {
 				s.Steps[i].Error = err.Error()
 				s.Steps[i].Hint = HintOf(err)
@@ -360,6 +387,49 @@ func (s *InstanceStore) Mark(step string) error {
 	}
 	_, err = s.Root.WriteFile(InstanceFile, append(b, '\n'), 0o600)
 	return err
+}
+
+// Wait records that step is waiting for w.What. Since is kept while the
+// step keeps waiting for the same thing, so status can say since when.
+func (r *Recorder) Wait(step string, w Wait) {
+	if r == nil {
+		return
+	}
+	var line string
+	_ = r.Update(func(s *State) {
+		i := s.index(step)
+		if i < 0 {
+			return
+		}
+		if old := s.Steps[i].Waiting; old != nil && old.What == w.What {
+			w.Since = old.Since
+		} else if w.Since.IsZero() {
+			w.Since = r.now()
+		}
+		if old := s.Steps[i].Waiting; old != nil && *old == w {
+			return
+		}
+		s.Steps[i].Waiting = &w
+		line = "waiting for " + w.What
+	})
+	if line != "" {
+		r.SetStatus(line)
+	}
+}
+
+// Unwait records that step is no longer waiting.
+func (r *Recorder) Unwait(step string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	i := r.st.index(step)
+	waiting := i >= 0 && r.st.Steps[i].Waiting != nil
+	r.mu.Unlock()
+	if !waiting {
+		return
+	}
+	_ = r.Update(func(s *State) { s.Steps[i].Waiting = nil })
 }
 
 // SetDetail records a one-line summary of what a step did.

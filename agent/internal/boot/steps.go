@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/codelab-app/infra/roles"
 
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
@@ -64,25 +67,44 @@ func (f *Facts) ChangedUnder(dir string) bool {
 	return false
 }
 
-// FetchMetadata reads the droplet's metadata.
+// FetchMetadata reads the droplet's metadata. The metadata service being
+// unreachable is a wait, not a failure: the step retries with capped
+// backoff until it answers, and records what it is waiting for.
 type FetchMetadata struct {
 	Facts *Facts
+	// Fetch makes one bounded attempt (it may retry inside its own bound).
 	Fetch func(ctx context.Context) (metadata.Metadata, error)
 	Rec   *Recorder
+	Poll  retry.Policy
 }
 
 func (s *FetchMetadata) Name() string { return StepFetchMetadata }
 func (s *FetchMetadata) Run(ctx context.Context) error {
-	m, err := s.Fetch(ctx)
-	if err != nil {
-		return WithHint(err, "curl -s http://169.254.169.254/metadata/v1.json")
+	pol := s.Poll
+	if pol.Initial == 0 {
+		pol.Initial, pol.Max = time.Second, 10*time.Second
 	}
+	var m metadata.Metadata
+	err := retry.Do(ctx, pol, func(ctx context.Context) error {
+		var err error
+		m, err = s.Fetch(ctx)
+		if err != nil {
+			s.Rec.Wait(StepFetchMetadata, Wait{What: "the metadata service", Reason: err.Error(), Hint: metadataHint})
+		}
+		return err
+	})
+	if err != nil {
+		return WithHint(err, metadataHint)
+	}
+	s.Rec.Unwait(StepFetchMetadata)
 	s.Facts.Meta = m
 	if s.Rec != nil {
 		_ = s.Rec.Update(func(st *State) { st.DropletID = m.DropletID })
 	}
 	return nil
 }
+
+const metadataHint = "curl -s http://169.254.169.254/metadata/v1.json"
 
 // ParseUserdata parses the one-line user_data and renders the role's files
 // in memory (render is pure), so image pulls can start from the Compose
@@ -121,7 +143,10 @@ func (s *ParseUserdata) Run(context.Context) error {
 }
 
 // Render validates the rendered files with their consumers and swaps them
-// in; the changed paths decide which units restart.
+// in; the changed paths decide which units restart. Before it changes any
+// file it records the units whose config is about to change in
+// RestartPendingFile, so a boot killed between the write and the restart
+// still restarts them on its next run.
 type Render struct {
 	Facts      *Facts
 	Root       fsutil.Root
@@ -131,13 +156,80 @@ type Render struct {
 
 func (s *Render) Name() string { return StepRender }
 func (s *Render) Run(ctx context.Context) error {
-	changed, err := render.Apply(ctx, s.Root, s.Facts.Files, s.Validators...)
+	pending, err := ReadRestartPending(s.Root)
+	if err != nil {
+		return err
+	}
+	before := func(changing []string) error {
+		add := UnitsFor(changing)
+		if len(add) == 0 {
+			return nil
+		}
+		return WriteRestartPending(s.Root, append(pending, add...))
+	}
+	changed, err := render.ApplyHook(ctx, s.Root, s.Facts.Files, before, s.Validators...)
 	if err != nil {
 		return fmt.Errorf("render: %w", err)
 	}
 	s.Facts.Changed = changed
 	if s.Log != nil {
 		s.Log.Info("rendered", slog.Int("files", len(s.Facts.Files)), slog.Any("changed", changed))
+	}
+	return nil
+}
+
+// UnitsFor maps changed droplet paths to the units that read them.
+func UnitsFor(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		var u string
+		switch {
+		case strings.HasPrefix(p, render.ConsulDir+"/"):
+			u = ConsulUnit
+		case strings.HasPrefix(p, render.TemplateDir+"/"):
+			u = ConsulTemplateUnit
+		}
+		if u != "" && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// ReadRestartPending returns the units a previous render changed the
+// config of and that were not restarted since.
+func ReadRestartPending(root fsutil.Root) ([]string, error) {
+	b, err := root.ReadFile(RestartPendingFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", RestartPendingFile, err)
+	}
+	var out []string
+	for _, l := range strings.Fields(string(b)) {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// WriteRestartPending records units as needing a restart.
+func WriteRestartPending(root fsutil.Root, units []string) error {
+	units = slices.Clone(units)
+	slices.Sort(units)
+	units = slices.Compact(units)
+	if _, err := root.WriteFile(RestartPendingFile, []byte(strings.Join(units, "\n")+"\n"), 0o644); err != nil {
+		return fmt.Errorf("record units to restart: %w", err)
+	}
+	return nil
+}
+
+// ClearRestartPending forgets the pending restarts once they are done.
+func ClearRestartPending(root fsutil.Root) error {
+	if err := os.Remove(root.Path(RestartPendingFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("clear %s: %w", RestartPendingFile, err)
 	}
 	return nil
 }
@@ -213,6 +305,7 @@ type Units interface {
 
 // Unit names.
 const (
+	AgentUnit          = "codelab-agent.service"
 	DockerUnit         = "docker.service"
 	ConsulUnit         = "consul.service"
 	ConsulTemplateUnit = "consul-template.service"
@@ -234,9 +327,11 @@ func (s *DockerStep) Run(ctx context.Context) error {
 }
 
 // UnitsStep enables and starts consul and consul-template, restarting each
-// only when render changed its config.
+// when render changed its config, or when a previous boot changed it and
+// was killed before restarting it (RestartPendingFile).
 type UnitsStep struct {
 	Facts   *Facts
+	Root    fsutil.Root
 	Units   Units
 	Timeout time.Duration
 	Rec     *Recorder
@@ -244,13 +339,20 @@ type UnitsStep struct {
 
 func (s *UnitsStep) Name() string { return StepUnits }
 func (s *UnitsStep) Run(ctx context.Context) error {
+	pending, err := ReadRestartPending(s.Root)
+	if err != nil {
+		return err
+	}
 	wants := []units.Want{
-		{Name: ConsulUnit, Restart: s.Facts.ChangedUnder(render.ConsulDir)},
-		{Name: ConsulTemplateUnit, Restart: s.Facts.ChangedUnder(render.TemplateDir)},
+		{Name: ConsulUnit, Restart: s.Facts.ChangedUnder(render.ConsulDir) || slices.Contains(pending, ConsulUnit)},
+		{Name: ConsulTemplateUnit, Restart: s.Facts.ChangedUnder(render.TemplateDir) || slices.Contains(pending, ConsulTemplateUnit)},
 	}
 	out, err := s.Units.Converge(ctx, wants, s.Timeout)
 	detail(s.Rec, StepUnits, out)
-	return unitErr(err)
+	if err != nil {
+		return unitErr(err)
+	}
+	return ClearRestartPending(s.Root)
 }
 
 func detail(rec *Recorder, step string, out []units.Outcome) {
@@ -272,18 +374,25 @@ func unitErr(err error) error {
 	return err
 }
 
-// ConsulReady waits until the local agent answers and a leader exists.
+// ConsulReady waits until the local agent answers and a leader exists. No
+// leader yet (servers not created, quorum not reached) is a wait, not a
+// failure: with Timeout zero it waits as long as it takes, recording what
+// it waits for so status can say so.
 type ConsulReady struct {
 	Facts   *Facts
 	Consul  Consul
-	Timeout time.Duration
+	Timeout time.Duration // 0: no limit
 	Poll    retry.Policy
+	Rec     *Recorder
 }
 
 func (s *ConsulReady) Name() string { return StepConsulReady }
 func (s *ConsulReady) Run(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
-	defer cancel()
+	if s.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+	}
 	pol := s.Poll
 	if pol.Initial == 0 {
 		pol.Initial, pol.Max = 250*time.Millisecond, 2*time.Second
@@ -293,6 +402,11 @@ func (s *ConsulReady) Run(ctx context.Context) error {
 		h := s.Consul.Check(ctx)
 		missing = h.Missing(s.Facts.User.Join.String())
 		if missing != "" {
+			what := "a Consul leader"
+			if !h.Reachable {
+				what = "the local Consul agent"
+			}
+			s.Rec.Wait(StepConsulReady, Wait{What: what, Reason: missing, Hint: "consul members; journalctl -u consul -n 50"})
 			return errors.New(missing)
 		}
 		return nil
@@ -310,6 +424,8 @@ type PullImages struct {
 	Root      fsutil.Root
 	TokenFile string
 	Rec       *Recorder
+	// Wait paces the retries while the registry is unreachable.
+	Wait retry.Policy
 }
 
 func (s *PullImages) Name() string { return StepPullImages }
@@ -360,7 +476,25 @@ func (s *PullImages) Run(ctx context.Context) error {
 			s.Rec.Progress(upd)
 		}
 	}
-	out, err := p.PullAll(ctx, refs)
+	// A registry that is down is a wait: retry the failed pulls with
+	// capped backoff until it answers. A missing image or refused
+	// credentials fail the step at once.
+	pol := s.Wait
+	if pol.Initial == 0 {
+		pol.Initial, pol.Max = 5*time.Second, time.Minute
+	}
+	var out []containers.Progress
+	err = retry.Do(ctx, pol, func(ctx context.Context) error {
+		done = 0
+		var err error
+		out, err = p.PullAll(ctx, refs)
+		var pe *containers.PullError
+		if errors.As(err, &pe) && pe.Transient() && ctx.Err() == nil {
+			s.Rec.Wait(StepPullImages, Wait{What: "the registry " + creds.Host, Reason: err.Error(), Hint: pe.Hint()})
+			return err
+		}
+		return retry.Permanent(err)
+	})
 	var pulled, present int
 	for _, pr := range out {
 		switch pr.Result {
@@ -395,11 +529,14 @@ type ComposeUp struct {
 	Facts      *Facts
 	Root       fsutil.Root
 	API        containers.API
-	Docker     string // docker CLI; default "docker"
-	EnvTimeout time.Duration
+	Docker     string        // docker CLI; default "docker"
+	EnvTimeout time.Duration // 0: wait for the env files as long as it takes
 	Timeout    time.Duration
 	Rec        *Recorder
 	Poll       retry.Policy
+	// KVKeys lists the Consul KV keys below a prefix; while the env files
+	// are missing it tells which required key is absent. Nil: not checked.
+	KVKeys func(ctx context.Context, prefix string) ([]string, error)
 }
 
 func (s *ComposeUp) Name() string { return StepComposeUp }
@@ -456,28 +593,85 @@ func (s *ComposeUp) waitEnv(ctx context.Context, role string) error {
 	if len(want) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.EnvTimeout)
-	defer cancel()
+	if s.EnvTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.EnvTimeout)
+		defer cancel()
+	}
 	pol := s.Poll
 	if pol.Initial == 0 {
 		pol.Initial, pol.Max = 200*time.Millisecond, 2*time.Second
 	}
 	var missing []string
-	err := retry.Do(ctx, pol, func(context.Context) error {
+	err := retry.Do(ctx, pol, func(ctx context.Context) error {
 		missing = missing[:0]
 		for _, p := range want {
 			if _, err := os.Stat(s.Root.Path(p)); err != nil {
 				missing = append(missing, p)
 			}
 		}
-		if len(missing) > 0 {
-			return fmt.Errorf("missing %s", strings.Join(missing, ", "))
+		if len(missing) == 0 {
+			return nil
 		}
-		return nil
+		s.Rec.Wait(StepComposeUp, s.envWait(ctx, role, missing))
+		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
 	})
 	if err != nil {
 		return WithHint(fmt.Errorf("consul-template has not rendered %s after %s (it needs Consul, and every key its template requires under codelab/%s/%s/ in Consul KV)",
 			strings.Join(missing, ", "), s.EnvTimeout, s.Facts.User.Env, role), "journalctl -u consul-template -n 50")
 	}
+	s.Rec.Unwait(StepComposeUp)
 	return nil
+}
+
+// envWait says what the missing env files wait for: a required KV key that
+// is absent (and the command that sets it), else consul-template itself.
+func (s *ComposeUp) envWait(ctx context.Context, role string, missing []string) Wait {
+	w := Wait{
+		What:   "consul-template to render " + strings.Join(missing, ", "),
+		Reason: "consul-template renders the env file once Consul answers and every key its template reads exists",
+		Hint:   "journalctl -u consul-template -n 50",
+	}
+	if s.KVKeys == nil {
+		return w
+	}
+	env := s.Facts.User.Env
+	keys, err := MissingRequired(ctx, s.KVKeys, env, role)
+	if err != nil {
+		w.Reason += "; cannot read Consul KV: " + err.Error()
+		return w
+	}
+	if len(keys) == 0 {
+		return w
+	}
+	var paths []string
+	for _, k := range keys {
+		paths = append(paths, roles.RequiredKVPath(env, role, k))
+	}
+	return Wait{
+		What:   "KV key " + paths[0],
+		Reason: fmt.Sprintf("role %s requires %s in Consul KV (roles/%s/required); nothing starts until it is set", role, strings.Join(paths, ", "), role),
+		Hint:   "consul kv put " + paths[0] + " <value>",
+	}
+}
+
+// MissingRequired returns the role's required keys (roles/<role>/required)
+// that are absent from Consul KV.
+func MissingRequired(ctx context.Context, list func(ctx context.Context, prefix string) ([]string, error), env, role string) ([]string, error) {
+	req, err := roles.Required(role)
+	if err != nil || len(req) == 0 {
+		return nil, err
+	}
+	prefix := roles.RequiredKVPath(env, role, "")
+	have, err := list(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, k := range req {
+		if !slices.Contains(have, prefix+k) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
+
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
@@ -76,8 +78,8 @@ atomically after every step; ` + "`codelab-agent status`" + ` reads it. Under sy
 	f.StringVar(&o.ConsulAddr, "consul-addr", boot.DefaultConsulAddr, "the local Consul agent's HTTP address")
 	f.StringVar(&o.TokenFile, "registry-token-file", boot.RegistryTokenFile, "registry token used when user_data has no registry_token=")
 	f.DurationVar(&o.Timeouts.Unit, "unit-timeout", o.Timeouts.Unit, "how long each unit may take to become active")
-	f.DurationVar(&o.Timeouts.Consul, "consul-timeout", o.Timeouts.Consul, "how long to wait for Consul and a leader")
-	f.DurationVar(&o.Timeouts.Env, "env-timeout", o.Timeouts.Env, "how long to wait for consul-template to render the role's env file")
+	f.DurationVar(&o.Timeouts.Consul, "consul-timeout", o.Timeouts.Consul, "how long to wait for Consul and a leader (0: as long as it takes)")
+	f.DurationVar(&o.Timeouts.Env, "env-timeout", o.Timeouts.Env, "how long to wait for consul-template to render the role's env file (0: as long as it takes)")
 	f.DurationVar(&o.Timeouts.Compose, "compose-timeout", o.Timeouts.Compose, "how long compose up --wait may take")
 	return cmd
 }
@@ -90,15 +92,32 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 	if notify == nil {
 		notify = func(state string) { _, _ = daemon.SdNotify(false, state) }
 	}
-	rec := boot.NewRecorder(root, boot.State{
+	// One boot at a time, and a lock whose holder status can test: the
+	// kernel drops it when this process dies, however it dies.
+	unlock, err := fsutil.Lock(ctx, root.Path(boot.LockFile), func() {
+		log.Info("another boot is running; waiting for it to end")
+	})
+	if err != nil {
+		return fmt.Errorf("take the boot lock: %w", err)
+	}
+	defer unlock()
+	base := boot.State{
 		Image:        readImage(root),
 		AgentVersion: version.String(),
 		BootID:       BootID(),
 		PID:          os.Getpid(),
 		StartedAt:    time.Now().UTC(),
-	})
+		Attempt:      1,
+	}
+	delay := retryDelay(root, &base, time.Now())
+	rec := boot.NewRecorder(root, base)
 	rec.Notify = notify
 	rec.Now = func() time.Time { return time.Now().UTC() }
+	if delay > 0 {
+		if err := backoff(ctx, rec, log, delay); err != nil {
+			return err
+		}
+	}
 	facts := &boot.Facts{}
 
 	validators := []render.Validator{render.TemplateValidator{}}
@@ -141,7 +160,9 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 			if o.MetadataFile != "" {
 				return metadata.ReadFile(o.MetadataFile)
 			}
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			// One bounded attempt; the step retries (and says it waits)
+			// for as long as the service does not answer.
+			ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			defer cancel()
 			return metadata.Client{URL: o.MetadataURL}.Fetch(ctx)
 		},
@@ -152,6 +173,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 		Docker:       docker,
 		TokenFile:    o.TokenFile,
 		Timeouts:     o.Timeouts,
+		KVKeys:       consulKVKeys(o.ConsulAddr),
 	})
 	runner := &boot.Runner{
 		Plan:     plan,
@@ -206,4 +228,73 @@ func readImage(root fsutil.Root) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// Retry pacing: systemd restarts a failed boot (Restart=on-failure); the
+// agent itself spaces the attempts out, doubling from firstRetry up to
+// maxRetry, counted since the kernel booted.
+const (
+	firstRetry = 5 * time.Second
+	maxRetry   = 2 * time.Minute
+)
+
+// retryDelay reads the previous attempt's state. When this kernel boot
+// already ran a boot that failed or died, it counts this one as the next
+// attempt, records the previous error in base and returns how long to wait
+// before trying again.
+func retryDelay(root fsutil.Root, base *boot.State, now time.Time) time.Duration {
+	prev, err := boot.ReadState(root)
+	if err != nil || prev.BootID == "" || prev.BootID != base.BootID {
+		return 0
+	}
+	base.Attempt = max(prev.Attempt, 1) + 1
+	var ended time.Time
+	switch prev.Result {
+	case boot.BootFailed:
+		base.PreviousError = prev.Error
+		if prev.FinishedAt != nil {
+			ended = *prev.FinishedAt
+		}
+	case boot.BootRunning:
+		base.PreviousError = "the boot ended without finishing (killed, or the agent crashed)"
+		ended = prev.StartedAt
+	default:
+		return 0
+	}
+	d := firstRetry << min(base.Attempt-2, 10)
+	d = min(d, maxRetry) - now.Sub(ended)
+	return max(d, 0)
+}
+
+// backoff waits before a retried attempt, saying so in the state file.
+func backoff(ctx context.Context, rec *boot.Recorder, log *slog.Logger, d time.Duration) error {
+	st := rec.Snapshot()
+	log.Warn("the previous boot failed; waiting before trying again",
+		slog.Int("attempt", st.Attempt), slog.Duration("wait", d), slog.String("previous", st.PreviousError))
+	_ = rec.Update(func(s *boot.State) {
+		s.Status = fmt.Sprintf("attempt %d in %s (the last one failed)", s.Attempt, d.Round(time.Second))
+	})
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("wait before boot attempt %d: %w", st.Attempt, ctx.Err())
+	case <-t.C:
+		return nil
+	}
+}
+
+// consulKVKeys lists the local Consul agent's KV keys below a prefix.
+func consulKVKeys(addr string) func(ctx context.Context, prefix string) ([]string, error) {
+	return func(ctx context.Context, prefix string) ([]string, error) {
+		c, err := consulapi.NewClient(&consulapi.Config{Address: addr})
+		if err != nil {
+			return nil, fmt.Errorf("consul client: %w", err)
+		}
+		keys, _, err := c.KV().Keys(prefix, "", (&consulapi.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("list consul kv %s: %w", prefix, err)
+		}
+		return keys, nil
+	}
 }

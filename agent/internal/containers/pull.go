@@ -96,6 +96,18 @@ func (e *PullError) Hint() string {
 	return "docker pull " + e.Failed[0].Ref
 }
 
+// Transient reports whether every failure may clear up by itself (the
+// registry unreachable or failing), as opposed to a missing image or
+// refused credentials, which no retry fixes.
+func (e *PullError) Transient() bool {
+	for _, p := range e.Failed {
+		if p.Err == nil || permanentPull(p.Err) {
+			return false
+		}
+	}
+	return len(e.Failed) > 0
+}
+
 // PullAll pulls every image concurrently. An image already present at the
 // registry's digest is not pulled again. It returns every image's final
 // progress and a *PullError naming those that failed.

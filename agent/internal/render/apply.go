@@ -1,6 +1,7 @@
 package render
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,16 @@ func (e *ValidationError) Unwrap() error { return e.Err }
 // nothing under root changes. It returns the droplet paths whose bytes or
 // mode changed, so callers restart only what really changed.
 func Apply(ctx context.Context, root fsutil.Root, files []File, validators ...Validator) (changed []string, err error) {
+	return ApplyHook(ctx, root, files, nil, validators...)
+}
+
+// ApplyHook is Apply with a hook: once every validator has accepted the
+// files, and before the first one is written, before (if set) is called
+// with the droplet paths whose bytes or mode are about to change. If it
+// fails, nothing is written. The boot uses it to record which units must
+// restart before their config changes, so a crash in between cannot leave
+// a unit running on stale config.
+func ApplyHook(ctx context.Context, root fsutil.Root, files []File, before func(changing []string) error, validators ...Validator) (changed []string, err error) {
 	staged, err := os.MkdirTemp("", "codelab-render-*")
 	if err != nil {
 		return nil, fmt.Errorf("create staging folder: %w", err)
@@ -67,6 +78,19 @@ func Apply(ctx context.Context, root fsutil.Root, files []File, validators ...Va
 				}
 			}
 			return nil, &ValidationError{Validator: v.Name(), Files: names, Err: errors.New(strings.ReplaceAll(err.Error(), staged, ""))}
+		}
+	}
+	if before != nil {
+		var changing []string
+		for _, f := range files {
+			if differs(root, f) {
+				changing = append(changing, f.Path)
+			}
+		}
+		if len(changing) > 0 {
+			if err := before(changing); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for _, f := range files {
@@ -104,4 +128,14 @@ func copyForeign(root fsutil.Root, staged, dir string, rendered map[string]bool)
 		}
 	}
 	return nil
+}
+
+// differs reports whether writing f would change the file on disk.
+func differs(root fsutil.Root, f File) bool {
+	old, err := root.ReadFile(f.Path)
+	if err != nil || !bytes.Equal(old, f.Data) {
+		return true
+	}
+	st, err := os.Stat(root.Path(f.Path))
+	return err != nil || st.Mode().Perm() != f.Mode.Perm()
 }
