@@ -84,6 +84,9 @@ func writePlain(w io.Writer, r Report) error {
 	for _, ct := range r.Containers {
 		p("container %s: %s %s %s", ct.Name, ct.State, orDash(ct.Health), orDash(ct.ImageDigest))
 	}
+	if r.Backup != nil {
+		p("backup: %s", r.Backup.Line())
+	}
 	if r.DockerErr != "" {
 		p("containers: unreachable: %s", r.DockerErr)
 	}
@@ -140,6 +143,9 @@ func writeTable(w io.Writer, r Report) error {
 		fmt.Fprintf(tw, "?\tunreachable\t\t%s\n", r.DockerErr)
 	}
 	tw.Flush()
+	if r.Backup != nil {
+		fmt.Fprintf(w, "\nbackup: %s\n", r.Backup.Line())
+	}
 	if len(r.Problems) > 0 {
 		fmt.Fprintln(w)
 		for _, pr := range r.Problems {

@@ -14,11 +14,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/boot"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/units"
+	"github.com/dustin/go-humanize"
 )
 
 // SchemaVersion is status --json's format version.
@@ -93,7 +95,10 @@ type Report struct {
 	Consul     boot.ConsulHealth      `json:"consul"`
 	Containers []containers.Container `json:"containers"`
 	DockerErr  string                 `json:"containersError,omitempty"`
-	Problems   []Problem              `json:"problems"`
+	// Backup is the neo4j role's last backup run and newest verified
+	// backup (from backup.StateFile); nil on other roles.
+	Backup   *Backup   `json:"backup,omitempty"`
+	Problems []Problem `json:"problems"`
 }
 
 // Collect reads the state under root and runs the live checks, each within
@@ -142,8 +147,53 @@ func Collect(ctx context.Context, root fsutil.Root, p Probes, agentVersion strin
 	wg.Wait()
 
 	r.evaluate(stErr, p)
+	if r.Role == "neo4j" {
+		r.Backup = readBackup(root, r.now(p))
+	}
 	r.ExitCode = Code(r.Overall)
 	return r
+}
+
+// Backup is what status shows of the neo4j backups. It informs; it does
+// not change the overall state (the monitor's Consul check alerts on it).
+type Backup struct {
+	LastRun *backup.Run `json:"lastRun,omitempty"`
+	// Newest is the newest verified, uploaded backup, and AgeSeconds its
+	// age when status ran.
+	Newest     *backup.Newest `json:"newestVerified,omitempty"`
+	AgeSeconds int64          `json:"newestAgeSeconds,omitempty"`
+	Error      string         `json:"error,omitempty"`
+}
+
+func readBackup(root fsutil.Root, now time.Time) *Backup {
+	st, err := backup.ReadState(root)
+	if err != nil {
+		return &Backup{Error: err.Error()}
+	}
+	b := &Backup{LastRun: st.LastRun, Newest: st.NewestVerified}
+	if b.Newest != nil {
+		b.AgeSeconds = int64(now.Sub(b.Newest.At).Seconds())
+	}
+	return b
+}
+
+// Line is the backup in one line.
+func (b *Backup) Line() string {
+	if b.Error != "" {
+		return "unreadable: " + b.Error
+	}
+	line := "none verified yet"
+	if b.Newest != nil {
+		line = fmt.Sprintf("newest verified %s (%s old, %s)", b.Newest.ID,
+			(time.Duration(b.AgeSeconds) * time.Second).String(), humanize.Bytes(uint64(max(b.Newest.SizeBytes, 0))))
+	}
+	if r := b.LastRun; r != nil {
+		line += fmt.Sprintf("; last run %s %s at %s", r.ID, r.Result, r.FinishedAt.UTC().Format(time.RFC3339))
+		if r.Result != backup.ResultOK {
+			line += fmt.Sprintf(" (step %s: %s)", r.Step, r.Error)
+		}
+	}
+	return line
 }
 
 // readState reads the state file and whether a boot is running. A state

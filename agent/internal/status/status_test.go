@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/boot"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
@@ -298,5 +299,38 @@ func TestBootRunningReadsTheLock(t *testing.T) {
 	unlock()
 	if running, err := BootRunning(root); err != nil || running {
 		t.Fatalf("lock released: running=%t err=%v", running, err)
+	}
+}
+
+func TestNeo4jStatusShowsTheLastBackup(t *testing.T) {
+	root := fsutil.Root{Dir: t.TempDir()}
+	writeState(t, root, func(s *boot.State) { s.Role = "neo4j" })
+	at := time.Unix(1000, 0).Add(-90 * time.Minute)
+	st := backup.State{SchemaVersion: backup.StateSchemaVersion,
+		LastRun:        &backup.Run{ID: "19700101T000000Z", Result: backup.ResultFailed, Step: "upload", Error: "connection reset", FinishedAt: time.Unix(990, 0)},
+		NewestVerified: &backup.Newest{ID: "19691231T224640Z", At: at, SizeBytes: 2 << 20}}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.WriteFile(backup.StateFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := Collect(context.Background(), root, healthyProbes(), "v", time.Second)
+	if r.Backup == nil || r.Backup.AgeSeconds != 5400 {
+		t.Fatalf("backup = %+v", r.Backup)
+	}
+	var out bytes.Buffer
+	if err := Write(&out, r, Plain); err != nil {
+		t.Fatal(err)
+	}
+	want := "backup: newest verified 19691231T224640Z (1h30m0s old, 2.1 MB); last run 19700101T000000Z failed at 1970-01-01T00:16:30Z (step upload: connection reset)"
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("plain output lacks %q:\n%s", want, out.String())
+	}
+	// Other roles show no backup.
+	writeState(t, root, nil)
+	if r := Collect(context.Background(), root, healthyProbes(), "v", time.Second); r.Backup != nil {
+		t.Fatalf("api droplet shows a backup: %+v", r.Backup)
 	}
 }
