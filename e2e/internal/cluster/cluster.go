@@ -117,6 +117,8 @@ type Cluster struct {
 	Docker  *droplets.Docker
 	Nodes   []*Node
 	Timings []Timing
+	// Spaces is the local S3 server the neo4j backups go to.
+	Spaces *Spaces
 }
 
 // Timing is the wall time of one step of Up.
@@ -147,6 +149,7 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		fn   func(context.Context) error
 	}{
 		{"start the local DigitalOcean", c.startLocalDO},
+		{"start the local Spaces (versitygw)", c.startSpaces},
 		{"build and push the application images", c.pushImages},
 		{"prepare the local artifacts", func(ctx context.Context) error {
 			return PrepareArtifacts(ctx, o.Repo, filepath.Join(o.Cache, "bin"), c.artifactsDir())
@@ -205,23 +208,45 @@ func (c *Cluster) seedSettings(ctx context.Context) error {
 			}
 		}
 	}
+	if c.Spaces != nil {
+		kv := c.SpacesSettings()
+		keys := make([]string, 0, len(kv))
+		for k := range kv {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			puts = append(puts, [2]string{k, kv[k]})
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for _, p := range puts {
 		for {
-			out, err := exec.CommandContext(ctx, "docker", "exec", c.Docker.ContainerName(server.ID), "consul", "kv", "put", p[0], p[1]).CombinedOutput()
+			err := c.KVPut(ctx, server, p[0], p[1])
 			if err == nil {
 				fmt.Fprintf(c.Opts.Out, "    %s set\n", p[0])
 				break
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("consul kv put %s on %s: %w: %s", p[0], server.Name, err, strings.TrimSpace(string(out)))
+				return err
 			case <-tick.C:
 			}
 		}
+	}
+	return nil
+}
+
+// KVPut writes a Consul KV value through a droplet's own consul CLI. The
+// value goes through standard input, never the command line.
+func (c *Cluster) KVPut(ctx context.Context, via *Node, key, value string) error {
+	cmd := exec.CommandContext(ctx, "docker", "exec", "-i", c.Docker.ContainerName(via.ID), "consul", "kv", "put", key, "-")
+	cmd.Stdin = strings.NewReader(value)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("consul kv put %s on %s: %w: %s", key, via.Name, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -238,6 +263,9 @@ func Down(ctx context.Context, o Options) error {
 				fmt.Fprintf(o.Out, "remove image %s: %s\n", ref, strings.TrimSpace(string(out)))
 			}
 		}
+	}
+	if err := stopSpaces(o); err != nil {
+		fmt.Fprintf(o.Out, "stop the local Spaces: %v\n", err)
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(o.BinDir, "localdo"), "down", "--instance", o.Instance, "--state", o.StateDir())
 	cmd.Stdout, cmd.Stderr = o.Out, o.Out
