@@ -57,7 +57,7 @@ demo-down: bin/localdo bin/demo ## remove every container, network, volume and i
 
 .PHONY: e2e
 e2e: deps build bin/localdo bin/demo ## end-to-end suite on the local DigitalOcean (about 10 minutes)
-	cd e2e && CODELAB_E2E=1 CODELAB_E2E_BIN=$(CURDIR)/bin go test -count=1 -timeout 30m -v ./suite/
+	cd e2e && CODELAB_E2E=1 CODELAB_E2E_BIN=$(CURDIR)/bin go test -count=1 -timeout 55m -v ./suite/
 
 .PHONY: fmt
 fmt: ## format Go code

@@ -55,7 +55,7 @@ func TestEndToEnd(t *testing.T) {
 	if os.Getenv("CODELAB_E2E") != "1" {
 		t.Skip("end-to-end suite: set CODELAB_E2E=1 (make e2e does); it boots a cluster on the local DigitalOcean")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Minute)
 	defer cancel()
 	repo := repoRoot(t)
 	if r := os.Getenv("CODELAB_E2E_REPO"); r != "" {
@@ -348,4 +348,6 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("neo4j data volume lost the marker: %q, want %q", got, marker)
 		}
 	})
+
+	faults{ctx: ctx, c: c}.run(t)
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/codelab-app/infra/roles"
@@ -175,7 +176,29 @@ func (s *Render) Run(ctx context.Context) error {
 	if s.Log != nil {
 		s.Log.Info("rendered", slog.Int("files", len(s.Facts.Files)), slog.Any("changed", changed))
 	}
+	failpoint(s.Root, s.Log, "kill-after-render")
 	return nil
+}
+
+// FailpointFile, when it holds a failpoint's name, makes the agent SIGKILL
+// itself at that point, once (it removes the file first). The end-to-end
+// fault tests use it to crash a boot where no outside timing can hit it
+// reliably: "kill-after-render" dies after render wrote new config and
+// before the units step restarts anything. Nothing else writes the file.
+const FailpointFile = "/run/codelab/failpoint"
+
+func failpoint(root fsutil.Root, log *slog.Logger, name string) {
+	b, err := root.ReadFile(FailpointFile)
+	if err != nil || strings.TrimSpace(string(b)) != name {
+		return
+	}
+	if err := os.Remove(root.Path(FailpointFile)); err != nil {
+		return
+	}
+	if log != nil {
+		log.Warn("failpoint: the agent kills itself here", slog.String("failpoint", name))
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 }
 
 // UnitsFor maps changed droplet paths to the units that read them.
@@ -481,7 +504,7 @@ func (s *PullImages) Run(ctx context.Context) error {
 	// credentials fail the step at once.
 	pol := s.Wait
 	if pol.Initial == 0 {
-		pol.Initial, pol.Max = 5*time.Second, time.Minute
+		pol.Initial, pol.Max = 5*time.Second, 30*time.Second
 	}
 	var out []containers.Progress
 	err = retry.Do(ctx, pol, func(ctx context.Context) error {

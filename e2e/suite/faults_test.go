@@ -1,0 +1,397 @@
+package suite
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/codelab-app/infra/e2e/internal/cluster"
+	"github.com/digitalocean/godo"
+)
+
+// faults is the reliability matrix (issue: every fault a droplet meets is
+// survived, with nothing lost, and status names it). Each subtest injects
+// one fault into the running demo cluster, asserts that status names the
+// cause while it lasts, and that the droplet ends ready by itself. It logs
+// the time to recovery it measured.
+type faults struct {
+	ctx context.Context
+	c   *cluster.Cluster
+}
+
+func (f faults) node(t *testing.T, name string) *cluster.Node {
+	t.Helper()
+	for _, n := range f.c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	t.Fatalf("no droplet %s", name)
+	return nil
+}
+
+func (f faults) exec(t *testing.T, n *cluster.Node, args ...string) string {
+	t.Helper()
+	out, err := f.c.Docker.Exec(f.ctx, n.ID, args...)
+	if err != nil {
+		t.Fatalf("%s: %s: %v", n.Name, strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// status is `codelab-agent status --json` on n.
+type agentReport struct {
+	Overall  string `json:"overall"`
+	ExitCode int    `json:"exitCode"`
+	Summary  string `json:"summary"`
+	Problems []struct {
+		What, Error, Hint string
+	} `json:"problems"`
+	Backup *struct {
+		Newest *struct {
+			ID string `json:"id"`
+		} `json:"newestVerified"`
+		AgeSeconds int64 `json:"newestAgeSeconds"`
+	} `json:"backup"`
+}
+
+func (f faults) status(t *testing.T, n *cluster.Node) (agentReport, int) {
+	t.Helper()
+	out, code, err := f.c.AgentStatus(f.ctx, n, "--json")
+	var r agentReport
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil {
+		return agentReport{Overall: "unreadable", Summary: fmt.Sprint(err, out)}, code
+	}
+	return r, code
+}
+
+// waitStatus polls status until ok accepts it, or fails after d.
+func (f faults) waitStatus(t *testing.T, n *cluster.Node, d time.Duration, what string, ok func(agentReport) bool) agentReport {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last agentReport
+	for {
+		last, _ = f.status(t, n)
+		if ok(last) {
+			return last
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not %s within %s; last status: %s %s", n.Name, what, d, last.Overall, last.Summary)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func (f faults) ready(t *testing.T, n *cluster.Node, d time.Duration, since time.Time) {
+	t.Helper()
+	if _, err := f.c.WaitReady(f.ctx, n, d, since); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// extra creates a droplet for one subtest and deletes it when the subtest ends.
+func (f faults) extra(t *testing.T, x cluster.Extra) *cluster.Node {
+	t.Helper()
+	n, err := f.c.CreateExtra(f.ctx, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.c.Delete(context.Background(), n); err != nil {
+			t.Errorf("delete %s: %v", n.Name, err)
+		}
+	})
+	return n
+}
+
+// block rejects, on this host, TCP connections to the local DigitalOcean's
+// public gateway at port (its metadata server, its registry): the droplets
+// reach both there. It returns the function that lifts the block, which
+// also runs when the test ends.
+func block(t *testing.T, gateway, port string) (unblock func()) {
+	t.Helper()
+	rule := []string{"INPUT", "-p", "tcp", "-d", gateway, "--dport", port, "-j", "REJECT", "--reject-with", "tcp-reset"}
+	if out, err := exec.Command("iptables", append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
+		t.Fatalf("iptables -I %s: %v: %s", strings.Join(rule, " "), err, out)
+	}
+	done := false
+	unblock = func() {
+		if done {
+			return
+		}
+		done = true
+		if out, err := exec.Command("iptables", append([]string{"-D"}, rule...)...).CombinedOutput(); err != nil {
+			t.Errorf("iptables -D %s: %v: %s", strings.Join(rule, " "), err, out)
+		}
+	}
+	t.Cleanup(unblock)
+	return unblock
+}
+
+func hostPort(t *testing.T, addr string) (string, string) {
+	t.Helper()
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		addr = u.Host
+	}
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("address %q: %v", addr, err)
+	}
+	return h, p
+}
+
+func (f faults) action(t *testing.T, a *godo.Action, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		got, _, err := f.c.DO.Actions.Get(f.ctx, a.ID)
+		if err != nil || got.Status == "errored" {
+			t.Fatalf("action %s: %+v %v", a.Type, got, err)
+		}
+		if got.Status == godo.ActionCompleted {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (f faults) run(t *testing.T) {
+	t.Run("backups: a backup run on the neo4j droplet lands in the local Spaces and status shows it", f.backupInDemo)
+	t.Run("fault: a required KV key absent at first boot, set 60 s later", f.missingKey)
+	t.Run("fault: metadata service down for the first 30 s of a first boot", f.metadataDown)
+	t.Run("fault: registry down at first boot, back 60 s later", f.registryDown)
+	t.Run("fault: the agent killed with SIGKILL after render wrote new config, and during compose-up", f.agentKilled)
+	t.Run("fault: a Consul server rebooted keeps quorum and leaves clients alone", f.serverRebooted)
+	t.Run("fault: a droplet powered off: the others stay ready and Consul marks it failed", f.poweredOff)
+}
+
+func (f faults) backupInDemo(t *testing.T) {
+	neo := f.node(t, "neo4j-1")
+	// consul-template renders spaces.json from the settings the demo put
+	// into KV; wait until it has the endpoint.
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(f.exec(t, neo, "cat", "/root/docker/neo4j/spaces.json"), f.c.Spaces.Endpoint) {
+		if time.Now().After(deadline) {
+			t.Fatal("spaces.json never got the local Spaces endpoint")
+		}
+		time.Sleep(time.Second)
+	}
+	start := time.Now()
+	out := f.exec(t, neo, "codelab-agent", "backup", "run", "--ignore-window")
+	t.Logf("backup run in %s: %s", time.Since(start).Round(time.Second), strings.TrimSpace(out))
+	f.ready(t, neo, 3*time.Minute, time.Time{})
+	r, code := f.status(t, neo)
+	if code != 0 || r.Backup == nil || r.Backup.Newest == nil || r.Backup.Newest.ID == "" {
+		t.Fatalf("status after a backup: exit %d, backup %+v", code, r.Backup)
+	}
+	plain, _, _ := f.c.AgentStatus(f.ctx, neo)
+	if !strings.Contains(plain, "backup: newest verified "+r.Backup.Newest.ID) {
+		t.Errorf("status does not show the backup:\n%s", plain)
+	}
+	if list := f.exec(t, neo, "codelab-agent", "backup", "list"); !strings.Contains(list, r.Backup.Newest.ID) {
+		t.Errorf("backup list lacks %s:\n%s", r.Backup.Newest.ID, list)
+	}
+}
+
+func (f faults) missingKey(t *testing.T) {
+	srv := f.node(t, "landing-1")
+	key := "codelab/" + f.c.Opts.Env + "/api/NEO4J_PASSWORD"
+	value := f.exec(t, srv, "consul", "kv", "get", key)
+	f.exec(t, srv, "consul", "kv", "delete", key)
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := f.c.KVPut(context.Background(), srv, key, value); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(restore)
+	created := time.Now()
+	n := f.extra(t, cluster.Extra{Spec: cluster.NodeSpec{Name: "api-f4", Role: "api", Image: "services-base", Consul: "client"}})
+	r := f.waitStatus(t, n, 2*time.Minute, "waiting for "+key, func(r agentReport) bool {
+		return r.Overall == "booting" && strings.Contains(r.Summary, "waiting for KV key "+key)
+	})
+	hint := false
+	for _, p := range r.Problems {
+		hint = hint || p.Hint == "consul kv put "+key+" <value>"
+	}
+	if !hint || r.ExitCode != 3 {
+		t.Errorf("status while the key is missing: exit %d, problems %+v; want exit 3 and the consul kv put line", r.ExitCode, r.Problems)
+	}
+	t.Logf("while the key is missing: %s", r.Summary)
+	time.Sleep(time.Until(created.Add(60 * time.Second)))
+	restore()
+	set := time.Now()
+	f.ready(t, n, 5*time.Minute, time.Time{})
+	t.Logf("recovery: ready %s after the key was set", time.Since(set).Round(time.Second))
+	f.ready(t, f.node(t, "api-1"), time.Minute, time.Time{})
+}
+
+func (f faults) metadataDown(t *testing.T) {
+	gw, port := hostPort(t, f.c.Info.MetadataURL)
+	unblock := block(t, gw, port)
+	created := time.Now()
+	n := f.extra(t, cluster.Extra{Spec: cluster.NodeSpec{Name: "landing-f1", Role: "landing", Image: "services-base", Consul: "client"}})
+	r := f.waitStatus(t, n, time.Minute, "waiting for the metadata service", func(r agentReport) bool {
+		return r.Overall == "booting" && strings.Contains(r.Summary, "waiting for the metadata service")
+	})
+	t.Logf("while metadata is down: %s", r.Summary)
+	time.Sleep(time.Until(created.Add(30 * time.Second)))
+	unblock()
+	back := time.Now()
+	f.ready(t, n, 5*time.Minute, time.Time{})
+	t.Logf("recovery: ready %s after the metadata service came back", time.Since(back).Round(time.Second))
+}
+
+func (f faults) registryDown(t *testing.T) {
+	gw, port := hostPort(t, f.c.Info.RegistryPull)
+	unblock := block(t, gw, port)
+	created := time.Now()
+	n := f.extra(t, cluster.Extra{Spec: cluster.NodeSpec{Name: "web-f2", Role: "web", Image: "services-base", Consul: "client"}})
+	r := f.waitStatus(t, n, 2*time.Minute, "waiting for the registry", func(r agentReport) bool {
+		return r.Overall == "booting" && strings.Contains(r.Summary, "waiting for the registry "+f.c.Info.RegistryPull)
+	})
+	t.Logf("while the registry is down: %s", r.Summary)
+	time.Sleep(time.Until(created.Add(60 * time.Second)))
+	unblock()
+	back := time.Now()
+	f.ready(t, n, 5*time.Minute, time.Time{})
+	t.Logf("recovery: ready %s after the registry came back", time.Since(back).Round(time.Second))
+}
+
+func (f faults) agentKilled(t *testing.T) {
+	web := f.node(t, "web-1")
+	f.ready(t, web, time.Minute, time.Time{})
+
+	// 1. Killed right after render wrote new Consul config (the failpoint
+	// makes the agent SIGKILL itself there, once). The next attempt renders
+	// nothing new, and must still restart consul onto that config.
+	f.exec(t, web, "sh", "-c", "echo '# stale' >> /etc/consul.d/consul.hcl")
+	f.exec(t, web, "sh", "-c", "mkdir -p /run/codelab && echo kill-after-render > /run/codelab/failpoint")
+	killed := time.Now()
+	f.exec(t, web, "systemctl", "restart", "--no-block", "codelab-agent")
+	f.ready(t, web, 3*time.Minute, killed)
+	t.Logf("render kill: ready %s after the restart", time.Since(killed).Round(time.Second))
+	if j := f.exec(t, web, "journalctl", "-u", "codelab-agent", "--since", "-5min", "--no-pager"); !strings.Contains(j, "failpoint") {
+		t.Errorf("the agent did not hit the failpoint:\n%s", j)
+	}
+	if got := f.exec(t, web, "cat", "/etc/consul.d/consul.hcl"); strings.Contains(got, "# stale") {
+		t.Errorf("consul.hcl still stale")
+	}
+	since := f.exec(t, web, "systemctl", "show", "-p", "ActiveEnterTimestampMonotonic", "--value", "consul")
+	up := f.exec(t, web, "cat", "/proc/uptime")
+	if us, err := strconv.ParseInt(strings.TrimSpace(since), 10, 64); err != nil {
+		t.Errorf("consul ActiveEnterTimestampMonotonic %q: %v", since, err)
+	} else if secs, _ := strconv.ParseFloat(strings.Fields(up)[0], 64); secs-float64(us)/1e6 > time.Since(killed).Seconds()+2 {
+		t.Errorf("consul was not restarted after the kill: active since %.0fs of uptime %.0fs", float64(us)/1e6, secs)
+	}
+
+	// 2. Killed during compose-up: no duplicate containers afterwards.
+	f.exec(t, web, "docker", "compose", "-p", "web", "-f", "/root/docker/web/compose.yaml", "stop", "-t", "1")
+	restarted := time.Now()
+	f.exec(t, web, "systemctl", "restart", "--no-block", "codelab-agent")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		st := f.exec(t, web, "cat", "/var/lib/codelab/state.json")
+		var s struct {
+			Steps []struct{ Name, Result string }
+		}
+		_ = json.Unmarshal([]byte(st), &s)
+		running := false
+		for _, x := range s.Steps {
+			running = running || (x.Name == "compose-up" && x.Result == "running")
+		}
+		if running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("compose-up never ran:\n%s", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	f.exec(t, web, "systemctl", "kill", "-s", "SIGKILL", "codelab-agent")
+	killed = time.Now()
+	f.ready(t, web, 3*time.Minute, restarted)
+	t.Logf("compose-up kill: ready %s after the kill", time.Since(killed).Round(time.Second))
+	ids := strings.Fields(f.exec(t, web, "docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=web"))
+	if len(ids) != 1 {
+		t.Errorf("project web has %d containers after the kill, want 1: %v", len(ids), ids)
+	}
+}
+
+func (f faults) serverRebooted(t *testing.T) {
+	landing, neo := f.node(t, "landing-1"), f.node(t, "neo4j-1")
+	rebooted := time.Now()
+	a, _, err := f.c.DO.DropletActions.Reboot(f.ctx, landing.ID)
+	f.action(t, a, err)
+	// While it reboots: a leader, and the clients ready.
+	leader := f.exec(t, neo, "curl", "-fsS", "http://127.0.0.1:8500/v1/status/leader")
+	if strings.Trim(leader, `"`) == "" {
+		t.Errorf("no Consul leader while landing-1 reboots")
+	}
+	for _, name := range []string{"api-1", "web-1"} {
+		if r, code := f.status(t, f.node(t, name)); code != 0 {
+			t.Errorf("%s while a server reboots: exit %d %s", name, code, r.Summary)
+		}
+	}
+	f.ready(t, landing, 5*time.Minute, rebooted)
+	t.Logf("recovery: landing-1 ready %s after the reboot", time.Since(rebooted).Round(time.Second))
+}
+
+func (f faults) poweredOff(t *testing.T) {
+	web, neo := f.node(t, "web-1"), f.node(t, "neo4j-1")
+	a, _, err := f.c.DO.DropletActions.PowerOff(f.ctx, web.ID)
+	f.action(t, a, err)
+	off := time.Now()
+	powered := false
+	t.Cleanup(func() {
+		if !powered {
+			_, _, _ = f.c.DO.DropletActions.PowerOn(context.Background(), web.ID)
+		}
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var members []struct {
+			Name   string
+			Status int
+		}
+		_ = json.Unmarshal([]byte(f.exec(t, neo, "curl", "-fsS", "http://127.0.0.1:8500/v1/agent/members")), &members)
+		failed := false
+		for _, m := range members {
+			failed = failed || (m.Name == web.Name && m.Status == 4)
+		}
+		if failed {
+			t.Logf("Consul marked %s failed %s after power-off", web.Name, time.Since(off).Round(time.Second))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Consul did not mark %s failed within a minute: %+v", web.Name, members)
+		}
+		time.Sleep(time.Second)
+	}
+	for _, n := range f.c.Nodes {
+		if n == web {
+			continue
+		}
+		if r, code := f.status(t, n); code != 0 {
+			t.Errorf("%s while web-1 is off: exit %d %s", n.Name, code, r.Summary)
+		}
+	}
+	on := time.Now()
+	a, _, err = f.c.DO.DropletActions.PowerOn(f.ctx, web.ID)
+	f.action(t, a, err)
+	powered = true
+	f.ready(t, web, 5*time.Minute, on)
+	t.Logf("recovery: web-1 ready %s after power-on", time.Since(on).Round(time.Second))
+}
