@@ -37,7 +37,11 @@ require (
 
 require (
 	github.com/codelab-app/infra/roles v0.0.0
+	github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
 	github.com/minio/minio-go/v7 v7.4.1
 )
 
-replace github.com/codelab-app/infra/roles => ../roles
+replace (
+	github.com/codelab-app/infra/roles => ../roles
+	github.com/codelab-app/infra/tools => ../tools
+)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/e2e/internal/cluster"
+	"github.com/codelab-app/infra/tools/testenv"
 	"github.com/digitalocean/godo"
 )
 
@@ -171,7 +172,150 @@ func (f faults) run(t *testing.T) {
 	t.Run("fault: registry down at first boot, back 60 s later", f.registryDown)
 	t.Run("fault: the agent killed with SIGKILL after render wrote new config, and during compose-up", f.agentKilled)
 	t.Run("fault: a Consul server rebooted keeps quorum and leaves clients alone", f.serverRebooted)
+	t.Run("fault: the neo4j droplet rebooted during a backup: no half backup listed complete, data intact", f.rebootDuringBackup)
+	t.Run("fault: backup disk full, and an upload cut halfway: old backups intact, the monitor reports it", f.backupFailures)
 	t.Run("fault: a droplet powered off: the others stay ready and Consul marks it failed", f.poweredOff)
+}
+
+type listing struct {
+	Backups []struct {
+		ID       string `json:"id"`
+		Complete bool   `json:"complete"`
+		Files    []struct {
+			Name string `json:"name"`
+		} `json:"files"`
+	} `json:"backups"`
+}
+
+func (f faults) list(t *testing.T, n *cluster.Node) listing {
+	t.Helper()
+	var l listing
+	if err := json.Unmarshal([]byte(f.exec(t, n, "codelab-agent", "backup", "list", "--json")), &l); err != nil {
+		t.Fatalf("backup list --json: %v", err)
+	}
+	return l
+}
+
+func (l listing) complete() map[string]bool {
+	out := map[string]bool{}
+	for _, b := range l.Backups {
+		if b.Complete {
+			out[b.ID] = true
+		}
+	}
+	return out
+}
+
+func (f faults) rebootDuringBackup(t *testing.T) {
+	neo := f.node(t, "neo4j-1")
+	f.ready(t, neo, 2*time.Minute, time.Time{})
+	before := f.list(t, neo).complete()
+	marker := fmt.Sprint(time.Now().UnixNano())
+	f.exec(t, neo, "sh", "-c", "echo "+marker+" > /tmp/e2e-marker2 && docker cp /tmp/e2e-marker2 neo4j-neo4j-1:/data/e2e-marker2")
+	f.exec(t, neo, "sh", "-c", "rm -f /tmp/e2e-backup.log; setsid codelab-agent backup run --ignore-window >/tmp/e2e-backup.log 2>&1 &")
+	// The Community dump stops the database first: reboot while it is down.
+	deadline := time.Now().Add(time.Minute)
+	for strings.TrimSpace(f.exec(t, neo, "docker", "inspect", "-f", "{{.State.Running}}", "neo4j-neo4j-1")) == "true" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the backup never stopped the database:\n%s", f.exec(t, neo, "cat", "/tmp/e2e-backup.log"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rebooted := time.Now()
+	a, _, err := f.c.DO.DropletActions.Reboot(f.ctx, neo.ID)
+	f.action(t, a, err)
+	f.ready(t, neo, 5*time.Minute, rebooted)
+	t.Logf("recovery: neo4j-1 ready %s after a reboot mid-backup", time.Since(rebooted).Round(time.Second))
+	after := f.list(t, neo)
+	for id := range before {
+		if !after.complete()[id] {
+			t.Errorf("backup %s was complete before the reboot and is not now", id)
+		}
+	}
+	for _, b := range after.Backups {
+		if b.Complete && !before[b.ID] && len(b.Files) == 0 {
+			t.Errorf("backup %s is listed complete with no files", b.ID)
+		}
+	}
+	if got := f.exec(t, neo, "sh", "-c", "docker cp neo4j-neo4j-1:/data/e2e-marker2 - | tar -xO"); strings.TrimSpace(got) != marker {
+		t.Errorf("the data volume lost the marker across the reboot: %q", got)
+	}
+}
+
+func (f faults) backupFailures(t *testing.T) {
+	neo, srv := f.node(t, "neo4j-1"), f.node(t, "landing-1")
+	f.ready(t, neo, 2*time.Minute, time.Time{})
+	before := f.list(t, neo).complete()
+	if len(before) == 0 {
+		t.Fatal("no complete backup to keep intact")
+	}
+	metrics := func() string {
+		return f.exec(t, neo, "curl", "-fsS", "http://"+neo.PrivateIP+":9187/metrics")
+	}
+
+	// 1. Disk full: the backup folder on a 16 MiB tmpfs (a run needs 64 MiB free).
+	f.exec(t, neo, "sh", "-c", "mkdir -p /var/backups/neo4j && mount -t tmpfs -o size=16m tmpfs /var/backups/neo4j")
+	t.Cleanup(func() { _, _ = f.c.Docker.Exec(context.Background(), neo.ID, "umount", "/var/backups/neo4j") })
+	out, err := f.c.Docker.Exec(f.ctx, neo.ID, "codelab-agent", "backup", "run", "--ignore-window")
+	if err == nil || !strings.Contains(out+err.Error(), "disk full") {
+		t.Errorf("backup on a full disk: %v %s; want a disk full error", err, out)
+	}
+	f.exec(t, neo, "umount", "/var/backups/neo4j")
+	if m := metrics(); !strings.Contains(m, `codelab_backup_last_run_success{step="prepare"} 0`) {
+		t.Errorf("the monitor does not report the failed run:\n%s", grepLines(m, "codelab_backup_last_run"))
+	}
+
+	// 2. The upload cut halfway: Spaces reached through a proxy that cuts
+	// every connection after 512 KiB.
+	gw := f.c.Info.Networks.Public.Gateway.String()
+	_, target := hostPort(t, f.c.Spaces.Endpoint)
+	proxy := testenv.StartProxy(t, gw, net.JoinHostPort(gw, target), 512<<10)
+	key := "codelab/" + f.c.Opts.Env + "/backup/spaces_endpoint"
+	if err := f.c.KVPut(f.ctx, srv, key, "http://"+proxy.Addr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.c.KVPut(context.Background(), srv, key, f.c.Spaces.Endpoint) })
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(f.exec(t, neo, "cat", "/root/docker/neo4j/spaces.json"), proxy.Addr) {
+		if time.Now().After(deadline) {
+			t.Fatal("consul-template did not render the proxy endpoint")
+		}
+		time.Sleep(time.Second)
+	}
+	out, err = f.c.Docker.Exec(f.ctx, neo.ID, "codelab-agent", "backup", "run", "--ignore-window")
+	if err == nil || !proxy.Tripped() {
+		t.Errorf("backup through a cut line: err %v, tripped %t: %s", err, proxy.Tripped(), out)
+	}
+	if err := f.c.KVPut(f.ctx, srv, key, f.c.Spaces.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	if m := metrics(); !strings.Contains(m, `codelab_backup_last_run_success{step="upload"} 0`) {
+		t.Errorf("the monitor does not report the cut upload:\n%s", grepLines(m, "codelab_backup_last_run"))
+	}
+	deadline = time.Now().Add(time.Minute)
+	for !strings.Contains(f.exec(t, neo, "cat", "/root/docker/neo4j/spaces.json"), f.c.Spaces.Endpoint) {
+		if time.Now().After(deadline) {
+			t.Fatal("consul-template did not render the endpoint back")
+		}
+		time.Sleep(time.Second)
+	}
+	after := f.list(t, neo).complete()
+	for id := range before {
+		if !after[id] {
+			t.Errorf("backup %s was lost by the failed runs", id)
+		}
+	}
+	f.ready(t, neo, 2*time.Minute, time.Time{})
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func (f faults) backupInDemo(t *testing.T) {

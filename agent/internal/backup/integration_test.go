@@ -25,6 +25,7 @@ import (
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
 	"github.com/codelab-app/infra/agent/internal/retry"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // env is one integration setup: versitygw, a stand-in neo4j with data, a
@@ -249,7 +250,7 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	t.Logf("%s", time.Now().Format(time.StampMilli))
 	// 4. An upload that fails halfway: the run fails, keeps its verified
 	// local copy, and leaves no manifest (so no complete backup) behind.
-	proxy := backuptest.StartProxy(t, e.s3.Addr, 512<<10)
+	proxy := testenv.StartProxy(t, "127.0.0.1", e.s3.Addr, 512<<10)
 	e.writeSecret("http://" + proxy.Addr)
 	res, err = e.runner(e.config, -47*time.Hour, &logs).Run(ctx, backup.RunOptions{})
 	if err == nil || res.Step != "upload" || !proxy.Tripped() || !res.Verified || res.Uploaded {
