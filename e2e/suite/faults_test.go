@@ -2,6 +2,8 @@ package suite
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -170,6 +172,7 @@ func (f faults) run(t *testing.T) {
 	t.Run("fault: a required KV key absent at first boot, set 60 s later", f.missingKey)
 	t.Run("fault: metadata service down for the first 30 s of a first boot", f.metadataDown)
 	t.Run("fault: registry down at first boot, back 60 s later", f.registryDown)
+	t.Run("fault: Consul servers created 2 minutes after the clients", f.lateServers)
 	t.Run("fault: the agent killed with SIGKILL after render wrote new config, and during compose-up", f.agentKilled)
 	t.Run("fault: a Consul server rebooted keeps quorum and leaves clients alone", f.serverRebooted)
 	t.Run("fault: the neo4j droplet rebooted during a backup: no half backup listed complete, data intact", f.rebootDuringBackup)
@@ -538,4 +541,41 @@ func (f faults) poweredOff(t *testing.T) {
 	powered = true
 	f.ready(t, web, 5*time.Minute, on)
 	t.Logf("recovery: web-1 ready %s after power-on", time.Since(on).Round(time.Second))
+}
+
+// lateServers boots a client of a new cluster (its own gossip key and env)
+// whose only server is created two minutes later, at the address the
+// client was told to join.
+func (f faults) lateServers(t *testing.T) {
+	addrs, err := f.c.NextPrivateAddrs(f.ctx, 2)
+	if err != nil || len(addrs) < 2 {
+		t.Fatalf("predict addresses: %v %v", addrs, err)
+	}
+	gossip := make([]byte, 32)
+	_, _ = rand.Read(gossip)
+	key := base64.StdEncoding.EncodeToString(gossip)
+	join := []string{addrs[1]}
+	client := f.extra(t, cluster.Extra{Spec: cluster.NodeSpec{Name: "landing-late", Role: "landing", Image: "services-base", Consul: "client"},
+		Env: "late", Join: join, Gossip: key})
+	if client.PrivateIP != addrs[0] {
+		t.Fatalf("the client got %s, not the predicted %s", client.PrivateIP, addrs[0])
+	}
+	created := time.Now()
+	r := f.waitStatus(t, client, 2*time.Minute, "waiting for a Consul leader", func(r agentReport) bool {
+		return r.Overall == "booting" && strings.Contains(r.Summary, "waiting for a Consul leader")
+	})
+	t.Logf("while there is no server: %s", r.Summary)
+	time.Sleep(time.Until(created.Add(2 * time.Minute)))
+	if r, _ := f.status(t, client); r.Overall != "booting" || !strings.Contains(r.Summary, "waiting for a Consul leader") {
+		t.Errorf("after 2 minutes without a server: %s %s; want still booting, waiting for a leader", r.Overall, r.Summary)
+	}
+	server := f.extra(t, cluster.Extra{Spec: cluster.NodeSpec{Name: "sites-late", Role: "sites", Image: "services-base", Consul: "server"},
+		Env: "late", Join: join, Gossip: key, Bootstrap: 1})
+	if server.PrivateIP != addrs[1] {
+		t.Fatalf("the server got %s, not the predicted %s", server.PrivateIP, addrs[1])
+	}
+	arrived := time.Now()
+	f.ready(t, server, 5*time.Minute, time.Time{})
+	f.ready(t, client, 5*time.Minute, time.Time{})
+	t.Logf("recovery: the client ready %s after its server was created", time.Since(arrived).Round(time.Second))
 }
