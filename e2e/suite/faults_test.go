@@ -168,6 +168,7 @@ func (f faults) action(t *testing.T, a *godo.Action, err error) {
 }
 
 func (f faults) run(t *testing.T) {
+	t.Run("a container inside a droplet is answered by the local metadata service, as on DigitalOcean", f.containerMetadata)
 	t.Run("backups: a backup run on the neo4j droplet lands in the local Spaces and status shows it", f.backupInDemo)
 	t.Run("fault: a required KV key absent at first boot, set 60 s later", f.missingKey)
 	t.Run("fault: metadata service down for the first 30 s of a first boot", f.metadataDown)
@@ -578,4 +579,20 @@ func (f faults) lateServers(t *testing.T) {
 	f.ready(t, server, 5*time.Minute, time.Time{})
 	f.ready(t, client, 5*time.Minute, time.Time{})
 	t.Logf("recovery: the client ready %s after its server was created", time.Since(arrived).Round(time.Second))
+}
+
+// containerMetadata: a request from a container inside a droplet to
+// 169.254.169.254 reaches the local DigitalOcean (which answers with that
+// droplet's metadata) and never leaves the machine; another port there is
+// dropped inside the droplet.
+func (f faults) containerMetadata(t *testing.T) {
+	neo := f.node(t, "neo4j-1")
+	got := f.exec(t, neo, "docker", "exec", "neo4j-neo4j-1", "wget", "-q", "-O", "-", "http://169.254.169.254/metadata/v1/id")
+	if strings.TrimSpace(got) != strconv.Itoa(neo.ID) {
+		t.Errorf("metadata id from a container in %s = %q, want %d", neo.Name, got, neo.ID)
+	}
+	out, err := f.c.Docker.Exec(f.ctx, neo.ID, "docker", "exec", "neo4j-neo4j-1", "wget", "-q", "-O", "-", "http://169.254.169.254:8080/")
+	if err == nil {
+		t.Errorf("a container reached 169.254.169.254:8080: %s", out)
+	}
 }

@@ -386,9 +386,34 @@ func (d *Docker) RedirectMetadata(ctx context.Context, id int, target string) er
 		"-j", "DNAT", "--to-destination", target); err != nil {
 		return fmt.Errorf("droplet %d metadata redirect: %w", id, err)
 	}
-	if _, err := ipt("-C", "OUTPUT", "-j", metaChain); err != nil {
-		if _, err := ipt("-I", "OUTPUT", "-j", metaChain); err != nil {
-			return fmt.Errorf("droplet %d metadata redirect: %w", id, err)
+	// OUTPUT catches the droplet's own requests, PREROUTING those of the
+	// containers Docker runs inside it: on DigitalOcean both reach the
+	// metadata service (containers through Docker's NAT), so both must reach
+	// the local one here, never a real 169.254.169.254.
+	for _, chain := range []string{"OUTPUT", "PREROUTING"} {
+		if _, err := ipt("-C", chain, "-j", metaChain); err != nil {
+			if _, err := ipt("-I", chain, "-j", metaChain); err != nil {
+				return fmt.Errorf("droplet %d metadata redirect: %w", id, err)
+			}
+		}
+	}
+	// Anything else addressed to 169.254.169.254 (another port, UDP) is
+	// dropped inside the droplet, in the mangle table (before nat, and
+	// out of the way of the droplet's own Docker, which rewrites filter's
+	// FORWARD): no packet of a test leaves the machine.
+	mangle := func(args ...string) (string, error) {
+		return run(ctx, nil, "nsenter", append([]string{"-t", pid, "-n", "iptables", "-w", "-t", "mangle"}, args...)...)
+	}
+	for _, chain := range []string{"OUTPUT", "PREROUTING"} {
+		for _, rule := range [][]string{
+			{chain, "-d", MetadataAddr + "/32", "!", "-p", "tcp", "-j", "DROP"},
+			{chain, "-d", MetadataAddr + "/32", "-p", "tcp", "!", "--dport", "80", "-j", "DROP"},
+		} {
+			if _, err := mangle(append([]string{"-C"}, rule...)...); err != nil {
+				if _, err := mangle(append([]string{"-A"}, rule...)...); err != nil {
+					return fmt.Errorf("droplet %d metadata fence: %w", id, err)
+				}
+			}
 		}
 	}
 	return nil
