@@ -334,3 +334,14 @@ func TestNeo4jStatusShowsTheLastBackup(t *testing.T) {
 		t.Fatalf("api droplet shows a backup: %+v", r.Backup)
 	}
 }
+
+func TestProgressLineShowsImageBytes(t *testing.T) {
+	r := Report{Summary: "booting: pulling images 0/1", Boot: &boot.State{Images: []boot.ImageState{
+		{Ref: "reg/api:1", Result: "pulling", Current: 123_000_000, Total: 300_000_000},
+		{Ref: "reg/web:1", Result: "pulled", Current: 5, Total: 5},
+	}}}
+	want := "booting: pulling images 0/1; reg/api:1 123 MB / 300 MB (41%)"
+	if got := ProgressLine(r); got != want {
+		t.Fatalf("ProgressLine = %q, want %q", got, want)
+	}
+}
