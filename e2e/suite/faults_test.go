@@ -387,35 +387,32 @@ func (f faults) missingKey(t *testing.T) {
 }
 
 func (f faults) metadataDown(t *testing.T) {
-	gw, port := hostPort(t, f.c.Info.MetadataURL)
-	unblock := block(t, gw, port)
-	created := time.Now()
-	n := f.extra(t, cluster.Extra{Spec: cluster.NodeSpec{Name: "landing-f1", Role: "landing", Image: "services-base", Consul: "client"}})
-	r := f.waitStatus(t, n, time.Minute, "waiting for the metadata service", func(r agentReport) bool {
-		return r.Overall == "booting" && strings.Contains(r.Summary, "waiting for the metadata service")
-	})
-	t.Logf("while metadata is down: %s", r.Summary)
-	time.Sleep(time.Until(created.Add(30 * time.Second)))
-	unblock()
-	back := time.Now()
-	f.ready(t, n, 5*time.Minute, time.Time{})
-	t.Logf("recovery: ready %s after the metadata service came back", time.Since(back).Round(time.Second))
+	f.outageAtFirstBoot(t, f.c.Info.MetadataURL, 30*time.Second, "the metadata service",
+		cluster.NodeSpec{Name: "landing-f1", Role: "landing", Image: "services-base", Consul: "client"})
 }
 
 func (f faults) registryDown(t *testing.T) {
-	gw, port := hostPort(t, f.c.Info.RegistryPull)
+	f.outageAtFirstBoot(t, f.c.Info.RegistryPull, 60*time.Second, "the registry "+f.c.Info.RegistryPull,
+		cluster.NodeSpec{Name: "web-f2", Role: "web", Image: "services-base", Consul: "client"})
+}
+
+// outageAtFirstBoot makes addr (a server on the public gateway) refuse
+// connections, creates a droplet, checks that its status waits for what,
+// lifts the outage after d and checks the droplet then comes up by itself.
+func (f faults) outageAtFirstBoot(t *testing.T, addr string, d time.Duration, what string, spec cluster.NodeSpec) {
+	gw, port := hostPort(t, addr)
 	unblock := block(t, gw, port)
 	created := time.Now()
-	n := f.extra(t, cluster.Extra{Spec: cluster.NodeSpec{Name: "web-f2", Role: "web", Image: "services-base", Consul: "client"}})
-	r := f.waitStatus(t, n, 2*time.Minute, "waiting for the registry", func(r agentReport) bool {
-		return r.Overall == "booting" && strings.Contains(r.Summary, "waiting for the registry "+f.c.Info.RegistryPull)
+	n := f.extra(t, cluster.Extra{Spec: spec})
+	r := f.waitStatus(t, n, 2*time.Minute, "waiting for "+what, func(r agentReport) bool {
+		return r.Overall == "booting" && strings.Contains(r.Summary, "waiting for "+what)
 	})
-	t.Logf("while the registry is down: %s", r.Summary)
-	time.Sleep(time.Until(created.Add(60 * time.Second)))
+	t.Logf("during the outage: %s", r.Summary)
+	time.Sleep(time.Until(created.Add(d)))
 	unblock()
 	back := time.Now()
 	f.ready(t, n, 5*time.Minute, time.Time{})
-	t.Logf("recovery: ready %s after the registry came back", time.Since(back).Round(time.Second))
+	t.Logf("recovery: ready %s after %s came back", time.Since(back).Round(time.Second), what)
 }
 
 func (f faults) agentKilled(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/codelab-app/infra/e2e/internal/localdo"
+
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
@@ -42,7 +44,7 @@ func (c *Cluster) startSpaces(ctx context.Context) error {
 	dir := c.spacesDir()
 	infoFile := filepath.Join(dir, "spaces.json")
 	var s Spaces
-	if b, err := os.ReadFile(infoFile); err == nil && json.Unmarshal(b, &s) == nil && s.PID > 0 && isProgram(s.PID, "versitygw") {
+	if b, err := os.ReadFile(infoFile); err == nil && json.Unmarshal(b, &s) == nil && s.PID > 0 && localdo.IsProgram(s.PID, "versitygw") {
 		c.Spaces = &s
 		fmt.Fprintf(c.Opts.Out, "    versitygw running (pid %d) at %s\n", s.PID, s.Endpoint)
 		return c.ensureBucket(ctx)
@@ -134,7 +136,7 @@ func (c *Cluster) SpacesSettings() map[string]string {
 func stopSpaces(o Options) error {
 	dir := filepath.Join(o.Cache, "spaces", o.Instance)
 	var s Spaces
-	if b, err := os.ReadFile(filepath.Join(dir, "spaces.json")); err == nil && json.Unmarshal(b, &s) == nil && s.PID > 0 && isProgram(s.PID, "versitygw") {
+	if b, err := os.ReadFile(filepath.Join(dir, "spaces.json")); err == nil && json.Unmarshal(b, &s) == nil && s.PID > 0 && localdo.IsProgram(s.PID, "versitygw") {
 		_ = syscall.Kill(s.PID, syscall.SIGTERM)
 		for range 50 {
 			if syscall.Kill(s.PID, 0) != nil {
@@ -163,14 +165,4 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return strings.ToUpper(hex.EncodeToString(b))
-}
-
-// isProgram checks that pid runs the program named name (not a reused pid).
-func isProgram(pid int, name string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return false
-	}
-	argv0, _, _ := strings.Cut(string(b), "\x00")
-	return filepath.Base(argv0) == name
 }

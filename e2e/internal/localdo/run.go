@@ -212,7 +212,7 @@ func Down(ctx context.Context, d *droplets.Docker, stateDir string, log *slog.Lo
 	}
 	if info, err := ReadInfo(stateDir); err == nil {
 		for _, pid := range info.RegistryPIDs {
-			if isProgram(pid, "docker-registry") {
+			if IsProgram(pid, "docker-registry") {
 				log.Info("stopping the local registry", "pid", pid)
 				_ = syscall.Kill(pid, syscall.SIGTERM)
 			}
@@ -228,10 +228,10 @@ func Down(ctx context.Context, d *droplets.Docker, stateDir string, log *slog.Lo
 }
 
 // isLocaldo checks that pid is a localdo server (not a reused pid).
-func isLocaldo(pid int) bool { return isProgram(pid, "localdo") }
+func isLocaldo(pid int) bool { return IsProgram(pid, "localdo") }
 
-// isProgram checks that pid runs the program named name.
-func isProgram(pid int, name string) bool {
+// IsProgram checks that pid runs the program named name.
+func IsProgram(pid int, name string) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {
 		return false
