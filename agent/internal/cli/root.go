@@ -12,8 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/version"
+	"github.com/codelab-app/infra/internal/cliconv"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // IO is where a command reads and writes.
@@ -52,9 +53,6 @@ starts the units, pulls the role's images and runs its Compose project.
 	root.SetErr(stdio.ErrOut)
 	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.Root, "root", "", "write every file below this folder instead of / (for tests and previews)")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return exitcode.UsageError("%w", err)
-	})
 	root.AddCommand(
 		newRenderCmd(g, stdio),
 		newUserdataCmd(g, stdio),
@@ -62,6 +60,7 @@ starts the units, pulls the role's images and runs its Compose project.
 	for _, extra := range extraCommands {
 		root.AddCommand(extra(g, stdio))
 	}
+	cliconv.Strict(root)
 	return root
 }
 
@@ -84,28 +83,5 @@ func Execute(ctx context.Context, args []string, stdio IO) int {
 	root := NewRoot(stdio)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
-	if err != nil {
-		code := exitcode.Code(err)
-		if code == exitcode.Failed && isUsage(err) {
-			code = exitcode.Usage
-		}
-		io.WriteString(stdio.ErrOut, "codelab-agent: "+err.Error()+"\n")
-		if code == exitcode.Usage && cmd != nil {
-			io.WriteString(stdio.ErrOut, "Run '"+cmd.CommandPath()+" --help' for usage.\n")
-		}
-		return code
-	}
-	return exitcode.OK
-}
-
-// isUsage recognises cobra's own argument errors, which do not pass
-// through the flag error func.
-func isUsage(err error) bool {
-	msg := err.Error()
-	for _, s := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "unknown flag", "invalid argument"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
+	return cliconv.Report(stdio.ErrOut, "codelab-agent", cmd, err)
 }
