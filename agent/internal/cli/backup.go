@@ -16,8 +16,6 @@ import (
 	"github.com/codelab-app/infra/internal/exitcode"
 )
 
-func init() { extraCommands = append(extraCommands, newBackupCmd) }
-
 // BackupOptions are `codelab-agent backup`'s options.
 type BackupOptions struct {
 	IgnoreWindow bool

@@ -14,8 +14,6 @@ import (
 	"github.com/codelab-app/infra/internal/exitcode"
 )
 
-func init() { extraCommands = append(extraCommands, newMonitorCmd) }
-
 // MonitorOptions are `codelab-agent monitor`'s options.
 type MonitorOptions struct {
 	Listen string

@@ -54,19 +54,16 @@ starts the units, pulls the role's images and runs its Compose project.
 	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.Root, "root", "", "write every file below this folder instead of / (for tests and previews)")
 	root.AddCommand(
+		newBootCmd(g, stdio),
+		newStatusCmd(g, stdio),
 		newRenderCmd(g, stdio),
 		newUserdataCmd(g, stdio),
+		newBackupCmd(g, stdio),
+		newMonitorCmd(g, stdio),
 	)
-	for _, extra := range extraCommands {
-		root.AddCommand(extra(g, stdio))
-	}
 	cliconv.Strict(root)
 	return root
 }
-
-// extraCommands lets other files of this package register commands without
-// editing NewRoot.
-var extraCommands []func(*Global, IO) *cobra.Command
 
 // Logger returns the slog logger for a command: text to stderr, so journald
 // keeps it.
