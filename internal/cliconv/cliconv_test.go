@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,5 +98,27 @@ func TestReport(t *testing.T) {
 	code := cliconv.Report(&out, "prog", nil, exitcode.With(exitcode.Degraded, errors.New("half up")))
 	if code != exitcode.Degraded || out.String() != "prog: half up\n" {
 		t.Fatalf("degraded: exit %d %q", code, out.String())
+	}
+}
+
+func TestLogLevel(t *testing.T) {
+	var l slog.Level
+	v := cliconv.LogLevel(&l)
+	if v.String() != "info" {
+		t.Errorf("default %q, want info", v.String())
+	}
+	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "WARN": slog.LevelWarn, "error": slog.LevelError, "Info": slog.LevelInfo} {
+		if err := v.Set(in); err != nil || l != want {
+			t.Errorf("Set(%q): %v, level %v, want %v", in, err, l, want)
+		}
+	}
+	var lv slog.LevelVar
+	for _, bad := range []string{"", "verbose", "debug+1", "-4", "trace"} {
+		if err := cliconv.LogLevel(&lv).Set(bad); err == nil || !strings.Contains(err.Error(), cliconv.LogLevels) {
+			t.Errorf("Set(%q) = %v, want an error naming %s", bad, err, cliconv.LogLevels)
+		}
+	}
+	if lv.Level() != slog.LevelInfo {
+		t.Errorf("a rejected value changed the level to %v", lv.Level())
 	}
 }

@@ -111,7 +111,7 @@ func TestRenderWithoutVPCSaysSo(t *testing.T) {
 func TestUsageErrorsExit64(t *testing.T) {
 	for _, args := range [][]string{
 		{"render", "--no-such-flag"}, {"no-such-command"}, {"render", "extra-arg"}, {"userdata"},
-		{"backup", "no-such-command"}, {"backup", "restore"}, {"--root=/x", "no-such-command"},
+		{"backup", "no-such-command"}, {"--log-level=verbose", "render"}, {"status", "--log-level", "trace"}, {"backup", "restore"}, {"--root=/x", "no-such-command"},
 	} {
 		code, _, errOut := run(t, "", args...)
 		if code != exitcode.Usage {

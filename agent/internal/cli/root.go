@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -29,7 +28,7 @@ func StdIO() IO { return IO{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr} }
 
 // Global options, shared by every command.
 type Global struct {
-	LogLevel string
+	LogLevel slog.Level // --log-level; the zero value is info
 	Root     string
 }
 
@@ -51,7 +50,7 @@ starts the units, pulls the role's images and runs its Compose project.
 	root.SetIn(stdio.In)
 	root.SetOut(stdio.Out)
 	root.SetErr(stdio.ErrOut)
-	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().Var(cliconv.LogLevel(&g.LogLevel), "log-level", "log level: "+cliconv.LogLevels)
 	root.PersistentFlags().StringVar(&g.Root, "root", "", "write every file below this folder instead of / (for tests and previews)")
 	root.AddCommand(
 		newBootCmd(g, stdio),
@@ -68,11 +67,7 @@ starts the units, pulls the role's images and runs its Compose project.
 // Logger returns the slog logger for a command: text to stderr, so journald
 // keeps it.
 func (g *Global) Logger(w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(strings.ToUpper(g.LogLevel))); err != nil {
-		lvl = slog.LevelInfo
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: g.LogLevel}))
 }
 
 // Execute runs the tree and returns the process exit code.

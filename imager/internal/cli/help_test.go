@@ -102,7 +102,7 @@ func TestReadmeCommands(t *testing.T) {
 // Execute maps errors to the shared exit codes: every usage mistake is 64
 // with a pointer to --help, and a failure is 1 whatever its text says.
 func TestExecuteExitCodes(t *testing.T) {
-	for _, args := range [][]string{{"no-such-command"}, {"build"}, {"fmt", "x"}, {"list-images", "--nope"}, {"--verbose=maybe", "fmt"}} {
+	for _, args := range [][]string{{"no-such-command"}, {"build"}, {"fmt", "x"}, {"list-images", "--nope"}, {"--verbose=maybe", "fmt"}, {"--log-level=loud", "fmt"}, {"fmt", "--log-level", "trace"}} {
 		g, _, errb := globals(t, env{})
 		if code := cli.Execute(context.Background(), g, args); code != exitcode.Usage {
 			t.Errorf("%v: exit %d, want %d\n%s", args, code, exitcode.Usage, errb)

@@ -29,7 +29,7 @@ type Globals struct {
 	Repo     string
 	Verbose  bool
 
-	// Level is raised to debug by --verbose.
+	// Level is the logger's level: --log-level, or debug with --verbose.
 	Level *slog.LevelVar
 
 	Stdin          io.Reader
@@ -189,8 +189,11 @@ API URL from --api-url or DIGITALOCEAN_API_URL (default ` + images.DefaultAPIURL
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	if g.Level == nil {
+		g.Level = new(slog.LevelVar)
+	}
 	root.PersistentPreRun = func(*cobra.Command, []string) {
-		if g.Verbose && g.Level != nil {
+		if g.Verbose {
 			g.Level.Set(slog.LevelDebug)
 		}
 	}
@@ -206,7 +209,8 @@ API URL from --api-url or DIGITALOCEAN_API_URL (default ` + images.DefaultAPIURL
 	pf.StringVar(&g.Packer, "packer", g.Packer, "Packer binary")
 	pf.StringVar(&g.CacheDir, "cache-dir", g.CacheDir, "artifact download cache (default ~/.cache/codelab/artifacts)")
 	pf.StringVar(&g.Repo, "repo", g.Repo, "repository root (default: the folder holding go.work above the working directory)")
-	pf.BoolVarP(&g.Verbose, "verbose", "v", g.Verbose, "debug logging to stderr")
+	pf.Var(cliconv.LogLevel(g.Level), "log-level", "log level: "+cliconv.LogLevels)
+	pf.BoolVarP(&g.Verbose, "verbose", "v", g.Verbose, "debug logging to stderr (--log-level debug)")
 	root.AddCommand(newBuildCmd(g), newValidateCmd(g), newFmtCmd(g), newListCmd(g), newCleanCmd(g))
 	cliconv.Strict(root)
 	return root
