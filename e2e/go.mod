@@ -22,3 +22,7 @@ require (
 require github.com/codelab-app/infra/roles v0.0.0
 
 replace github.com/codelab-app/infra/roles => ../roles
+
+require github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
+
+replace github.com/codelab-app/infra/tools => ../tools

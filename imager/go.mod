@@ -19,3 +19,7 @@ require (
 )
 
 replace github.com/codelab-app/infra/internal => ../internal
+
+require github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
+
+replace github.com/codelab-app/infra/tools => ../tools

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // syncBuffer is a bytes.Buffer safe for a process writing and a test
@@ -39,14 +41,7 @@ func docker(t *testing.T, args ...string) string {
 // real template, consul-template's exec and docker compose; a render that
 // changes nothing restarts nothing. Real Consul, consul-template, dockerd.
 func TestKVChangeReachesContainerIntegration(t *testing.T) {
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 (make test does) to run consul-template and docker compose for real")
-	}
-	for _, p := range []string{"consul", "consul-template", "docker"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Fatalf("integration prerequisite missing: %s not on PATH", p)
-		}
-	}
+	testenv.Integration(t, "consul", "consul-template", "docker")
 	if out, err := exec.Command("docker", "compose", "version").CombinedOutput(); err != nil {
 		t.Fatalf("integration prerequisite missing: docker compose: %v: %s", err, out)
 	}

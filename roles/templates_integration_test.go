@@ -15,6 +15,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // execute renders a role file with Data, as the agent does.
@@ -129,14 +131,7 @@ func renderOnce(t *testing.T, consul string, src []byte, wait time.Duration) ([]
 }
 
 func TestRoleTemplatesWithConsulIntegration(t *testing.T) {
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 (make test does) to run role templates through real Consul and consul-template")
-	}
-	for _, p := range []string{"consul", "consul-template"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Fatalf("integration prerequisite missing: %s not on PATH (make deps builds it)", p)
-		}
-	}
+	testenv.Integration(t, "consul", "consul-template")
 	consul := devConsul(t)
 	d := Data{Role: "api", Env: "prod", Registry: "registry.test/codelab", Version: "1.2.3", Datacenter: "dc1", Hostname: "h", PrivateIP: "10.0.0.5"}
 

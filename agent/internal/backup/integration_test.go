@@ -25,6 +25,7 @@ import (
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
 	"github.com/codelab-app/infra/agent/internal/retry"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // env is one integration setup: versitygw, a stand-in neo4j with data, a
@@ -40,7 +41,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	backuptest.Integration(t, "versitygw")
+	testenv.Integration(t, "versitygw", "docker")
 	e := &env{t: t, s3: backuptest.StartS3(t), image: backuptest.StandinImage(t), root: fsutil.Root{Dir: t.TempDir()}}
 	project := backuptest.RandomName("codelabit")
 	e.db = backuptest.StartNeo4j(t, e.image, project+"-data", project)

@@ -13,6 +13,7 @@ import (
 	"github.com/codelab-app/infra/agent/internal/backup/backuptest"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // timerCommand is the ExecStart of the unit the backup timer starts,
@@ -62,7 +63,7 @@ func TestBackupHelpAndUsage(t *testing.T) {
 // neo4j stand-in: a verified, uploaded backup that `backup list` and
 // `monitor --once` show.
 func TestScheduledBackupIntegration(t *testing.T) {
-	backuptest.Integration(t, "versitygw")
+	testenv.Integration(t, "versitygw", "docker")
 	s3 := backuptest.StartS3(t)
 	image := backuptest.StandinImage(t)
 	project := backuptest.RandomName("codelabit")

@@ -16,6 +16,7 @@ import (
 	"github.com/codelab-app/infra/imager/internal/cli"
 	"github.com/codelab-app/infra/imager/internal/images"
 	"github.com/codelab-app/infra/imager/internal/images/imagestest"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // fakeAgent stands in for `go build` of the agent: the agent package is built for real
@@ -293,7 +294,7 @@ func TestAgentBuildArgs(t *testing.T) {
 
 // The real agent builds as the imager builds it: static, with version and commit.
 func TestGoBuildAgentForReal(t *testing.T) {
-	integration(t)
+	testenv.Integration(t, "go")
 	repo := repoRoot(t)
 	if _, err := os.Stat(filepath.Join(repo, "agent", "cmd", "codelab-agent")); err != nil {
 		t.Fatalf("integration prerequisite: %v", err)

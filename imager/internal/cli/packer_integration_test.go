@@ -3,31 +3,18 @@ package cli_test
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/codelab-app/infra/imager/internal/cli"
+	"github.com/codelab-app/infra/tools/testenv"
 )
-
-// integration skips unless CODELAB_INTEGRATION=1 (make test sets it); then Packer must
-// be installed.
-func integration(t *testing.T) string {
-	t.Helper()
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 to run it with the real Packer (make test does)")
-	}
-	p, err := exec.LookPath("packer")
-	if err != nil {
-		t.Fatal("integration prerequisite: packer is not on PATH (Debian: apt-get install packer)")
-	}
-	return p
-}
 
 // The committed templates validate and are formatted, with the installed Packer.
 func TestValidateAndFmtCheckCommittedTemplates(t *testing.T) {
-	bin := integration(t)
+	testenv.Integration(t, "packer")
+	bin := "packer"
 	g, out, errb := globals(t, env{})
 	g.Repo, g.Packer = repoRoot(t), bin
 	if err := run(t, g, "validate", "all"); err != nil {
@@ -48,7 +35,8 @@ func TestValidateAndFmtCheckCommittedTemplates(t *testing.T) {
 }
 
 func TestFmtCheckListsUnformattedFilesAndFmtFixesThem(t *testing.T) {
-	bin := integration(t)
+	testenv.Integration(t, "packer")
+	bin := "packer"
 	repo := fixtureRepo(t)
 	bad := filepath.Join(repo, "packer", "neo4j-base", "neo4j-base.pkr.hcl")
 	b, _ := os.ReadFile(bad)
@@ -82,7 +70,8 @@ func TestFmtCheckListsUnformattedFilesAndFmtFixesThem(t *testing.T) {
 }
 
 func TestValidateFailsOnABrokenTemplate(t *testing.T) {
-	bin := integration(t)
+	testenv.Integration(t, "packer")
+	bin := "packer"
 	repo := fixtureRepo(t)
 	tpl := filepath.Join(repo, "packer", "services-base", "services-base.pkr.hcl")
 	b, _ := os.ReadFile(tpl)

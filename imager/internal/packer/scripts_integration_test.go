@@ -12,26 +12,18 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/imager/internal/artifacts"
+	"github.com/codelab-app/infra/tools/testenv"
 )
-
-// integration skips unless CODELAB_INTEGRATION=1 (make test sets it); then every
-// prerequisite must be there.
-func integration(t *testing.T) {
-	t.Helper()
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 to run it (make test does)")
-	}
-}
 
 // DebianImage is the Debian 12 base made by `make deps` (debootstrap minbase + systemd,
 // openssh-server, ...), standing in for DigitalOcean's debian-12-x64.
 const DebianImage = "codelab-local/debian-12-x64:latest"
 
+// requireDocker switches the test on (testenv.Integration) and requires
+// dockerd and the Debian image.
 func requireDocker(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("docker"); err != nil {
-		t.Fatal("integration prerequisite: docker is not on PATH")
-	}
+	testenv.Integration(t, "docker")
 	if out, err := exec.Command("docker", "image", "inspect", DebianImage).CombinedOutput(); err != nil {
 		t.Fatalf("integration prerequisite: docker image %s is missing (make deps builds it): %v: %s", DebianImage, err, out)
 	}
@@ -107,7 +99,6 @@ echo "PROVISION rc=$?"
 `
 
 func TestProvisioningScriptsAndHygieneGate(t *testing.T) {
-	integration(t)
 	requireDocker(t)
 	payload := testPayload(t, allUnits...)
 
@@ -175,7 +166,6 @@ grep -qx 'codelab-neo4j-base-2026-11-27-1200' /etc/codelab/image || echo "MISSIN
 }
 
 func TestInstallFailsClearly(t *testing.T) {
-	integration(t)
 	requireDocker(t)
 	for _, tc := range []struct {
 		name    string
