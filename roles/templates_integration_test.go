@@ -65,7 +65,7 @@ func devConsul(t *testing.T) string {
 	}
 	t.Cleanup(func() {
 		cancel()
-		cmd.Wait()
+		_ = cmd.Wait() // "signal: killed": the cancel above stopped it
 		if t.Failed() {
 			t.Logf("consul:\n%s", logs.String())
 		}
@@ -76,7 +76,10 @@ func devConsul(t *testing.T) string {
 }
 
 func kvPut(addr, key, value string) error {
-	req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/kv/"+key, strings.NewReader(value))
+	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/kv/"+key, strings.NewReader(value))
+	if err != nil {
+		return err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
@@ -113,7 +116,9 @@ func renderOnce(t *testing.T, consul string, src []byte, wait time.Duration) ([]
 	t.Helper()
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.ctmpl"), filepath.Join(dir, "out")
-	os.WriteFile(in, src, 0o644)
+	if err := os.WriteFile(in, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	b, err := exec.CommandContext(ctx, "consul-template", "-once", "-consul-addr", consul, "-template", in+":"+out, "-log-level", "err").CombinedOutput()

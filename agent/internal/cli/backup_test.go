@@ -68,13 +68,19 @@ func TestScheduledBackupIntegration(t *testing.T) {
 	image := backuptest.StandinImage(t)
 	project := backuptest.RandomName("codelabit")
 	db := backuptest.StartNeo4j(t, image, project+"-data", project)
-	req, _ := http.NewRequest(http.MethodPut, db.HTTP+"/standin/nodes/alice", strings.NewReader("knows bob"))
+	req, err := http.NewRequest(http.MethodPut, db.HTTP+"/standin/nodes/alice", strings.NewReader("knows bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("write data: %v %v", err, resp)
 	}
 
 	root := fsutil.Root{Dir: t.TempDir()}
-	sec, _ := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret})
+	sec, err := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret})
+	if err != nil {
+		t.Fatal(err)
+	}
 	root.WriteFile("/root/docker/neo4j/spaces.json", sec, 0o600)
 	c := backup.DefaultConfig()
 	c.Image, c.Volume, c.Project = image, db.Volume, project
@@ -82,7 +88,10 @@ func TestScheduledBackupIntegration(t *testing.T) {
 	c.Window = now.Add(-time.Hour).Format("15:04") + "-" + now.Add(time.Hour).Format("15:04") // the timer fires inside it
 	c.MinFreeBytes = 0
 	c.Monitor.BoltAddr, c.Monitor.HTTPURL = db.Bolt, db.HTTP+"/"
-	b, _ := json.Marshal(c)
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
 	root.WriteFile(backup.ConfigFile, b, 0o644)
 
 	code, out, errOut := run(t, "", append(timerCommand(t), "--root", root.Dir)...)

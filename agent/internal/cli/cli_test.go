@@ -39,7 +39,10 @@ func tree(t *testing.T, dir string) string {
 	var b strings.Builder
 	_ = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
 		if err == nil && !info.IsDir() {
-			data, _ := os.ReadFile(p)
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
 			fmt.Fprintf(&b, "%s %v %x\n", p, info.Mode(), data)
 		}
 		return nil

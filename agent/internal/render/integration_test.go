@@ -191,7 +191,10 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	// template. -dry prints instead of writing and runs no command.
 	putKV := func(key, value string) {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, api+"/v1/kv/"+key, strings.NewReader(value))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, api+"/v1/kv/"+key, strings.NewReader(value))
+		if err != nil {
+			t.Fatal(err)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("write KV %s: %v %v", key, err, resp)

@@ -42,15 +42,23 @@ func scriptsDir(t *testing.T) string {
 func testPayload(t *testing.T, units ...string) string {
 	dir := t.TempDir()
 	for _, d := range []string{"bin", "systemd", "roles/api"} {
-		os.MkdirAll(filepath.Join(dir, d), 0o755)
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, b := range []string{"consul", "consul-template", "docker-compose", "doctl", "codelab-agent"} {
-		os.WriteFile(filepath.Join(dir, "bin", b), []byte("#!/bin/sh\necho "+b+" stub\n"), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, "bin", b), []byte("#!/bin/sh\necho "+b+" stub\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, u := range units {
-		os.WriteFile(filepath.Join(dir, "systemd", u), []byte("[Unit]\nDescription="+u+"\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"), 0o644)
+		if err := os.WriteFile(filepath.Join(dir, "systemd", u), []byte("[Unit]\nDescription="+u+"\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	os.WriteFile(filepath.Join(dir, "roles", "api", "docker-compose.yml"), []byte("services: {}\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "roles", "api", "docker-compose.yml"), []byte("services: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := artifacts.WriteChecksums(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +184,9 @@ func TestInstallFailsClearly(t *testing.T) {
 			"systemd unit consul-template.service is missing from the payload"},
 		{"tampered payload", func(t *testing.T) string {
 			p := testPayload(t, allUnits...)
-			os.WriteFile(filepath.Join(p, "bin", "consul"), []byte("#!/bin/sh\necho evil\n"), 0o755)
+			if err := os.WriteFile(filepath.Join(p, "bin", "consul"), []byte("#!/bin/sh\necho evil\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			return p
 		}, "payload checksum mismatch"},
 	} {
