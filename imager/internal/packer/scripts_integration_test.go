@@ -65,7 +65,7 @@ func testPayload(t *testing.T, units ...string) string {
 	return dir
 }
 
-var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.service", "codelab-backup.timer", "codelab-monitor.service"}
+var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-backup.service", "codelab-backup.timer", "codelab-monitor.service"}
 
 // inDebian runs script with bash in a fresh Debian 12 container without network, the
 // payload at /mnt/payload (read-only) and the provisioning scripts at /scripts.
