@@ -27,6 +27,9 @@ func Strict(root *cobra.Command) {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return exitcode.AsUsage(err)
 	})
+	// cobra adds its completion command at Execute; add it now so that
+	// it, a group command too, is made strict with the rest.
+	root.InitDefaultCompletionCmd()
 	strict(root)
 }
 

@@ -52,6 +52,7 @@ func TestUsageErrorsAreTyped(t *testing.T) {
 		{"group", "one"},
 		{"group", "one", "a", "b"},
 		{"--flag=maybe", "leaf"},
+		{"completion", "no-such-shell"},
 	} {
 		code, out := run(args...)
 		if code != exitcode.Usage {
@@ -87,6 +88,9 @@ func TestGroupWithoutSubcommandPrintsHelp(t *testing.T) {
 	}
 	if code, out := run("group", "one", "x"); code != exitcode.OK {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if code, out := run("completion", "bash"); code != exitcode.OK || !strings.Contains(out, "bash completion") {
+		t.Fatalf("completion bash: exit %d:\n%.200s", code, out)
 	}
 }
 
