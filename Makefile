@@ -6,7 +6,7 @@ CODELAB_CACHE ?= $(HOME)/.cache/codelab
 export CODELAB_CACHE
 export PATH := $(CODELAB_CACHE)/bin:$(PATH)
 
-MODULES  := agent roles imager e2e tools
+MODULES  := agent roles imager e2e tools internal
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X github.com/codelab-app/infra/agent/internal/version.Version=$(VERSION) -X github.com/codelab-app/infra/agent/internal/version.Commit=$(COMMIT)

@@ -3,6 +3,7 @@ module github.com/codelab-app/infra/agent
 go 1.26.0
 
 require (
+	github.com/codelab-app/infra/internal v0.0.0
 	github.com/codelab-app/infra/roles v0.0.0
 	github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
 	github.com/dustin/go-humanize v1.0.1
@@ -112,6 +113,8 @@ require (
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1
 )
+
+replace github.com/codelab-app/infra/internal => ../internal
 
 replace github.com/codelab-app/infra/roles => ../roles
 

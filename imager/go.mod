@@ -3,6 +3,7 @@ module github.com/codelab-app/infra/imager
 go 1.26
 
 require (
+	github.com/codelab-app/infra/internal v0.0.0
 	github.com/digitalocean/godo v1.237.0
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/oauth2 v0.27.0
@@ -16,3 +17,9 @@ require (
 	github.com/spf13/pflag v1.0.9 // indirect
 	golang.org/x/time v0.6.0 // indirect
 )
+
+replace github.com/codelab-app/infra/internal => ../internal
+
+require github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
+
+replace github.com/codelab-app/infra/tools => ../tools

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // execute renders a role file with Data, as the agent does.
@@ -63,7 +65,7 @@ func devConsul(t *testing.T) string {
 	}
 	t.Cleanup(func() {
 		cancel()
-		cmd.Wait()
+		_ = cmd.Wait() // "signal: killed": the cancel above stopped it
 		if t.Failed() {
 			t.Logf("consul:\n%s", logs.String())
 		}
@@ -74,7 +76,10 @@ func devConsul(t *testing.T) string {
 }
 
 func kvPut(addr, key, value string) error {
-	req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/kv/"+key, strings.NewReader(value))
+	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/kv/"+key, strings.NewReader(value))
+	if err != nil {
+		return err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
@@ -111,7 +116,9 @@ func renderOnce(t *testing.T, consul string, src []byte, wait time.Duration) ([]
 	t.Helper()
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.ctmpl"), filepath.Join(dir, "out")
-	os.WriteFile(in, src, 0o644)
+	if err := os.WriteFile(in, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	b, err := exec.CommandContext(ctx, "consul-template", "-once", "-consul-addr", consul, "-template", in+":"+out, "-log-level", "err").CombinedOutput()
@@ -129,14 +136,7 @@ func renderOnce(t *testing.T, consul string, src []byte, wait time.Duration) ([]
 }
 
 func TestRoleTemplatesWithConsulIntegration(t *testing.T) {
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 (make test does) to run role templates through real Consul and consul-template")
-	}
-	for _, p := range []string{"consul", "consul-template"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Fatalf("integration prerequisite missing: %s not on PATH (make deps builds it)", p)
-		}
-	}
+	testenv.Integration(t, "consul", "consul-template")
 	consul := devConsul(t)
 	d := Data{Role: "api", Env: "prod", Registry: "registry.test/codelab", Version: "1.2.3", Datacenter: "dc1", Hostname: "h", PrivateIP: "10.0.0.5"}
 

@@ -9,7 +9,7 @@ export CODELAB_INTEGRATION=1
 export PATH=${CODELAB_CACHE:-$HOME/.cache/codelab}/bin:$PATH
 
 fail=0
-for m in agent roles imager e2e tools; do
+for m in agent roles imager e2e tools internal; do
   [ -f "$m/go.mod" ] || continue
   echo "==> go vet ($m)"
   (cd "$m" && go vet ./...) || fail=1

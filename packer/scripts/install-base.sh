@@ -90,25 +90,9 @@ shopt -u nullglob
 for u in "${units[@]}"; do
 	install -m 0644 "$u" "/etc/systemd/system/$(basename "$u")"
 done
-for required in codelab-agent.service consul.service consul-template.service; do
+for required in codelab-agent.service consul.service consul-template.service codelab-ssh-hostkeys.service; do
 	[ -f "/etc/systemd/system/$required" ] || die "systemd unit $required is missing from the payload (systemd/ in the repo)"
 done
-
-# SSH host keys are removed before the snapshot. cloud-init regenerates them on a new
-# instance; this unit is the fallback when cloud-init is absent or skips the module.
-cat >/etc/systemd/system/codelab-ssh-hostkeys.service <<'UNIT'
-[Unit]
-Description=Generate SSH host keys if missing (codelab images ship without them)
-Before=ssh.service
-ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
-
-[Service]
-Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
-
-[Install]
-WantedBy=multi-user.target
-UNIT
 
 if systemd_running; then
 	systemctl daemon-reload

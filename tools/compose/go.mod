@@ -2,7 +2,12 @@ module github.com/codelab-app/infra/tools/compose
 
 go 1.26
 
-require github.com/docker/compose/v2 v2.24.0
+// The Docker Compose v2 CLI plugin that the integration tests and the local
+// DigitalOcean run; scripts/deps.sh builds it (GOWORK=off) into
+// ~/.cache/codelab/bin.
+tool github.com/docker/compose/v2/cmd
+
+require github.com/docker/compose/v2 v2.24.0 // indirect
 
 require (
 	dario.cat/mergo v1.0.0 // indirect

@@ -2,7 +2,11 @@ module github.com/codelab-app/infra/tools/consul-template
 
 go 1.26
 
-require github.com/hashicorp/consul-template v0.41.1
+// The consul-template binary that the integration tests run; scripts/deps.sh
+// builds it (GOWORK=off) into ~/.cache/codelab/bin.
+tool github.com/hashicorp/consul-template
+
+require github.com/hashicorp/consul-template v0.41.1 // indirect
 
 require (
 	dario.cat/mergo v1.0.2 // indirect

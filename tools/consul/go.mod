@@ -2,7 +2,13 @@ module github.com/codelab-app/infra/tools/consul
 
 go 1.26
 
-require github.com/hashicorp/consul v1.15.4
+// The Consul server binary that the integration tests run; scripts/deps.sh
+// builds it (GOWORK=off) into ~/.cache/codelab/bin. It is its own module
+// because Consul 1.15.4 needs github.com/hashicorp/consul/api v1.24.0, which
+// the agent's module graph must not be forced to share.
+tool github.com/hashicorp/consul
+
+require github.com/hashicorp/consul v1.15.4 // indirect
 
 require (
 	cloud.google.com/go v0.97.0 // indirect

@@ -28,7 +28,9 @@ const EnvIntegration = "CODELAB_INTEGRATION"
 func Enabled() bool { return os.Getenv(EnvIntegration) == "1" }
 
 // Integration skips t unless CODELAB_INTEGRATION=1, and then requires the
-// named programs (on PATH or absolute): a missing one fails the test.
+// named programs (on PATH or absolute): a missing one fails the test. It is
+// the one integration switch of every module. "docker" also requires a
+// dockerd that answers.
 func Integration(t testing.TB, programs ...string) {
 	t.Helper()
 	if !Enabled() {
@@ -37,6 +39,11 @@ func Integration(t testing.TB, programs ...string) {
 	for _, p := range programs {
 		if _, err := exec.LookPath(p); err != nil {
 			t.Fatalf("integration prerequisite missing: %s (%v); run make deps", p, err)
+		}
+		if p == "docker" {
+			if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+				t.Fatalf("integration prerequisite missing: dockerd does not answer (make deps starts it): %v: %s", err, out)
+			}
 		}
 	}
 }

@@ -2,7 +2,13 @@ module github.com/codelab-app/infra/tools/versitygw
 
 go 1.26
 
-require github.com/versity/versitygw v1.8.0
+// versitygw, the S3-compatible server (posix backend) that the backup
+// integration tests upload to, read back from and restore from;
+// scripts/deps.sh builds it (GOWORK=off) into ~/.cache/codelab/bin. It is its
+// own module so that its dependency graph is never merged with the agent's.
+tool github.com/versity/versitygw/cmd/versitygw
+
+require github.com/versity/versitygw v1.8.0 // indirect
 
 require (
 	github.com/Azure/azure-sdk-for-go/sdk/azcore v1.23.1 // indirect

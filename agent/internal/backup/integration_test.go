@@ -41,7 +41,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	backuptest.Integration(t, "versitygw")
+	testenv.Integration(t, "versitygw", "docker")
 	e := &env{t: t, s3: backuptest.StartS3(t), image: backuptest.StandinImage(t), root: fsutil.Root{Dir: t.TempDir()}}
 	project := backuptest.RandomName("codelabit")
 	e.db = backuptest.StartNeo4j(t, e.image, project+"-data", project)
@@ -52,7 +52,10 @@ func newEnv(t *testing.T) *env {
 	rand.Read(big)
 	e.data = map[string]string{"alice": "knows bob", "bob": "knows carol", "blob": base64.StdEncoding.EncodeToString(big)}
 	for k, v := range e.data {
-		req, _ := http.NewRequest(http.MethodPut, e.db.HTTP+"/standin/nodes/"+k, strings.NewReader(v))
+		req, err := http.NewRequest(http.MethodPut, e.db.HTTP+"/standin/nodes/"+k, strings.NewReader(v))
+		if err != nil {
+			t.Fatal(err)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != http.StatusNoContent {
 			t.Fatalf("write %s: %v %v", k, err, resp)
@@ -75,7 +78,10 @@ func newEnv(t *testing.T) *env {
 	c.Monitor.BoltAddr = e.db.Bolt
 	c.Monitor.HTTPURL = e.db.HTTP + "/"
 	c.Monitor.Listen = backuptest.FreePort(t)
-	b, _ := json.Marshal(c)
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.root.WriteFile(backup.ConfigFile, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +94,10 @@ func newEnv(t *testing.T) *env {
 }
 
 func (e *env) writeSecret(endpoint string) {
-	sec, _ := json.Marshal(backup.Spaces{Endpoint: endpoint, Bucket: e.s3.Bucket, Region: e.s3.Region, AccessKey: e.s3.AccessKey, SecretKey: e.s3.Secret})
+	sec, err := json.Marshal(backup.Spaces{Endpoint: endpoint, Bucket: e.s3.Bucket, Region: e.s3.Region, AccessKey: e.s3.AccessKey, SecretKey: e.s3.Secret})
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	if _, err := e.root.WriteFile("/root/docker/neo4j/spaces.json", sec, 0o600); err != nil {
 		e.t.Fatal(err)
 	}

@@ -153,121 +153,156 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.Plan.Validate(); err != nil {
 		return err
 	}
-	now := r.Now
-	if now == nil {
-		now = time.Now
+	b := &run{Runner: r, now: r.Now, log: r.Log, done: map[string]chan struct{}{}, results: map[string]Result{}}
+	if b.now == nil {
+		b.now = time.Now
 	}
-	log := r.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
 	}
 	if r.Events != nil {
 		r.Events.Planned(r.Plan)
 	}
-	done := map[string]chan struct{}{}
 	for _, n := range r.Plan {
-		done[n.Step.Name()] = make(chan struct{})
+		b.done[n.Step.Name()] = make(chan struct{})
 	}
-	var (
-		mu      sync.Mutex
-		results = map[string]Result{}
-		errs    []error
-		wg      sync.WaitGroup
-	)
-	finish := func(name string, res Result, start time.Time, err error) {
-		end := now()
-		var d time.Duration
-		if !start.IsZero() {
-			d = end.Sub(start)
-		}
-		mu.Lock()
-		results[name] = res
-		if res == Failed {
-			errs = append(errs, &StepError{Step: name, Err: err})
-		}
-		mu.Unlock()
-		if r.Events != nil {
-			r.Events.Finished(name, res, end, d, err)
-		}
-		close(done[name])
-	}
+	var wg sync.WaitGroup
 	for _, n := range r.Plan {
-		wg.Add(1)
-		go func(n Node) {
-			defer wg.Done()
-			name := n.Step.Name()
-			var blockedBy []string
-			for _, d := range n.After {
-				select {
-				case <-done[d]:
-				case <-ctx.Done():
-					finish(name, Canceled, time.Time{}, ctx.Err())
-					return
-				}
-				mu.Lock()
-				res := results[d]
-				mu.Unlock()
-				if res != OK && res != Skipped {
-					blockedBy = append(blockedBy, d+" "+string(res))
-				}
-			}
-			if len(blockedBy) > 0 {
-				sort.Strings(blockedBy)
-				err := fmt.Errorf("not run: needs %s", strings.Join(blockedBy, ", "))
-				log.Warn("step blocked", slog.String("step", name), slog.String("why", err.Error()))
-				finish(name, Blocked, time.Time{}, err)
-				return
-			}
-			if ctx.Err() != nil {
-				finish(name, Canceled, time.Time{}, ctx.Err())
-				return
-			}
-			if n.Kind == OncePerInstance && r.Instance != nil {
-				ok, err := r.Instance.Done(name)
-				if err != nil {
-					log.Warn("cannot tell whether a once-per-instance step already ran; running it", slog.String("step", name), slog.Any("err", err))
-				}
-				if ok {
-					log.Info("step skipped: already done on this instance", slog.String("step", name))
-					at := now()
-					if r.Events != nil {
-						r.Events.Started(name, at)
-					}
-					finish(name, Skipped, at, nil)
-					return
-				}
-			}
-			start := now()
-			if r.Events != nil {
-				r.Events.Started(name, start)
-			}
-			log.Info("step started", slog.String("step", name), slog.String("kind", string(n.Kind)))
-			err := runStep(ctx, n.Step)
-			if err != nil {
-				res := Failed
-				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-					res = Canceled
-				}
-				log.Error("step failed", slog.String("step", name), slog.Duration("took", now().Sub(start)), slog.String("err", err.Error()))
-				finish(name, res, start, err)
-				return
-			}
-			if n.Kind == OncePerInstance && r.Instance != nil {
-				if err := r.Instance.Mark(name); err != nil {
-					log.Error("step failed", slog.String("step", name), slog.String("err", err.Error()))
-					finish(name, Failed, start, fmt.Errorf("record once-per-instance step: %w", err))
-					return
-				}
-			}
-			log.Info("step done", slog.String("step", name), slog.Duration("took", now().Sub(start)))
-			finish(name, OK, start, nil)
-		}(n)
+		wg.Go(func() { b.runNode(ctx, n) })
 	}
 	wg.Wait()
-	if ctx.Err() != nil && len(errs) == 0 {
+	if ctx.Err() != nil && len(b.errs) == 0 {
 		return fmt.Errorf("boot interrupted: %w", ctx.Err())
 	}
-	return errors.Join(errs...)
+	return errors.Join(b.errs...)
+}
+
+// run is one Run of a Runner: each step's goroutine waits on the done
+// channels of the steps it needs and reads their results.
+type run struct {
+	*Runner
+	now  func() time.Time
+	log  *slog.Logger
+	done map[string]chan struct{} // closed when the step has a result
+
+	mu      sync.Mutex
+	results map[string]Result
+	errs    []error
+}
+
+// runNode takes one step from waiting to its result.
+func (b *run) runNode(ctx context.Context, n Node) {
+	name := n.Step.Name()
+	if res, err := b.awaitNeeds(ctx, n); res != "" {
+		b.finish(name, res, time.Time{}, err)
+		return
+	}
+	if b.alreadyDone(n) {
+		at := b.now()
+		b.started(name, at)
+		b.finish(name, Skipped, at, nil)
+		return
+	}
+	start := b.now()
+	b.started(name, start)
+	res, err := b.execute(ctx, n, start)
+	b.finish(name, res, start, err)
+}
+
+// awaitNeeds waits for the steps n needs. It returns an empty Result when n
+// may run, Blocked when a step it needs did not succeed, and Canceled when
+// the boot was interrupted first.
+func (b *run) awaitNeeds(ctx context.Context, n Node) (Result, error) {
+	var blockedBy []string
+	for _, d := range n.After {
+		select {
+		case <-b.done[d]:
+		case <-ctx.Done():
+			return Canceled, ctx.Err()
+		}
+		b.mu.Lock()
+		res := b.results[d]
+		b.mu.Unlock()
+		if res != OK && res != Skipped {
+			blockedBy = append(blockedBy, d+" "+string(res))
+		}
+	}
+	if len(blockedBy) > 0 {
+		sort.Strings(blockedBy)
+		err := fmt.Errorf("not run: needs %s", strings.Join(blockedBy, ", "))
+		b.log.Warn("step blocked", slog.String("step", n.Step.Name()), slog.String("why", err.Error()))
+		return Blocked, err
+	}
+	if ctx.Err() != nil {
+		return Canceled, ctx.Err()
+	}
+	return "", nil
+}
+
+// alreadyDone reports whether n is once-per-instance and already succeeded
+// on this instance. When the Instance cannot tell, the step runs.
+func (b *run) alreadyDone(n Node) bool {
+	if n.Kind != OncePerInstance || b.Instance == nil {
+		return false
+	}
+	name := n.Step.Name()
+	ok, err := b.Instance.Done(name)
+	if err != nil {
+		b.log.Warn("cannot tell whether a once-per-instance step already ran; running it", slog.String("step", name), slog.Any("err", err))
+	}
+	if ok {
+		b.log.Info("step skipped: already done on this instance", slog.String("step", name))
+	}
+	return ok
+}
+
+// execute runs n's step, started at start, and records a once-per-instance
+// step as done on this instance when it succeeded.
+func (b *run) execute(ctx context.Context, n Node, start time.Time) (Result, error) {
+	name := n.Step.Name()
+	b.log.Info("step started", slog.String("step", name), slog.String("kind", string(n.Kind)))
+	if err := runStep(ctx, n.Step); err != nil {
+		res := Failed
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			res = Canceled
+		}
+		b.log.Error("step failed", slog.String("step", name), slog.Duration("took", b.now().Sub(start)), slog.String("err", err.Error()))
+		return res, err
+	}
+	if n.Kind == OncePerInstance && b.Instance != nil {
+		if err := b.Instance.Mark(name); err != nil {
+			b.log.Error("step failed", slog.String("step", name), slog.String("err", err.Error()))
+			return Failed, fmt.Errorf("record once-per-instance step: %w", err)
+		}
+	}
+	b.log.Info("step done", slog.String("step", name), slog.Duration("took", b.now().Sub(start)))
+	return OK, nil
+}
+
+func (b *run) started(name string, at time.Time) {
+	if b.Events != nil {
+		b.Events.Started(name, at)
+	}
+}
+
+// finish records a step's result, reports it, and releases the steps that
+// wait for it. A zero start means the step never started.
+func (b *run) finish(name string, res Result, start time.Time, err error) {
+	end := b.now()
+	var d time.Duration
+	if !start.IsZero() {
+		d = end.Sub(start)
+	}
+	b.mu.Lock()
+	b.results[name] = res
+	if res == Failed {
+		b.errs = append(b.errs, &StepError{Step: name, Err: err})
+	}
+	b.mu.Unlock()
+	if b.Events != nil {
+		b.Events.Finished(name, res, end, d, err)
+	}
+	close(b.done[name])
 }
 
 // runStep runs a step and turns a panic into its error, so one broken step

@@ -12,11 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
-
-func init() { extraCommands = append(extraCommands, newBackupCmd) }
 
 // BackupOptions are `codelab-agent backup`'s options.
 type BackupOptions struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/codelab-app/infra/agent/internal/backup/backuptest"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // timerCommand is the ExecStart of the unit the backup timer starts,
@@ -62,18 +63,24 @@ func TestBackupHelpAndUsage(t *testing.T) {
 // neo4j stand-in: a verified, uploaded backup that `backup list` and
 // `monitor --once` show.
 func TestScheduledBackupIntegration(t *testing.T) {
-	backuptest.Integration(t, "versitygw")
+	testenv.Integration(t, "versitygw", "docker")
 	s3 := backuptest.StartS3(t)
 	image := backuptest.StandinImage(t)
 	project := backuptest.RandomName("codelabit")
 	db := backuptest.StartNeo4j(t, image, project+"-data", project)
-	req, _ := http.NewRequest(http.MethodPut, db.HTTP+"/standin/nodes/alice", strings.NewReader("knows bob"))
+	req, err := http.NewRequest(http.MethodPut, db.HTTP+"/standin/nodes/alice", strings.NewReader("knows bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("write data: %v %v", err, resp)
 	}
 
 	root := fsutil.Root{Dir: t.TempDir()}
-	sec, _ := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret})
+	sec, err := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret})
+	if err != nil {
+		t.Fatal(err)
+	}
 	root.WriteFile("/root/docker/neo4j/spaces.json", sec, 0o600)
 	c := backup.DefaultConfig()
 	c.Image, c.Volume, c.Project = image, db.Volume, project
@@ -81,7 +88,10 @@ func TestScheduledBackupIntegration(t *testing.T) {
 	c.Window = now.Add(-time.Hour).Format("15:04") + "-" + now.Add(time.Hour).Format("15:04") // the timer fires inside it
 	c.MinFreeBytes = 0
 	c.Monitor.BoltAddr, c.Monitor.HTTPURL = db.Bolt, db.HTTP+"/"
-	b, _ := json.Marshal(c)
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
 	root.WriteFile(backup.ConfigFile, b, 0o644)
 
 	code, out, errOut := run(t, "", append(timerCommand(t), "--root", root.Dir)...)

@@ -24,8 +24,6 @@ import (
 	"github.com/codelab-app/infra/agent/internal/version"
 )
 
-func init() { extraCommands = append(extraCommands, newBootCmd) }
-
 // BootOptions are `codelab-agent boot`'s options.
 type BootOptions struct {
 	Source

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/userdata"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 const (
@@ -39,7 +39,10 @@ func tree(t *testing.T, dir string) string {
 	var b strings.Builder
 	_ = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
 		if err == nil && !info.IsDir() {
-			data, _ := os.ReadFile(p)
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
 			fmt.Fprintf(&b, "%s %v %x\n", p, info.Mode(), data)
 		}
 		return nil
@@ -109,11 +112,25 @@ func TestRenderWithoutVPCSaysSo(t *testing.T) {
 }
 
 func TestUsageErrorsExit64(t *testing.T) {
-	for _, args := range [][]string{{"render", "--no-such-flag"}, {"no-such-command"}, {"render", "extra-arg"}, {"userdata"}} {
+	for _, args := range [][]string{
+		{"render", "--no-such-flag"}, {"no-such-command"}, {"render", "extra-arg"}, {"userdata"},
+		{"backup", "no-such-command"}, {"--log-level=verbose", "render"}, {"status", "--log-level", "trace"}, {"backup", "restore"}, {"--root=/x", "no-such-command"},
+	} {
 		code, _, errOut := run(t, "", args...)
 		if code != exitcode.Usage {
 			t.Errorf("%v: exit %d, want 64 (%s)", args, code, errOut)
 		}
+	}
+}
+
+// A failure whose text happens to be EINVAL's ("invalid argument") is a
+// failure, not a usage error: the code comes from the error's type.
+func TestInvalidArgumentErrnoIsAFailure(t *testing.T) {
+	ud := writeFile(t, t.TempDir(), "ud", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip)
+	// A NUL byte in the path makes open(2) fail with EINVAL.
+	code, _, errOut := run(t, "", "render", "--root", t.TempDir(), "--metadata-file", "bad\x00path", "--user-data-file", ud)
+	if code != exitcode.Failed || !strings.Contains(errOut, "invalid argument") || strings.Contains(errOut, "--help") {
+		t.Fatalf("exit %d, want %d: %s", code, exitcode.Failed, errOut)
 	}
 }
 

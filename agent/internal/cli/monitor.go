@@ -9,12 +9,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
-
-func init() { extraCommands = append(extraCommands, newMonitorCmd) }
 
 // MonitorOptions are `codelab-agent monitor`'s options.
 type MonitorOptions struct {

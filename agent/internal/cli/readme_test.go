@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/userdata"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // The README documents what the code does; these tests fail when the two

@@ -10,11 +10,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/render"
 	"github.com/codelab-app/infra/agent/internal/userdata"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // Source says where the droplet's metadata and user_data come from: files

@@ -8,12 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/version"
+	"github.com/codelab-app/infra/internal/cliconv"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // IO is where a command reads and writes.
@@ -28,7 +28,7 @@ func StdIO() IO { return IO{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr} }
 
 // Global options, shared by every command.
 type Global struct {
-	LogLevel string
+	LogLevel slog.Level // --log-level; the zero value is info
 	Root     string
 }
 
@@ -50,33 +50,24 @@ starts the units, pulls the role's images and runs its Compose project.
 	root.SetIn(stdio.In)
 	root.SetOut(stdio.Out)
 	root.SetErr(stdio.ErrOut)
-	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().Var(cliconv.LogLevel(&g.LogLevel), "log-level", "log level: "+cliconv.LogLevels)
 	root.PersistentFlags().StringVar(&g.Root, "root", "", "write every file below this folder instead of / (for tests and previews)")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return exitcode.UsageError("%w", err)
-	})
 	root.AddCommand(
+		newBootCmd(g, stdio),
+		newStatusCmd(g, stdio),
 		newRenderCmd(g, stdio),
 		newUserdataCmd(g, stdio),
+		newBackupCmd(g, stdio),
+		newMonitorCmd(g, stdio),
 	)
-	for _, extra := range extraCommands {
-		root.AddCommand(extra(g, stdio))
-	}
+	cliconv.Strict(root)
 	return root
 }
-
-// extraCommands lets other files of this package register commands without
-// editing NewRoot.
-var extraCommands []func(*Global, IO) *cobra.Command
 
 // Logger returns the slog logger for a command: text to stderr, so journald
 // keeps it.
 func (g *Global) Logger(w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(strings.ToUpper(g.LogLevel))); err != nil {
-		lvl = slog.LevelInfo
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: g.LogLevel}))
 }
 
 // Execute runs the tree and returns the process exit code.
@@ -84,28 +75,5 @@ func Execute(ctx context.Context, args []string, stdio IO) int {
 	root := NewRoot(stdio)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
-	if err != nil {
-		code := exitcode.Code(err)
-		if code == exitcode.Failed && isUsage(err) {
-			code = exitcode.Usage
-		}
-		io.WriteString(stdio.ErrOut, "codelab-agent: "+err.Error()+"\n")
-		if code == exitcode.Usage && cmd != nil {
-			io.WriteString(stdio.ErrOut, "Run '"+cmd.CommandPath()+" --help' for usage.\n")
-		}
-		return code
-	}
-	return exitcode.OK
-}
-
-// isUsage recognises cobra's own argument errors, which do not pass
-// through the flag error func.
-func isUsage(err error) bool {
-	msg := err.Error()
-	for _, s := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "unknown flag", "invalid argument"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
+	return cliconv.Report(stdio.ErrOut, "codelab-agent", cmd, err)
 }

@@ -20,8 +20,6 @@ import (
 	"github.com/codelab-app/infra/agent/internal/version"
 )
 
-func init() { extraCommands = append(extraCommands, newStatusCmd) }
-
 // StatusOptions are `codelab-agent status`'s options.
 type StatusOptions struct {
 	JSON       bool

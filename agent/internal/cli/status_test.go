@@ -11,10 +11,10 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/boot"
 	"github.com/codelab-app/infra/agent/internal/containers"
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/status"
 	"github.com/codelab-app/infra/agent/internal/units"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 func fakeProbes() status.Probes {

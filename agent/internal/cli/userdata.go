@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/userdata"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // UserdataOptions are `codelab-agent userdata`'s options.

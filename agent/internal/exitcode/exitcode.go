@@ -1,62 +1,28 @@
-// Package exitcode is the one place where codelab-agent's exit codes are
-// defined and documented. --help and the README print Doc.
+// Package exitcode is the agent's old import path for the exit-code table,
+// which now lives in github.com/codelab-app/infra/internal/exitcode (shared
+// with the imager). Every name forwards there; nothing is defined here.
+// New code imports the shared package.
 package exitcode
 
-import (
-	"errors"
-	"fmt"
-)
+import shared "github.com/codelab-app/infra/internal/exitcode"
 
-// The codes. status uses all of them; other commands use OK, Failed and
-// Usage.
+// The codes, from the shared table.
 const (
-	OK       = 0  // ready / success
-	Failed   = 1  // a step or command failed
-	Degraded = 2  // running, but some check is failing
-	Booting  = 3  // boot still in progress
-	Usage    = 64 // bad command line (EX_USAGE)
+	OK       = shared.OK
+	Failed   = shared.Failed
+	Degraded = shared.Degraded
+	Booting  = shared.Booting
+	Usage    = shared.Usage
+	Doc      = shared.Doc
 )
 
-// Doc documents the codes for --help and the README.
-const Doc = `Exit codes:
-  0   ready / success
-  1   failed (a boot step or the command failed; the message says which)
-  2   degraded (running, but some check is failing)
-  3   still booting
-  64  usage error (bad flags or arguments)`
+// Error is the shared exitcode.Error.
+type Error = shared.Error
 
-// Error carries an exit code with an error.
-type Error struct {
-	Code int
-	Err  error
-}
-
-func (e *Error) Error() string {
-	if e.Err == nil {
-		return fmt.Sprintf("exit %d", e.Code)
-	}
-	return e.Err.Error()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// With wraps err with code.
-func With(code int, err error) error { return &Error{Code: code, Err: err} }
-
-// UsageError is an Error with code Usage.
-func UsageError(format string, args ...any) error {
-	return &Error{Code: Usage, Err: fmt.Errorf(format, args...)}
-}
-
-// Code maps an error to an exit code: nil is OK, an *Error its own code,
-// anything else Failed.
-func Code(err error) int {
-	if err == nil {
-		return OK
-	}
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return Failed
-}
+// The shared constructors and Code.
+var (
+	With       = shared.With
+	UsageError = shared.UsageError
+	AsUsage    = shared.AsUsage
+	Code       = shared.Code
+)

@@ -62,7 +62,10 @@ func TestWriteFileFailureLeavesOldFile(t *testing.T) {
 			t.Fatalf("temporary file left behind: %s", e.Name())
 		}
 	}
-	got, _ := os.ReadFile(path)
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if string(got) != "old" {
 		t.Fatalf("unrelated file changed: %q", got)
 	}

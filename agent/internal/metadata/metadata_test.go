@@ -134,7 +134,10 @@ func TestParseQuirks(t *testing.T) {
 func noSleep(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 
 func TestFetchRetriesThenSucceeds(t *testing.T) {
-	body, _ := os.ReadFile("testdata/droplet.json")
+	body, err := os.ReadFile("testdata/droplet.json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/metadata/v1.json" {

@@ -61,7 +61,9 @@ func TestMetrics(t *testing.T) {
 		LastRun:        &backup.Run{ID: "x", Result: backup.ResultOK, SizeBytes: 42, DurationMS: 1500, DowntimeMS: 700, FinishedAt: now},
 	})
 	store := t.TempDir()
-	os.WriteFile(filepath.Join(store, "f"), make([]byte, 1000), 0o644)
+	if err := os.WriteFile(filepath.Join(store, "f"), make([]byte, 1000), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	m.Probes = Probes{
 		Container: func(context.Context) (backup.ContainerState, bool, error) {
 			return backup.ContainerState{Status: "running", Health: "unhealthy", Restarts: 3}, true, nil
@@ -77,7 +79,10 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	resp.Body.Close()
 	body := string(b)
 	for _, line := range []string{
@@ -113,11 +118,15 @@ func TestRenderLag(t *testing.T) {
 	}))
 	defer consul.Close()
 	file := filepath.Join(t.TempDir(), "neo4j.env")
-	os.WriteFile(file, []byte("A=1\n"), 0o644)
+	if err := os.WriteFile(file, []byte("A=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	clock := now
 	l := &RenderLag{Consul: consul.URL, Prefix: "codelab/prod/neo4j", File: file, Now: func() time.Time { return clock }}
 	ctx := context.Background()
-	os.Chtimes(file, now.Add(-time.Hour), now.Add(-time.Hour))
+	if err := os.Chtimes(file, now.Add(-time.Hour), now.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 
 	if lag, err := l.Probe(ctx); err != nil || lag != 0 {
 		t.Fatalf("first probe: %v %v", lag, err)
@@ -131,7 +140,9 @@ func TestRenderLag(t *testing.T) {
 	if lag, _ := l.Probe(ctx); lag != 30*time.Second {
 		t.Fatalf("pending lag = %v, want 30s", lag)
 	}
-	os.Chtimes(file, now.Add(45*time.Second), now.Add(45*time.Second)) // rendered
+	if err := os.Chtimes(file, now.Add(45*time.Second), now.Add(45*time.Second)); err != nil { // rendered
+		t.Fatal(err)
+	}
 	clock = now.Add(50 * time.Second)
 	if lag, _ := l.Probe(ctx); lag != 35*time.Second {
 		t.Fatalf("lag after the render = %v, want 35s", lag)

@@ -18,28 +18,11 @@ import (
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/retry"
 	"github.com/codelab-app/infra/roles"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
-// integration skips unless CODELAB_INTEGRATION=1 (make test sets it); then a
-// missing program fails the test rather than skipping it.
-func integration(t *testing.T, programs ...string) map[string]string {
-	t.Helper()
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 (make test does)")
-	}
-	paths := map[string]string{}
-	for _, p := range programs {
-		path, err := exec.LookPath(p)
-		if err != nil {
-			t.Fatalf("%s not found on PATH: run make deps (it builds it into ~/.cache/codelab/bin)", p)
-		}
-		paths[p] = path
-	}
-	return paths
-}
-
 func TestGoldenConfigsPassConsulValidate(t *testing.T) {
-	bins := integration(t, "consul")
+	testenv.Integration(t, "consul")
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			files, err := Render(Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line)})
@@ -47,7 +30,7 @@ func TestGoldenConfigsPassConsulValidate(t *testing.T) {
 				t.Fatal(err)
 			}
 			root := fsutil.Root{Dir: t.TempDir()}
-			if _, err := Apply(context.Background(), root, files, ConsulValidator{Bin: bins["consul"]}, TemplateValidator{}); err != nil {
+			if _, err := Apply(context.Background(), root, files, ConsulValidator{Bin: "consul"}, TemplateValidator{}); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -55,11 +38,11 @@ func TestGoldenConfigsPassConsulValidate(t *testing.T) {
 }
 
 func TestRealConsulRejectsBadConfigAndNothingIsSwapped(t *testing.T) {
-	bins := integration(t, "consul")
+	testenv.Integration(t, "consul")
 	root := fsutil.Root{Dir: t.TempDir()}
 	tc := goldenCases[2]
 	files, _ := Render(Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line)})
-	if _, err := Apply(context.Background(), root, files, ConsulValidator{Bin: bins["consul"]}); err != nil {
+	if _, err := Apply(context.Background(), root, files, ConsulValidator{Bin: "consul"}); err != nil {
 		t.Fatal(err)
 	}
 	before := snapshot(t, root.Dir)
@@ -71,7 +54,7 @@ func TestRealConsulRejectsBadConfigAndNothingIsSwapped(t *testing.T) {
 			bad[i].Data = append(append([]byte{}, bad[i].Data...), []byte("bootstrap_expect = 3\n")...)
 		}
 	}
-	_, err := Apply(context.Background(), root, bad, ConsulValidator{Bin: bins["consul"]})
+	_, err := Apply(context.Background(), root, bad, ConsulValidator{Bin: "consul"})
 	if err == nil || !strings.Contains(err.Error(), "bootstrap_expect") || !strings.Contains(err.Error(), "/etc/consul.d/consul.hcl") {
 		t.Fatalf("err = %v", err)
 	}
@@ -113,7 +96,7 @@ type node struct {
 // that they form a cluster; then the real consul-template renders the
 // client's role template from a KV value.
 func TestClusterFromRenderedConfigs(t *testing.T) {
-	bins := integration(t, "consul", "consul-template")
+	testenv.Integration(t, "consul", "consul-template")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -144,10 +127,10 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Apply(ctx, n.root, files, ConsulValidator{Bin: bins["consul"]}, TemplateValidator{}); err != nil {
+		if _, err := Apply(ctx, n.root, files, ConsulValidator{Bin: "consul"}, TemplateValidator{}); err != nil {
 			t.Fatalf("%s: %v", n.name, err)
 		}
-		cmd := exec.Command(bins["consul"], "agent", "-config-dir", n.root.Path(ConsulDir))
+		cmd := exec.Command("consul", "agent", "-config-dir", n.root.Path(ConsulDir))
 		cmd.Stdout, cmd.Stderr = n.log, n.log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -208,7 +191,10 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	// template. -dry prints instead of writing and runs no command.
 	putKV := func(key, value string) {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, api+"/v1/kv/"+key, strings.NewReader(value))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, api+"/v1/kv/"+key, strings.NewReader(value))
+		if err != nil {
+			t.Fatal(err)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("write KV %s: %v %v", key, err, resp)
@@ -233,7 +219,7 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	var out []byte
 	err = retry.Do(tctx, poll, func(ctx context.Context) error {
 		var err error
-		out, err = exec.CommandContext(ctx, bins["consul-template"], "-config", client.root.Path(TemplateConfig), "-once", "-dry").CombinedOutput()
+		out, err = exec.CommandContext(ctx, "consul-template", "-config", client.root.Path(TemplateConfig), "-once", "-dry").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("consul-template: %w\n%s", err, out)
 		}

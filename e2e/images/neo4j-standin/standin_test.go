@@ -15,11 +15,15 @@ func TestDumpCheckLoadRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeJSON(st.nodesPath("neo4j"), map[string]string{"alice": "knows bob"})
+	if err := writeJSON(st.nodesPath("neo4j"), map[string]string{"alice": "knows bob"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := admin(data, []string{"database", "dump", "neo4j", "--to-path=" + backups}, io.Discard); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("dump of a running database: %v", err)
 	}
-	lock.Close() // the server stopped
+	if err := lock.Close(); err != nil { // the server stopped
+		t.Fatal(err)
+	}
 	if err := admin(data, []string{"database", "dump", "neo4j", "--to-path", backups}, io.Discard); err != nil {
 		t.Fatal(err)
 	}
@@ -37,9 +41,14 @@ func TestDumpCheckLoadRoundTrip(t *testing.T) {
 
 	// One flipped byte in the payload: check fails.
 	dump := filepath.Join(backups, "neo4j.dump")
-	b, _ := os.ReadFile(dump)
+	b, err := os.ReadFile(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b[len(b)-10] ^= 0xff
-	os.WriteFile(dump, b, 0o644)
+	if err := os.WriteFile(dump, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := admin(data, []string{"database", "check", "neo4j", "--from-path=" + backups}, io.Discard); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("check of a damaged dump: %v", err)
 	}

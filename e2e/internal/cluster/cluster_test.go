@@ -11,6 +11,7 @@ import (
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
 	"github.com/codelab-app/infra/e2e/internal/localdo"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 func TestFreeAddrsMatchesTheServersAllocation(t *testing.T) {
@@ -34,14 +35,18 @@ func TestUserDataLine(t *testing.T) {
 }
 
 func TestPrepareArtifacts(t *testing.T) {
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb is not installed")
-	}
+	testenv.Integration(t, "dpkg-deb")
 	repo, bin, out := t.TempDir(), t.TempDir(), t.TempDir()
-	os.MkdirAll(filepath.Join(repo, "packer"), 0o755)
-	os.WriteFile(filepath.Join(repo, "packer", "versions.pkrvars.hcl"), []byte("# c\ndoctl_version = \"1.104.0\"\ndocker_ce_version = \"24.0.7-1~debian.12~bookworm\"\ncontainerd_version   = \"1.6.26-1\"\n"), 0o644)
+	if err := os.MkdirAll(filepath.Join(repo, "packer"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "packer", "versions.pkrvars.hcl"), []byte("# c\ndoctl_version = \"1.104.0\"\ndocker_ce_version = \"24.0.7-1~debian.12~bookworm\"\ncontainerd_version   = \"1.6.26-1\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, b := range []string{"consul", "consul-template", "docker-compose"} {
-		os.WriteFile(filepath.Join(bin, b), []byte(b), 0o755)
+		if err := os.WriteFile(filepath.Join(bin, b), []byte(b), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := PrepareArtifacts(context.Background(), repo, bin, out); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
 	"github.com/codelab-app/infra/e2e/internal/localdo"
+	"github.com/codelab-app/infra/tools/testenv"
 	"github.com/digitalocean/godo"
 )
 
@@ -23,14 +24,7 @@ import (
 // is missing with it.
 func requireIntegration(t *testing.T) {
 	t.Helper()
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 (make test does) to run Packer against the local DigitalOcean")
-	}
-	for _, bin := range []string{"docker", "packer", "nsenter", "iptables"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s is missing (make deps installs it): %v", bin, err)
-		}
-	}
+	testenv.Integration(t, "docker", "packer", "nsenter", "iptables")
 	if err := exec.Command("docker", "image", "inspect", localdo.DefaultBaseImages[0].Ref).Run(); err != nil {
 		t.Fatalf("Docker image %s is missing (make deps builds it): %v", localdo.DefaultBaseImages[0].Ref, err)
 	}

@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -23,20 +21,7 @@ func main() {
 		Log:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		Level: level,
 	}
-	root := cli.NewRootCmd(g)
-	err := root.ExecuteContext(ctx)
+	code := cli.Execute(ctx, g, os.Args[1:])
 	stop()
-	os.Exit(exitCode(err))
-}
-
-func exitCode(err error) int {
-	if err == nil {
-		return cli.ExitOK
-	}
-	fmt.Fprintln(os.Stderr, "imager: "+err.Error())
-	var u cli.UsageError
-	if errors.As(err, &u) {
-		return cli.ExitUsage
-	}
-	return cli.ExitFailure
+	os.Exit(code)
 }

@@ -127,7 +127,9 @@ func TestResolve(t *testing.T) {
 func TestResolveLocal(t *testing.T) {
 	dir := t.TempDir()
 	content := []byte("#!/bin/sh\necho consul\n")
-	os.WriteFile(filepath.Join(dir, "consul"), content, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "consul"), content, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	v := fullVersions()
 	v["consul_sha256"] = "" // a local file needs no pinned checksum
 	arts, err := artifacts.Resolve(v, artifacts.Catalog[:2], dir)
@@ -157,12 +159,24 @@ func tgzOf(t *testing.T, name string, body []byte) []byte {
 	var b bytes.Buffer
 	gz := gzip.NewWriter(&b)
 	tw := tar.NewWriter(gz)
-	tw.WriteHeader(&tar.Header{Name: "README.md", Mode: 0o644, Size: 2, Typeflag: tar.TypeReg})
-	tw.Write([]byte("hi"))
-	tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(body)), Typeflag: tar.TypeReg})
-	tw.Write(body)
-	tw.Close()
-	gz.Close()
+	for _, f := range []struct {
+		name string
+		mode int64
+		body []byte
+	}{{"README.md", 0o644, []byte("hi")}, {name, 0o755, body}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(f.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return b.Bytes()
 }
 
@@ -216,7 +230,9 @@ func TestCacheStage(t *testing.T) {
 		t.Fatalf("downloads after a cached run = %d, want still 4", n)
 	}
 	// A corrupted cache entry is downloaded again.
-	os.WriteFile(cache.Path(arts[2]), []byte("tampered"), 0o644)
+	if err := os.WriteFile(cache.Path(arts[2]), []byte("tampered"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := cache.Fetch(ctx, arts[2]); err != nil {
 		t.Fatal(err)
 	}
@@ -243,13 +259,22 @@ func TestCacheStage(t *testing.T) {
 
 func TestWriteChecksums(t *testing.T) {
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
-	os.WriteFile(filepath.Join(dir, "bin", "b"), []byte("b"), 0o755)
-	os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o644)
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "b"), []byte("b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := artifacts.WriteChecksums(dir); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := os.ReadFile(filepath.Join(dir, artifacts.ChecksumsFile))
+	got, err := os.ReadFile(filepath.Join(dir, artifacts.ChecksumsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := sum([]byte("a")) + "  ./a\n" + sum([]byte("b")) + "  ./bin/b\n"
 	if string(got) != want {
 		t.Fatalf("SHA256SUMS =\n%s\nwant\n%s", got, want)

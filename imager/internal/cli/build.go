@@ -22,7 +22,7 @@ import (
 )
 
 // RequiredUnits must exist in systemd/ for a build (the install script enables them).
-var RequiredUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service"}
+var RequiredUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service"}
 
 // BuildOptions are `imager build`'s inputs.
 type BuildOptions struct {

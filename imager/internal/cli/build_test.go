@@ -16,6 +16,7 @@ import (
 	"github.com/codelab-app/infra/imager/internal/cli"
 	"github.com/codelab-app/infra/imager/internal/images"
 	"github.com/codelab-app/infra/imager/internal/images/imagestest"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // fakeAgent stands in for `go build` of the agent: the agent package is built for real
@@ -75,7 +76,9 @@ func fingerprint(t *testing.T, repo, family, agent, localDir string) string {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(t.TempDir(), "codelab-agent")
-	os.WriteFile(bin, []byte(agent), 0o755)
+	if err := os.WriteFile(bin, []byte(agent), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	in, err := cli.Inputs(repo, family, bin, arts)
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +128,9 @@ func localArtifacts(t *testing.T, repo string) string {
 	v, _ := artifacts.LoadVersions(filepath.Join(repo, artifacts.VersionsFile))
 	for _, s := range artifacts.Catalog {
 		name := strings.ReplaceAll(s.LocalName, "{version}", v[s.VersionVar])
-		os.WriteFile(filepath.Join(dir, name), []byte("local "+s.Name), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("local "+s.Name), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -244,7 +249,9 @@ exit 1
 func TestBuildRefusesUnpinnedArtifacts(t *testing.T) {
 	repo := fixtureRepo(t)
 	versions := regexp.MustCompile(`(?m)^consul_sha256 *= *".*"$`).ReplaceAllString(readFile(t, filepath.Join(repoRoot(t), artifacts.VersionsFile)), `consul_sha256 = ""`)
-	os.WriteFile(filepath.Join(repo, artifacts.VersionsFile), []byte(versions), 0o644)
+	if err := os.WriteFile(filepath.Join(repo, artifacts.VersionsFile), []byte(versions), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	srv := imagestest.New(t, "tok")
 	bin, _ := fakePackerBin(t, mustNotBuild)
 	o, _, _ := buildOptions(t, srv, repo, bin, "all")
@@ -256,7 +263,9 @@ func TestBuildRefusesUnpinnedArtifacts(t *testing.T) {
 
 func TestBuildNeedsUnits(t *testing.T) {
 	repo := fixtureRepo(t)
-	os.Remove(filepath.Join(repo, "systemd", "consul.service"))
+	if err := os.Remove(filepath.Join(repo, "systemd", "consul.service")); err != nil {
+		t.Fatal(err)
+	}
 	srv := imagestest.New(t, "tok")
 	bin, _ := fakePackerBin(t, mustNotBuild)
 	o, _, _ := buildOptions(t, srv, repo, bin, "app")
@@ -276,7 +285,9 @@ func readFile(t *testing.T, p string) string {
 func TestAgentBuildArgs(t *testing.T) {
 	dir := t.TempDir()
 	goBin := filepath.Join(dir, "go")
-	os.WriteFile(goBin, []byte("#!/bin/sh\nprintf '%s\\n' \"$PWD\" \"CGO_ENABLED=$CGO_ENABLED\" \"$@\" > "+dir+"/args\ntouch \"$6\"\n"), 0o755)
+	if err := os.WriteFile(goBin, []byte("#!/bin/sh\nprintf '%s\\n' \"$PWD\" \"CGO_ENABLED=$CGO_ENABLED\" \"$@\" > "+dir+"/args\ntouch \"$6\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "codelab-agent")
 	err := cli.GoBuildAgent(t.Context(), cli.AgentBuild{GoBin: goBin, Repo: dir, Out: out, Version: "v1.0.0", Commit: "abc", Stderr: os.Stderr})
 	if err != nil {
@@ -293,7 +304,7 @@ func TestAgentBuildArgs(t *testing.T) {
 
 // The real agent builds as the imager builds it: static, with version and commit.
 func TestGoBuildAgentForReal(t *testing.T) {
-	integration(t)
+	testenv.Integration(t, "go")
 	repo := repoRoot(t)
 	if _, err := os.Stat(filepath.Join(repo, "agent", "cmd", "codelab-agent")); err != nil {
 		t.Fatalf("integration prerequisite: %v", err)

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/codelab-app/infra/imager/internal/images"
+	"github.com/codelab-app/infra/internal/exitcode"
 	"github.com/spf13/cobra"
 )
 
@@ -48,7 +49,7 @@ type CleanOutput struct {
 // RunClean prints the retention plan and, unless DryRun, deletes what it marks.
 func RunClean(ctx context.Context, o *CleanOptions) error {
 	if o.Keep < 1 {
-		return UsageError{fmt.Errorf("--keep must be at least 1, got %d", o.Keep)}
+		return exitcode.UsageError("--keep must be at least 1, got %d", o.Keep)
 	}
 	api, _, err := o.api(ctx)
 	if err != nil {

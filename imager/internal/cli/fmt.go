@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // FmtOptions are `imager fmt`'s inputs.
@@ -32,7 +34,7 @@ func newFmtCmd(g *Globals) *cobra.Command {
 
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return UsageError{fmt.Errorf("%s takes no arguments", cmd.CommandPath())}
+		return exitcode.UsageError("%s takes no arguments", cmd.CommandPath())
 	}
 	return nil
 }

@@ -2,12 +2,14 @@ package cli_test
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/codelab-app/infra/imager/internal/cli"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // The operators' contract: these command lines parse, with these flags and defaults.
@@ -53,7 +55,7 @@ func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{"build"}, {"build", "web"}, {"validate", "app", "neo4j"}, {"fmt", "x"}, {"list-images", "--nope"}} {
 		g, _, _ := globals(t, env{})
 		err := run(t, g, args...)
-		if _, ok := err.(cli.UsageError); !ok {
+		if exitcode.Code(err) != exitcode.Usage {
 			t.Errorf("%v: err = %v (%T), want a UsageError", args, err, err)
 		}
 	}
@@ -94,5 +96,34 @@ func TestReadmeCommands(t *testing.T) {
 	}
 	if n < 5 {
 		t.Fatalf("README has only %d imager command lines", n)
+	}
+}
+
+// Execute maps errors to the shared exit codes: every usage mistake is 64
+// with a pointer to --help, and a failure is 1 whatever its text says.
+func TestExecuteExitCodes(t *testing.T) {
+	for _, args := range [][]string{{"no-such-command"}, {"build"}, {"fmt", "x"}, {"list-images", "--nope"}, {"--verbose=maybe", "fmt"}, {"--log-level=loud", "fmt"}, {"fmt", "--log-level", "trace"}} {
+		g, _, errb := globals(t, env{})
+		if code := cli.Execute(context.Background(), g, args); code != exitcode.Usage {
+			t.Errorf("%v: exit %d, want %d\n%s", args, code, exitcode.Usage, errb)
+		} else if !strings.Contains(errb.String(), "--help' for usage") {
+			t.Errorf("%v: no pointer to --help:\n%s", args, errb)
+		}
+	}
+	// A NUL byte in a path makes the walk fail with EINVAL, "invalid argument".
+	g, _, errb := globals(t, env{})
+	code := cli.Execute(context.Background(), g, []string{"fmt", "--repo", "bad\x00repo"})
+	if code != exitcode.Failed || !strings.Contains(errb.String(), "invalid argument") || strings.Contains(errb.String(), "--help") {
+		t.Errorf("EINVAL: exit %d, want %d\n%s", code, exitcode.Failed, errb)
+	}
+}
+
+func TestHelpPrintsExitCodes(t *testing.T) {
+	g, out, _ := globals(t, env{})
+	if code := cli.Execute(context.Background(), g, []string{"--help"}); code != exitcode.OK {
+		t.Fatalf("--help: exit %d", code)
+	}
+	if !strings.Contains(out.String(), exitcode.Doc) {
+		t.Errorf("--help lacks the exit codes:\n%s", out)
 	}
 }

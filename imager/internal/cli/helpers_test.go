@@ -66,7 +66,10 @@ func copyTree(t *testing.T, src, dst string) {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(src, p)
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
 		target := filepath.Join(dst, rel)
 		if info.IsDir() {
 			return os.MkdirAll(target, 0o755)
@@ -91,15 +94,30 @@ func fixtureRepo(t *testing.T) string {
 	repo := t.TempDir()
 	copyTree(t, filepath.Join(repoRoot(t), "packer"), filepath.Join(repo, "packer"))
 	vf := filepath.Join(repo, "packer", "versions.pkrvars.hcl")
-	b, _ := os.ReadFile(vf)
-	b = emptySHA.ReplaceAll(b, []byte(`${1}"`+strings.Repeat("ab", 32)+`"`))
-	os.WriteFile(vf, b, 0o644)
-	os.MkdirAll(filepath.Join(repo, "systemd"), 0o755)
-	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.timer"} {
-		os.WriteFile(filepath.Join(repo, "systemd", u), []byte("[Unit]\nDescription="+u+"\n"), 0o644)
+	b, err := os.ReadFile(vf)
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(repo, "roles", "api"), 0o755)
-	os.WriteFile(filepath.Join(repo, "roles", "api", "docker-compose.yml"), []byte("services: {}\n"), 0o644)
-	os.WriteFile(filepath.Join(repo, "go.work"), []byte("go 1.26\n"), 0o644)
+	b = emptySHA.ReplaceAll(b, []byte(`${1}"`+strings.Repeat("ab", 32)+`"`))
+	if err := os.WriteFile(vf, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(repo, "systemd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.timer", "codelab-ssh-hostkeys.service"} {
+		if err := os.WriteFile(filepath.Join(repo, "systemd", u), []byte("[Unit]\nDescription="+u+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(repo, "roles", "api"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "roles", "api", "docker-compose.yml"), []byte("services: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "go.work"), []byte("go 1.26\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return repo
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/codelab-app/infra/imager/internal/cli"
 	"github.com/codelab-app/infra/imager/internal/images"
 	"github.com/codelab-app/infra/imager/internal/images/imagestest"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // doneWhenServer holds 7 services-base and 5 neo4j-base snapshots; droplet api-1 runs
@@ -109,8 +110,7 @@ func TestCleanImagesJSONAndKeep(t *testing.T) {
 	}
 
 	err := run(t, g, "clean-images", "--keep", "0")
-	var u cli.UsageError
-	if !errors.As(err, &u) {
+	if exitcode.Code(err) != exitcode.Usage {
 		t.Fatalf("--keep 0: %v, want a usage error", err)
 	}
 }

@@ -18,7 +18,9 @@ func TestFingerprintCoversEveryInput(t *testing.T) {
 		t.Helper()
 		agent := filepath.Join(repo, "agent.bin")
 		if _, err := os.Stat(agent); err != nil {
-			os.WriteFile(agent, []byte("agent"), 0o755)
+			if err := os.WriteFile(agent, []byte("agent"), 0o755); err != nil {
+				t.Fatal(err)
+			}
 		}
 		in, err := cli.Inputs(repo, family, agent, arts)
 		if err != nil {
@@ -37,8 +39,12 @@ func TestFingerprintCoversEveryInput(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f.WriteString("\n# changed\n")
-			f.Close()
+			if _, err := f.WriteString("\n# changed\n"); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	for _, tc := range []struct {
@@ -54,7 +60,11 @@ func TestFingerprintCoversEveryInput(t *testing.T) {
 		{"unit", appendTo("systemd/consul.service"), true, true},
 		{"new timer", appendTo("systemd/new.timer"), true, true},
 		{"role file", appendTo("roles/api/docker-compose.yml"), true, true},
-		{"agent", func(repo string) { os.WriteFile(filepath.Join(repo, "agent.bin"), []byte("agent2"), 0o755) }, true, true},
+		{"agent", func(repo string) {
+			if err := os.WriteFile(filepath.Join(repo, "agent.bin"), []byte("agent2"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, true, true},
 		{"unrelated file", appendTo("README.md"), false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,7 +96,9 @@ validate) eval "last=\${$#}"; echo "validate $last" >> ` + dir + `/calls; echo "
 *) echo "unexpected $1" >&2; exit 99 ;;
 esac
 `
-	os.WriteFile(bin, []byte(script), 0o755)
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	g, out, errb := globals(t, env{})
 	g.Repo, g.Packer = fixtureRepo(t), bin
 	if err := run(t, g, "validate", "app"); err != nil {

@@ -3,31 +3,18 @@ package cli_test
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/codelab-app/infra/imager/internal/cli"
+	"github.com/codelab-app/infra/tools/testenv"
 )
-
-// integration skips unless CODELAB_INTEGRATION=1 (make test sets it); then Packer must
-// be installed.
-func integration(t *testing.T) string {
-	t.Helper()
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 to run it with the real Packer (make test does)")
-	}
-	p, err := exec.LookPath("packer")
-	if err != nil {
-		t.Fatal("integration prerequisite: packer is not on PATH (Debian: apt-get install packer)")
-	}
-	return p
-}
 
 // The committed templates validate and are formatted, with the installed Packer.
 func TestValidateAndFmtCheckCommittedTemplates(t *testing.T) {
-	bin := integration(t)
+	testenv.Integration(t, "packer")
+	bin := "packer"
 	g, out, errb := globals(t, env{})
 	g.Repo, g.Packer = repoRoot(t), bin
 	if err := run(t, g, "validate", "all"); err != nil {
@@ -48,18 +35,29 @@ func TestValidateAndFmtCheckCommittedTemplates(t *testing.T) {
 }
 
 func TestFmtCheckListsUnformattedFilesAndFmtFixesThem(t *testing.T) {
-	bin := integration(t)
+	testenv.Integration(t, "packer")
+	bin := "packer"
 	repo := fixtureRepo(t)
 	bad := filepath.Join(repo, "packer", "neo4j-base", "neo4j-base.pkr.hcl")
-	b, _ := os.ReadFile(bad)
-	os.WriteFile(bad, []byte(strings.Replace(string(b), "  region        = var.region", "  region = var.region", 1)), 0o644)
+	b, err := os.ReadFile(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte(strings.Replace(string(b), "  region        = var.region", "  region = var.region", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	vf := filepath.Join(repo, "packer", "versions.pkrvars.hcl")
-	b, _ = os.ReadFile(vf)
-	os.WriteFile(vf, []byte(strings.Replace(string(b), `consul_version = "1.17.1"`, `consul_version="1.17.1"`, 1)), 0o644)
+	b, err = os.ReadFile(vf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(vf, []byte(strings.Replace(string(b), `consul_version = "1.17.1"`, `consul_version="1.17.1"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	g, out, _ := globals(t, env{})
 	g.Repo, g.Packer = repo, bin
-	err := run(t, g, "fmt", "--check")
+	err = run(t, g, "fmt", "--check")
 	var fe *cli.FmtError
 	if !errors.As(err, &fe) || len(fe.Files) != 2 {
 		t.Fatalf("fmt --check = %v, want a FmtError with 2 files", err)
@@ -82,15 +80,22 @@ func TestFmtCheckListsUnformattedFilesAndFmtFixesThem(t *testing.T) {
 }
 
 func TestValidateFailsOnABrokenTemplate(t *testing.T) {
-	bin := integration(t)
+	testenv.Integration(t, "packer")
+	bin := "packer"
 	repo := fixtureRepo(t)
 	tpl := filepath.Join(repo, "packer", "services-base", "services-base.pkr.hcl")
-	b, _ := os.ReadFile(tpl)
-	os.WriteFile(tpl, []byte(strings.Replace(string(b), `ssh_username  = "root"`, `ssh_username  = "root"
-  no_such_option = true`, 1)), 0o644)
+	b, err := os.ReadFile(tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := strings.Replace(string(b), `ssh_username  = "root"`, `ssh_username  = "root"
+  no_such_option = true`, 1)
+	if err := os.WriteFile(tpl, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	g, out, errb := globals(t, env{})
 	g.Repo, g.Packer = repo, bin
-	err := run(t, g, "validate", "all")
+	err = run(t, g, "validate", "all")
 	if err == nil || !strings.Contains(err.Error(), "1 of 2 templates invalid: [services-base]") {
 		t.Fatalf("validate = %v\n%s", err, out)
 	}

@@ -13,23 +13,13 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/codelab-app/infra/imager/internal/images"
 	"github.com/codelab-app/infra/imager/internal/packer"
-	"github.com/spf13/cobra"
+	"github.com/codelab-app/infra/internal/cliconv"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
-
-// Exit codes.
-const (
-	ExitOK      = 0
-	ExitFailure = 1
-	ExitUsage   = 64
-)
-
-// UsageError marks a wrong invocation (exit code ExitUsage).
-type UsageError struct{ Err error }
-
-func (e UsageError) Error() string { return e.Err.Error() }
-func (e UsageError) Unwrap() error { return e.Err }
 
 // Globals are the top-level flags and the injected world every command uses.
 type Globals struct {
@@ -39,7 +29,7 @@ type Globals struct {
 	Repo     string
 	Verbose  bool
 
-	// Level is raised to debug by --verbose.
+	// Level is the logger's level: --log-level, or debug with --verbose.
 	Level *slog.LevelVar
 
 	Stdin          io.Reader
@@ -168,12 +158,12 @@ func ParseTarget(s string) ([]Image, error) {
 			return []Image{im}, nil
 		}
 	}
-	return nil, UsageError{fmt.Errorf("unknown image %q: want app, neo4j or all", s)}
+	return nil, exitcode.UsageError("unknown image %q: want app, neo4j or all", s)
 }
 
 func targetArg(cmd *cobra.Command, args []string) error {
 	if len(args) != 1 {
-		return UsageError{fmt.Errorf("%s needs one of app, neo4j, all", cmd.CommandPath())}
+		return exitcode.UsageError("%s needs one of app, neo4j, all", cmd.CommandPath())
 	}
 	_, err := ParseTarget(args[0])
 	return err
@@ -193,19 +183,23 @@ func NewRootCmd(g *Globals) *cobra.Command {
   imager clean-images [--keep 3] [--dry-run]
 
 The DigitalOcean token comes from DIGITALOCEAN_API_TOKEN (or DIGITALOCEAN_TOKEN), the
-API URL from --api-url or DIGITALOCEAN_API_URL (default ` + images.DefaultAPIURL + `).`,
+API URL from --api-url or DIGITALOCEAN_API_URL (default ` + images.DefaultAPIURL + `).
+
+` + exitcode.Doc,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	if g.Level == nil {
+		g.Level = new(slog.LevelVar)
+	}
 	root.PersistentPreRun = func(*cobra.Command, []string) {
-		if g.Verbose && g.Level != nil {
+		if g.Verbose {
 			g.Level.Set(slog.LevelDebug)
 		}
 	}
 	root.SetIn(g.Stdin)
 	root.SetOut(g.Stdout)
 	root.SetErr(g.Stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return UsageError{err} })
 	pf := root.PersistentFlags()
 	// Defaults are the values already in g, so callers (tests) can preset them.
 	if g.Packer == "" {
@@ -215,7 +209,18 @@ API URL from --api-url or DIGITALOCEAN_API_URL (default ` + images.DefaultAPIURL
 	pf.StringVar(&g.Packer, "packer", g.Packer, "Packer binary")
 	pf.StringVar(&g.CacheDir, "cache-dir", g.CacheDir, "artifact download cache (default ~/.cache/codelab/artifacts)")
 	pf.StringVar(&g.Repo, "repo", g.Repo, "repository root (default: the folder holding go.work above the working directory)")
-	pf.BoolVarP(&g.Verbose, "verbose", "v", g.Verbose, "debug logging to stderr")
+	pf.Var(cliconv.LogLevel(g.Level), "log-level", "log level: "+cliconv.LogLevels)
+	pf.BoolVarP(&g.Verbose, "verbose", "v", g.Verbose, "debug logging to stderr (--log-level debug)")
 	root.AddCommand(newBuildCmd(g), newValidateCmd(g), newFmtCmd(g), newListCmd(g), newCleanCmd(g))
+	cliconv.Strict(root)
 	return root
+}
+
+// Execute runs the command line args and returns the process exit code
+// from the one table in package exitcode; errors go to g.Stderr.
+func Execute(ctx context.Context, g *Globals, args []string) int {
+	root := NewRootCmd(g)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	return cliconv.Report(g.Stderr, "imager", cmd, err)
 }

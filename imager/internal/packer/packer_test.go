@@ -91,7 +91,9 @@ func TestPrefixedLinesDoNotInterleave(t *testing.T) {
 				fmt.Fprintf(w, "of %s\n", strings.TrimSuffix(p, " | "))
 			}
 			fmt.Fprint(w, "tail")
-			w.Close()
+			if err := w.Close(); err != nil {
+				t.Error(err)
+			}
 		})
 	}
 	wg.Wait()
@@ -135,14 +137,19 @@ echo "2,x,artifact,0,id,nyc3:555"
 	res, err := r.Build(context.Background(), packer.BuildRequest{
 		Dir: "/stage", Args: []string{"-var", "a=b"}, WorkDir: t.TempDir(), Out: out,
 	})
-	out.Close()
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.SnapshotID != 555 {
 		t.Errorf("snapshot id = %d", res.SnapshotID)
 	}
-	args, _ := os.ReadFile(argsFile)
+	args, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if want := "build\n-machine-readable\n-color=false\n-var\na=b\n/stage\ntoken=secret\n"; string(args) != want {
 		t.Errorf("args =\n%s\nwant\n%s", args, want)
 	}
@@ -217,7 +224,10 @@ func TestFmtCheckReportsFiles(t *testing.T) {
 	if err != nil || !slices.Equal(files, []string{"/x/a.pkr.hcl"}) {
 		t.Fatalf("Fmt = %v, %v", files, err)
 	}
-	args, _ := os.ReadFile(argsFile)
+	args, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.HasPrefix(string(args), "fmt\n-check\n/x\n") {
 		t.Errorf("args = %q", args)
 	}

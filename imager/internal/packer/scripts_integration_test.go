@@ -12,26 +12,18 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/imager/internal/artifacts"
+	"github.com/codelab-app/infra/tools/testenv"
 )
-
-// integration skips unless CODELAB_INTEGRATION=1 (make test sets it); then every
-// prerequisite must be there.
-func integration(t *testing.T) {
-	t.Helper()
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 to run it (make test does)")
-	}
-}
 
 // DebianImage is the Debian 12 base made by `make deps` (debootstrap minbase + systemd,
 // openssh-server, ...), standing in for DigitalOcean's debian-12-x64.
 const DebianImage = "codelab-local/debian-12-x64:latest"
 
+// requireDocker switches the test on (testenv.Integration) and requires
+// dockerd and the Debian image.
 func requireDocker(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("docker"); err != nil {
-		t.Fatal("integration prerequisite: docker is not on PATH")
-	}
+	testenv.Integration(t, "docker")
 	if out, err := exec.Command("docker", "image", "inspect", DebianImage).CombinedOutput(); err != nil {
 		t.Fatalf("integration prerequisite: docker image %s is missing (make deps builds it): %v: %s", DebianImage, err, out)
 	}
@@ -50,22 +42,30 @@ func scriptsDir(t *testing.T) string {
 func testPayload(t *testing.T, units ...string) string {
 	dir := t.TempDir()
 	for _, d := range []string{"bin", "systemd", "roles/api"} {
-		os.MkdirAll(filepath.Join(dir, d), 0o755)
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, b := range []string{"consul", "consul-template", "docker-compose", "doctl", "codelab-agent"} {
-		os.WriteFile(filepath.Join(dir, "bin", b), []byte("#!/bin/sh\necho "+b+" stub\n"), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, "bin", b), []byte("#!/bin/sh\necho "+b+" stub\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, u := range units {
-		os.WriteFile(filepath.Join(dir, "systemd", u), []byte("[Unit]\nDescription="+u+"\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"), 0o644)
+		if err := os.WriteFile(filepath.Join(dir, "systemd", u), []byte("[Unit]\nDescription="+u+"\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	os.WriteFile(filepath.Join(dir, "roles", "api", "docker-compose.yml"), []byte("services: {}\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "roles", "api", "docker-compose.yml"), []byte("services: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := artifacts.WriteChecksums(dir); err != nil {
 		t.Fatal(err)
 	}
 	return dir
 }
 
-var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.service", "codelab-backup.timer", "codelab-monitor.service"}
+var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-backup.service", "codelab-backup.timer", "codelab-monitor.service"}
 
 // inDebian runs script with bash in a fresh Debian 12 container without network, the
 // payload at /mnt/payload (read-only) and the provisioning scripts at /scripts.
@@ -107,7 +107,6 @@ echo "PROVISION rc=$?"
 `
 
 func TestProvisioningScriptsAndHygieneGate(t *testing.T) {
-	integration(t)
 	requireDocker(t)
 	payload := testPayload(t, allUnits...)
 
@@ -175,7 +174,6 @@ grep -qx 'codelab-neo4j-base-2026-11-27-1200' /etc/codelab/image || echo "MISSIN
 }
 
 func TestInstallFailsClearly(t *testing.T) {
-	integration(t)
 	requireDocker(t)
 	for _, tc := range []struct {
 		name    string
@@ -186,7 +184,9 @@ func TestInstallFailsClearly(t *testing.T) {
 			"systemd unit consul-template.service is missing from the payload"},
 		{"tampered payload", func(t *testing.T) string {
 			p := testPayload(t, allUnits...)
-			os.WriteFile(filepath.Join(p, "bin", "consul"), []byte("#!/bin/sh\necho evil\n"), 0o755)
+			if err := os.WriteFile(filepath.Join(p, "bin", "consul"), []byte("#!/bin/sh\necho evil\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			return p
 		}, "payload checksum mismatch"},
 	} {

@@ -26,23 +26,6 @@ import (
 	"github.com/codelab-app/infra/agent/internal/retry"
 )
 
-// Integration skips the test unless CODELAB_INTEGRATION=1, and then fails it
-// when a named program is missing.
-func Integration(t *testing.T, programs ...string) {
-	t.Helper()
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 (make test does) to run it against versitygw, dockerd and the neo4j stand-in")
-	}
-	for _, p := range programs {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Fatalf("integration prerequisite missing: %s not on PATH (make deps builds it into ~/.cache/codelab/bin)", p)
-		}
-	}
-	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
-		t.Fatalf("integration prerequisite missing: dockerd does not answer: %v: %s", err, out)
-	}
-}
-
 // RandomName is prefix plus 8 random hex digits.
 func RandomName(prefix string) string {
 	b := make([]byte, 4)
