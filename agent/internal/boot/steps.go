@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
@@ -275,7 +276,7 @@ func unitErr(err error) error {
 // ConsulReady waits until the local agent answers and a leader exists.
 type ConsulReady struct {
 	Facts   *Facts
-	Consul  Consul
+	Consul  consul.Client
 	Timeout time.Duration
 	Poll    retry.Policy
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
@@ -76,7 +77,7 @@ Exit codes:
 	f.BoolVar(&o.JSON, "json", false, "print JSON (with schemaVersion)")
 	f.BoolVar(&o.Wait, "wait", false, "block until ready or failed (booting and degraded are waited out), or until --timeout")
 	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "with --wait: give up after this long")
-	f.StringVar(&o.ConsulAddr, "consul-addr", boot.DefaultConsulAddr, "the local Consul agent's HTTP address")
+	f.StringVar(&o.ConsulAddr, "consul-addr", consul.DefaultAddr, "the local Consul agent's HTTP address")
 	return cmd
 }
 
@@ -95,7 +96,7 @@ func RunStatus(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error
 		}
 	}
 	if p.Consul == nil {
-		c := boot.Consul{Addr: o.ConsulAddr}
+		c := consul.New(o.ConsulAddr)
 		p.Consul = c.Check
 	}
 	if p.Containers == nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
@@ -52,7 +53,7 @@ var Units = []string{boot.DockerUnit, boot.ConsulUnit, boot.ConsulTemplateUnit}
 // Probes are the live checks, as function fields so tests can fake them.
 type Probes struct {
 	Units      func(ctx context.Context, names []string) ([]units.State, error)
-	Consul     func(ctx context.Context) boot.ConsulHealth
+	Consul     func(ctx context.Context) consul.Health
 	Containers func(ctx context.Context, project string) ([]containers.Container, error)
 	BootID     func() string
 	PIDAlive   func(pid int) bool
@@ -79,7 +80,7 @@ type Report struct {
 	Boot       *boot.State            `json:"boot,omitempty"`
 	Units      []units.State          `json:"units"`
 	UnitsError string                 `json:"unitsError,omitempty"`
-	Consul     boot.ConsulHealth      `json:"consul"`
+	Consul     consul.Health          `json:"consul"`
 	Containers []containers.Container `json:"containers"`
 	DockerErr  string                 `json:"containersError,omitempty"`
 	Problems   []Problem              `json:"problems"`
