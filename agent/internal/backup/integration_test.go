@@ -22,6 +22,7 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/backup/backuptest"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
 	"github.com/codelab-app/infra/agent/internal/retry"
@@ -37,6 +38,7 @@ type env struct {
 	root   fsutil.Root
 	config backup.Config
 	data   map[string]string
+	docker *containers.Engine
 }
 
 func newEnv(t *testing.T) *env {
@@ -83,6 +85,9 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.config = loaded
+	if e.docker, err = containers.NewEngine(); err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
@@ -96,7 +101,7 @@ func (e *env) writeSecret(endpoint string) {
 // runner is a Runner whose clock is shifted by offset, so that runs land
 // on different days for retention.
 func (e *env) runner(c backup.Config, offset time.Duration, log io.Writer) *backup.Runner {
-	return &backup.Runner{Root: e.root, Config: c, Engine: backup.DockerCLI{},
+	return &backup.Runner{Root: e.root, Config: c, Engine: backup.Docker{Engine: e.docker},
 		Log: slog.New(slog.NewTextHandler(log, nil)), Now: func() time.Time { return time.Now().Add(offset) }}
 }
 
@@ -310,7 +315,7 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 // startMonitor serves the monitor with the real probes on the settings'
 // address and returns its base URL.
 func (e *env) startMonitor() string {
-	probes, _ := monitor.RealProbes(e.root, e.config, backup.DockerCLI{})
+	probes, _ := monitor.RealProbes(e.root, e.config, e.docker)
 	m := &monitor.Monitor{Root: e.root, Config: e.config, Probes: probes, Timeout: 20 * time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -385,7 +390,7 @@ func TestEnterpriseOnlineBackupIntegration(t *testing.T) {
 	}()
 	c := e.config
 	c.Edition, c.BackupFrom, c.Window = backup.Enterprise, e.db.Backup, "00:00-00:01" // the window is Community's
-	started := backuptest.Docker(t, "inspect", "-f", "{{.State.StartedAt}}", e.db.Name)
+	started := backuptest.StartedAt(t, e.db.Name)
 	res, err := e.runner(c, 0, &logs).Run(ctx, backup.RunOptions{})
 	if err != nil {
 		t.Fatalf("online backup: %v", err)
@@ -393,7 +398,7 @@ func TestEnterpriseOnlineBackupIntegration(t *testing.T) {
 	if res.DowntimeMS != 0 || !res.Verified || !res.Uploaded {
 		t.Fatalf("run = %+v", res)
 	}
-	if now := backuptest.Docker(t, "inspect", "-f", "{{.State.StartedAt}}", e.db.Name); now != started {
+	if now := backuptest.StartedAt(t, e.db.Name); now != started {
 		t.Fatal("the online backup restarted the database")
 	}
 	var m backup.Manifest

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 )
@@ -93,7 +94,11 @@ func (o *BackupOptions) runner(g *Global, stdio IO) (*backup.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &backup.Runner{Root: root, Config: cfg, Engine: backup.DockerCLI{}, Log: g.Logger(stdio.ErrOut)}, nil
+	docker, err := containers.NewEngine()
+	if err != nil {
+		return nil, err
+	}
+	return &backup.Runner{Root: root, Config: cfg, Engine: backup.Docker{Engine: docker}, Log: g.Logger(stdio.ErrOut)}, nil
 }
 
 // RunBackupRun is `backup run`.

@@ -1,6 +1,9 @@
-// Package containers pulls a role's images (Docker Engine API, concurrently,
-// with registry credentials, retries and progress) and runs its Compose
-// project (the docker compose plugin), and reports on both for status.
+// Package containers is everything Docker: it pulls a role's images (Docker
+// Engine API, concurrently, with registry credentials, retries and
+// progress), runs its Compose project (the docker compose plugin, the same
+// command consul-template runs), reports on both for status, and drives
+// one service's container and throwaway containers next to it (Engine: the
+// backup's neo4j-admin runs and the monitor's probes).
 package containers
 
 import (

@@ -17,6 +17,7 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/consul"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/retry"
 )
@@ -64,8 +65,8 @@ func TestMetrics(t *testing.T) {
 	store := t.TempDir()
 	os.WriteFile(filepath.Join(store, "f"), make([]byte, 1000), 0o644)
 	m.Probes = Probes{
-		Container: func(context.Context) (backup.ContainerState, bool, error) {
-			return backup.ContainerState{Status: "running", Health: "unhealthy", Restarts: 3}, true, nil
+		Container: func(context.Context) (containers.State, bool, error) {
+			return containers.State{Status: "running", Health: "unhealthy", Restarts: 3}, true, nil
 		},
 		StorePath: func(context.Context) (string, error) { return store, nil },
 		Bolt:      func(context.Context) error { return nil },

@@ -13,18 +13,19 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/consul"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/retry"
 )
 
 // RealProbes are the production probes for the settings c. lag, when not
 // nil, should Watch for as long as the monitor runs.
-func RealProbes(root fsutil.Root, c backup.Config, docker backup.DockerCLI) (p Probes, lag *RenderLag) {
+func RealProbes(root fsutil.Root, c backup.Config, docker *containers.Engine) (p Probes, lag *RenderLag) {
 	p = Probes{
-		Container: func(ctx context.Context) (backup.ContainerState, bool, error) {
+		Container: func(ctx context.Context) (containers.State, bool, error) {
 			id, err := docker.Find(ctx, c.Project, c.Service)
 			if err != nil || id == "" {
-				return backup.ContainerState{}, false, err
+				return containers.State{}, false, err
 			}
 			st, err := docker.Inspect(ctx, id)
 			return st, err == nil, err
@@ -180,6 +181,10 @@ func Local(root fsutil.Root) (*Monitor, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, _ := RealProbes(root, c, backup.DockerCLI{})
+	docker, err := containers.NewEngine()
+	if err != nil {
+		return nil, err
+	}
+	p, _ := RealProbes(root, c, docker)
 	return &Monitor{Root: root, Config: c, Probes: p}, nil
 }
