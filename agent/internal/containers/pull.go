@@ -252,23 +252,28 @@ func permanentPull(err error) bool {
 	return false
 }
 
+// hasDigest reports whether the local image's RepoDigests (which dockerd
+// writes in short form, "neo4j@sha256:...") hold digest for ref's
+// repository, however ref names it.
 func hasDigest(repoDigests []string, ref, digest string) bool {
 	if digest == "" {
 		return false
 	}
-	want := Repository(ref) + "@" + digest
+	repo := Repository(ref)
 	for _, d := range repoDigests {
-		if d == want {
+		if r, dg, ok := splitRepoDigest(d); ok && r == repo && dg == digest {
 			return true
 		}
 	}
 	return false
 }
 
+// repoDigest is the digest of ref's repository in RepoDigests, else the
+// first one's.
 func repoDigest(repoDigests []string, ref string) string {
 	repo := Repository(ref)
 	for _, d := range repoDigests {
-		if r, dg, ok := strings.Cut(d, "@"); ok && r == repo {
+		if r, dg, ok := splitRepoDigest(d); ok && r == repo {
 			return dg
 		}
 	}
@@ -278,4 +283,14 @@ func repoDigest(repoDigests []string, ref string) string {
 		}
 	}
 	return ""
+}
+
+// splitRepoDigest splits a RepoDigests entry into its fully qualified
+// repository and its digest.
+func splitRepoDigest(s string) (repo, digest string, ok bool) {
+	name, digest, ok := strings.Cut(s, "@")
+	if !ok {
+		return "", "", false
+	}
+	return Repository(name), digest, true
 }
