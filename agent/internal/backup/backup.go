@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/dustin/go-humanize"
 )
 
 // LockFile keeps two backup runs or restores from overlapping.
@@ -732,18 +733,8 @@ func FreeBytes(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// human formats a byte count in binary units: "1.4 MiB".
+func human(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
 
 // Human formats a byte count for people.
 func Human(n int64) string { return human(n) }
