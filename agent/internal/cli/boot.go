@@ -102,7 +102,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 	rec.Now = func() time.Time { return time.Now().UTC() }
 	facts := &boot.Facts{}
 
-	validators := []render.Validator{render.TemplateValidator{}}
+	validators := []render.Validator{render.TemplateValidator{}, render.ComposeValidator{}}
 	switch cv, err := render.NewConsulValidator(o.ConsulBin); {
 	case errors.Is(err, render.ErrNoConsul):
 		log.Warn("consul validate skipped: no consul binary installed")
