@@ -40,6 +40,9 @@ type Runner struct {
 	Log       *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Progress, when set, is told how far the upload and its read-back
+	// are, as bytes move (never from two goroutines at once).
+	Progress func(Transfer)
 }
 
 func (r *Runner) now() time.Time {
@@ -388,15 +391,17 @@ func (r *Runner) manifest(dir string, res Run) (Manifest, error) {
 // these) from the bucket.
 func (r *Runner) upload(ctx context.Context, store Store, dir string, m Manifest) (err error) {
 	base := r.prefix() + m.ID + "/"
-	_, msum, herr := hashFile(filepath.Join(dir, ManifestName))
+	msize, msum, herr := hashFile(filepath.Join(dir, ManifestName))
 	if herr != nil {
 		return herr
 	}
 	want := map[string]string{ManifestName: msum}
 	names := []string{}
+	total := msize
 	for _, f := range m.Files {
 		want[f.Name] = f.SHA256
 		names = append(names, f.Name)
+		total += f.SizeBytes
 	}
 	names = append(names, ManifestName) // last: its presence marks a complete backup
 	defer func() {
@@ -410,17 +415,19 @@ func (r *Runner) upload(ctx context.Context, store Store, dir string, m Manifest
 			}
 		}
 	}()
+	up := r.meter(PhaseUpload, total)
 	for _, n := range names {
-		if err := store.Put(ctx, base+n, filepath.Join(dir, n)); err != nil {
+		if err := store.Put(ctx, base+n, filepath.Join(dir, n), up.add); err != nil {
 			return err
 		}
 	}
+	back := r.meter(PhaseReadBack, total)
 	for _, n := range names {
 		rc, err := store.Get(ctx, base+n)
 		if err != nil {
 			return fmt.Errorf("read back: %w", err)
 		}
-		_, sum, err := hashReader(rc)
+		_, sum, err := hashReader(io.TeeReader(rc, back))
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("read back %s: %w", base+n, err)

@@ -132,12 +132,20 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	}()
 
 	// 1. A backup: dumped, checked, uploaded with a manifest, read back.
-	res, err := e.runner(e.config, -72*time.Hour, &logs).Run(ctx, backup.RunOptions{})
+	r := e.runner(e.config, -72*time.Hour, &logs)
+	seen := map[string]backup.Transfer{} // the last report of each phase
+	r.Progress = func(tr backup.Transfer) { seen[tr.Phase] = tr }
+	res, err := r.Run(ctx, backup.RunOptions{})
 	if err != nil {
 		t.Fatalf("backup run: %v", err)
 	}
 	if !res.Verified || !res.Uploaded || res.Result != backup.ResultOK || res.DowntimeMS <= 0 || res.SizeBytes < 1<<20 {
 		t.Fatalf("run = %+v", res)
+	}
+	for _, phase := range []string{backup.PhaseUpload, backup.PhaseReadBack} {
+		if tr := seen[phase]; tr.Done != tr.Total || tr.Total <= res.SizeBytes {
+			t.Errorf("%s progress ended at %+v; want every byte of the %d-byte backup and its manifest", phase, tr, res.SizeBytes)
+		}
 	}
 	if strings.Contains(logs.String(), e.s3.Secret) || strings.Contains(logs.String(), e.s3.AccessKey) {
 		t.Fatal("the log shows a Spaces key")

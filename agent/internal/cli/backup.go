@@ -53,6 +53,9 @@ database check) and uploaded with a manifest of SHA-256 checksums; the local
 copy is deleted only after every checksum has been read back. Then backups
 past retention are deleted from the bucket, never the newest.
 
+The upload and its read-back show their progress on stderr: a live line on a
+terminal, a log line every few seconds otherwise (the timer's journal).
+
 A failed step exits 1 and leaves earlier backups untouched. Outside the
 window a Community run does nothing and exits 0 (the timer fires daily).`,
 		Args: cobra.NoArgs,
@@ -106,6 +109,9 @@ func RunBackupRun(ctx context.Context, g *Global, o *BackupOptions, stdio IO) er
 	r, err := o.runner(g, stdio)
 	if err != nil {
 		return err
+	}
+	if r.Progress == nil {
+		r.Progress = newTransferPrinter(stdio.ErrOut, g.Logger(stdio.ErrOut)).report
 	}
 	res, err := r.Run(ctx, backup.RunOptions{IgnoreWindow: o.IgnoreWindow})
 	if errors.Is(err, backup.ErrOutsideWindow) {
