@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/dustin/go-humanize"
 )
 
 // LockFile keeps two backup runs or restores from overlapping.
@@ -39,6 +40,9 @@ type Runner struct {
 	Log       *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Progress, when set, is told how far the upload and its read-back
+	// are, as bytes move (never from two goroutines at once).
+	Progress func(Transfer)
 }
 
 func (r *Runner) now() time.Time {
@@ -129,112 +133,146 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (res Run, err error) 
 		r.log().Warn("previous backup state unreadable; starting afresh", "error", perr)
 	}
 	res = Run{ID: start.UTC().Format(IDFormat), Edition: c.Edition, StartedAt: start.UTC()}
-	newest := prev.NewestVerified
+	j := &job{Runner: r, res: &res, newest: prev.NewestVerified, dir: r.Root.Path(c.Dir)}
+	j.runDir = filepath.Join(j.dir, res.ID)
+	defer func() { err = r.record(&res, start, j.newest, err) }()
 	defer func() {
-		res.FinishedAt = r.now().UTC()
-		res.DurationMS = res.FinishedAt.Sub(start).Milliseconds()
-		res.Result = ResultOK
-		if err != nil {
-			res.Result = ResultFailed
-		}
-		if werr := WriteState(r.Root, State{LastRun: &res, NewestVerified: newest}); werr != nil {
-			err = errors.Join(err, werr)
-		}
-		r.log().Info("backup finished", "id", res.ID, "result", res.Result, "size", res.SizeBytes,
-			"duration", res.Duration(), "downtime", res.Downtime(), "verified", res.Verified, "uploaded", res.Uploaded)
-	}()
-
-	dir := r.Root.Path(c.Dir)
-	runDir := filepath.Join(dir, res.ID)
-	var store Store
-	keepLocal := false
-	defer func() {
-		if err != nil && !keepLocal {
-			os.RemoveAll(runDir)
+		if err != nil && !j.keepLocal {
+			os.RemoveAll(j.runDir)
 		}
 	}()
-
-	if err := r.step(ctx, &res, "prepare", func(ctx context.Context) error {
-		s, err := r.store()
-		if err != nil {
-			return err
+	for _, s := range j.steps() {
+		if err := r.step(ctx, &res, s.name, s.run); err != nil {
+			return res, err
 		}
-		if err := s.Check(ctx); err != nil {
-			return fmt.Errorf("spaces: %w", err)
-		}
-		store = s
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
-		}
-		if free, err := FreeBytes(dir); err != nil {
-			return err
-		} else if free < c.MinFreeBytes {
-			return fmt.Errorf("disk full: %s has %s free, a backup needs at least %s", c.Dir, human(free), human(c.MinFreeBytes))
-		}
-		if err := os.Mkdir(runDir, 0o750); err != nil {
-			return err
-		}
-		return r.chownForAdmin(runDir)
-	}); err != nil {
-		return res, err
 	}
+	return res, nil
+}
 
-	if c.Edition == Community {
-		err = r.step(ctx, &res, "dump", func(ctx context.Context) error { return r.dump(ctx, runDir, &res) })
-	} else {
-		err = r.step(ctx, &res, "online-backup", func(ctx context.Context) error {
-			_, err := r.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Dir: runDir, Network: "host",
-				Args: append([]string{"database", "backup", "--from=" + c.BackupFrom, "--to-path=/backups", "--type=FULL"}, c.Databases...)})
-			return err
-		})
-	}
+// record finishes res and writes it, with the newest verified backup, to
+// StateFile.
+func (r *Runner) record(res *Run, start time.Time, newest *Newest, err error) error {
+	res.FinishedAt = r.now().UTC()
+	res.DurationMS = res.FinishedAt.Sub(start).Milliseconds()
+	res.Result = ResultOK
 	if err != nil {
-		return res, err
+		res.Result = ResultFailed
 	}
-
-	if err := r.step(ctx, &res, "check", func(ctx context.Context) error { return r.check(ctx, runDir) }); err != nil {
-		return res, err
+	if werr := WriteState(r.Root, State{LastRun: res, NewestVerified: newest}); werr != nil {
+		err = errors.Join(err, werr)
 	}
-	res.Verified = true
+	r.log().Info("backup finished", "id", res.ID, "result", res.Result, "size", res.SizeBytes,
+		"duration", res.Duration(), "downtime", res.Downtime(), "verified", res.Verified, "uploaded", res.Uploaded)
+	return err
+}
 
-	var m Manifest
-	if err := r.step(ctx, &res, "manifest", func(ctx context.Context) error {
-		var err error
-		m, err = r.manifest(runDir, res)
-		res.SizeBytes = m.Size()
+// job is one backup run's working state, shared by its steps.
+type job struct {
+	*Runner
+	res       *Run
+	dir       string // the backup folder
+	runDir    string // this run's folder in it
+	bucket    Store
+	manifest  Manifest
+	keepLocal bool    // the local copy is a verified backup not yet uploaded
+	newest    *Newest // the newest verified backup in the bucket
+}
+
+type namedStep struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// steps are the run's steps, in order.
+func (j *job) steps() []namedStep {
+	take := namedStep{"online-backup", j.onlineBackup}
+	if j.Config.Edition == Community {
+		take = namedStep{"dump", func(ctx context.Context) error { return j.dump(ctx, j.runDir, j.res) }}
+	}
+	return []namedStep{
+		{"prepare", j.prepare},
+		take,
+		{"check", j.checkRun},
+		{"manifest", j.writeManifest},
+		{"upload", j.uploadRun},
+		{"cleanup", j.cleanupLocal},
+		{"retention", func(ctx context.Context) error { return j.retain(ctx, j.bucket, j.res.ID) }},
+	}
+}
+
+// prepare connects to the bucket and makes this run's folder, when the
+// disk has room for a backup.
+func (j *job) prepare(ctx context.Context) error {
+	s, err := j.store()
+	if err != nil {
 		return err
-	}); err != nil {
-		return res, err
 	}
-
-	// From here on the local copy is a verified backup: keep it until the
-	// upload is confirmed.
-	keepLocal = true
-	if err := r.step(ctx, &res, "upload", func(ctx context.Context) error { return r.upload(ctx, store, runDir, m) }); err != nil {
-		return res, err
+	if err := s.Check(ctx); err != nil {
+		return fmt.Errorf("spaces: %w", err)
 	}
-	res.Uploaded = true
-	newest = &Newest{ID: res.ID, At: res.StartedAt, SizeBytes: res.SizeBytes}
+	j.bucket = s
+	if err := os.MkdirAll(j.dir, 0o700); err != nil {
+		return err
+	}
+	if free, err := FreeBytes(j.dir); err != nil {
+		return err
+	} else if free < j.Config.MinFreeBytes {
+		return fmt.Errorf("disk full: %s has %s free, a backup needs at least %s", j.Config.Dir, human(free), human(j.Config.MinFreeBytes))
+	}
+	if err := os.Mkdir(j.runDir, 0o750); err != nil {
+		return err
+	}
+	return j.chownForAdmin(j.runDir)
+}
 
-	if err := r.step(ctx, &res, "cleanup", func(ctx context.Context) error {
-		// This run's copy, and copies that failed runs left behind: a newer
-		// verified backup is in the bucket now.
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			return err
+// onlineBackup is Enterprise's backup of the running database.
+func (j *job) onlineBackup(ctx context.Context) error {
+	c := j.Config
+	_, err := j.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Dir: j.runDir, Network: "host",
+		Args: append([]string{"database", "backup", "--from=" + c.BackupFrom, "--to-path=/backups", "--type=FULL"}, c.Databases...)})
+	return err
+}
+
+func (j *job) checkRun(ctx context.Context) error {
+	if err := j.check(ctx, j.runDir); err != nil {
+		return err
+	}
+	j.res.Verified = true
+	return nil
+}
+
+func (j *job) writeManifest(context.Context) error {
+	m, err := j.Runner.manifest(j.runDir, *j.res)
+	j.manifest, j.res.SizeBytes = m, m.Size()
+	return err
+}
+
+// uploadRun uploads the verified backup; from here on the local copy is
+// kept until the upload is confirmed.
+func (j *job) uploadRun(ctx context.Context) error {
+	j.keepLocal = true
+	if err := j.upload(ctx, j.bucket, j.runDir, j.manifest); err != nil {
+		return err
+	}
+	j.res.Uploaded = true
+	j.newest = &Newest{ID: j.res.ID, At: j.res.StartedAt, SizeBytes: j.res.SizeBytes}
+	return nil
+}
+
+// cleanupLocal removes this run's copy, and copies that failed runs left
+// behind: a newer verified backup is in the bucket now.
+func (j *job) cleanupLocal(context.Context) error {
+	entries, err := os.ReadDir(j.dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if _, perr := time.Parse(IDFormat, e.Name()); perr == nil && e.IsDir() {
+			errs = append(errs, os.RemoveAll(filepath.Join(j.dir, e.Name())))
 		}
-		var errs []error
-		for _, e := range entries {
-			if _, perr := time.Parse(IDFormat, e.Name()); perr == nil && e.IsDir() {
-				errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
-			}
-		}
-		return errors.Join(errs...)
-	}); err != nil {
-		return res, err
 	}
-
-	return res, r.step(ctx, &res, "retention", func(ctx context.Context) error { return r.retain(ctx, store, res.ID) })
+	return errors.Join(errs...)
 }
 
 // chownForAdmin hands the folder to the user neo4j-admin runs as.
@@ -353,15 +391,17 @@ func (r *Runner) manifest(dir string, res Run) (Manifest, error) {
 // these) from the bucket.
 func (r *Runner) upload(ctx context.Context, store Store, dir string, m Manifest) (err error) {
 	base := r.prefix() + m.ID + "/"
-	_, msum, herr := hashFile(filepath.Join(dir, ManifestName))
+	msize, msum, herr := hashFile(filepath.Join(dir, ManifestName))
 	if herr != nil {
 		return herr
 	}
 	want := map[string]string{ManifestName: msum}
 	names := []string{}
+	total := msize
 	for _, f := range m.Files {
 		want[f.Name] = f.SHA256
 		names = append(names, f.Name)
+		total += f.SizeBytes
 	}
 	names = append(names, ManifestName) // last: its presence marks a complete backup
 	defer func() {
@@ -375,17 +415,19 @@ func (r *Runner) upload(ctx context.Context, store Store, dir string, m Manifest
 			}
 		}
 	}()
+	up := r.meter(PhaseUpload, total)
 	for _, n := range names {
-		if err := store.Put(ctx, base+n, filepath.Join(dir, n)); err != nil {
+		if err := store.Put(ctx, base+n, filepath.Join(dir, n), up.add); err != nil {
 			return err
 		}
 	}
+	back := r.meter(PhaseReadBack, total)
 	for _, n := range names {
 		rc, err := store.Get(ctx, base+n)
 		if err != nil {
 			return fmt.Errorf("read back: %w", err)
 		}
-		_, sum, err := hashReader(rc)
+		_, sum, err := hashReader(io.TeeReader(rc, back))
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("read back %s: %w", base+n, err)
@@ -512,81 +554,136 @@ type RestoreOptions struct {
 // Restore downloads backup id, verifies its checksums and dumps, stops
 // the database, loads every database and starts it again.
 func (r *Runner) Restore(ctx context.Context, id string, opts RestoreOptions) error {
-	c := r.Config
 	unlock, err := r.lock()
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	if err := r.restore(ctx, id, opts); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return nil
+}
+
+func (r *Runner) restore(ctx context.Context, id string, opts RestoreOptions) error {
+	c := r.Config
 	log := r.log().With("id", id)
-
-	container, err := r.Engine.Find(ctx, c.Project, c.Service)
+	container, running, err := r.database(ctx)
 	if err != nil {
-		return fmt.Errorf("restore: find the database container: %w", err)
-	}
-	running := false
-	if container != "" {
-		if running, err = r.Engine.Running(ctx, container); err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-	}
-	if running && !opts.Yes {
-		return fmt.Errorf("restore: the database is running; restoring %s replaces all its data: run again with --yes to stop it and restore", id)
-	}
-
-	store, err := r.store()
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	all, err := r.list(ctx, store)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	var b *Listed
-	for i := range all {
-		if all[i].ID == id {
-			b = &all[i]
-		}
-	}
-	if b == nil {
-		return fmt.Errorf("restore: no backup %s in the bucket (see backup list)", id)
-	}
-	if !b.Complete {
-		return fmt.Errorf("restore: backup %s has no valid manifest: it is incomplete", id)
-	}
-
-	dir := filepath.Join(r.Root.Path(c.Dir), "restore-"+id)
-	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return err
 	}
-	if free, err := FreeBytes(filepath.Dir(dir)); err == nil && free < b.Manifest.Size()+c.MinFreeBytes {
-		return fmt.Errorf("restore: disk full: %s free, the backup needs %s", human(free), human(b.Manifest.Size()+c.MinFreeBytes))
+	if running && !opts.Yes {
+		return fmt.Errorf("the database is running; restoring %s replaces all its data: run again with --yes to stop it and restore", id)
 	}
-	os.RemoveAll(dir)
-	if err := os.Mkdir(dir, 0o750); err != nil {
+	store, b, err := r.findBackup(ctx, id)
+	if err != nil {
+		return err
+	}
+	dir, err := r.restoreDir(id, b.Manifest.Size())
+	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := r.chownForAdmin(dir); err != nil {
-		return err
-	}
 	start := r.now()
-	for _, f := range b.Manifest.Files {
-		if err := download(ctx, store, r.prefix()+id+"/"+f.Name, filepath.Join(dir, f.Name), f); err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
+	if err := r.fetch(ctx, store, b, dir); err != nil {
+		return err
 	}
 	log.Info("restore: downloaded and verified checksums", "files", len(b.Manifest.Files), "size", b.Manifest.Size(), "duration", r.now().Sub(start).Round(time.Millisecond))
 	if err := r.check(ctx, dir); err != nil {
-		return fmt.Errorf("restore: %w", err)
+		return err
 	}
-
 	if running {
 		log.Info("restore: stopping the database", "container", short(container))
 		if err := r.Engine.Stop(ctx, container, c.StopTimeout.Duration); err != nil {
-			return fmt.Errorf("restore: stop the database: %w", err)
+			return fmt.Errorf("stop the database: %w", err)
 		}
 	}
+	if err := r.load(ctx, b, dir, log); err != nil {
+		return err
+	}
+	if container == "" {
+		log.Info("restore: no database container to start; the data is on the volume", "volume", c.Volume)
+		return nil
+	}
+	if err := r.Engine.Start(ctx, container, c.StartTimeout.Duration); err != nil {
+		return fmt.Errorf("start the database: %w", err)
+	}
+	log.Info("restore: done", "duration", r.now().Sub(start).Round(time.Millisecond))
+	return nil
+}
+
+// database finds the database container ("" when there is none) and
+// whether it runs.
+func (r *Runner) database(ctx context.Context) (id string, running bool, err error) {
+	id, err = r.Engine.Find(ctx, r.Config.Project, r.Config.Service)
+	if err != nil {
+		return "", false, fmt.Errorf("find the database container: %w", err)
+	}
+	if id == "" {
+		return "", false, nil
+	}
+	running, err = r.Engine.Running(ctx, id)
+	return id, running, err
+}
+
+// findBackup finds a complete backup id in the bucket.
+func (r *Runner) findBackup(ctx context.Context, id string) (Store, *Listed, error) {
+	store, err := r.store()
+	if err != nil {
+		return nil, nil, err
+	}
+	all, err := r.list(ctx, store)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := range all {
+		if all[i].ID != id {
+			continue
+		}
+		if !all[i].Complete {
+			return nil, nil, fmt.Errorf("backup %s has no valid manifest: it is incomplete", id)
+		}
+		return store, &all[i], nil
+	}
+	return nil, nil, fmt.Errorf("no backup %s in the bucket (see backup list)", id)
+}
+
+// restoreDir makes an empty folder for backup id, when the disk has room
+// for size bytes.
+func (r *Runner) restoreDir(id string, size int64) (string, error) {
+	c := r.Config
+	dir := filepath.Join(r.Root.Path(c.Dir), "restore-"+id)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return "", err
+	}
+	if free, err := FreeBytes(filepath.Dir(dir)); err == nil && free < size+c.MinFreeBytes {
+		return "", fmt.Errorf("disk full: %s free, the backup needs %s", human(free), human(size+c.MinFreeBytes))
+	}
+	os.RemoveAll(dir)
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		return "", err
+	}
+	if err := r.chownForAdmin(dir); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	return dir, nil
+}
+
+// fetch downloads the backup's files into dir, verifying each one.
+func (r *Runner) fetch(ctx context.Context, store Store, b *Listed, dir string) error {
+	for _, f := range b.Manifest.Files {
+		if err := download(ctx, store, r.prefix()+b.ID+"/"+f.Name, filepath.Join(dir, f.Name), f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// load loads (Community) or restores (Enterprise) every database of the
+// backup onto the data volume.
+func (r *Runner) load(ctx context.Context, b *Listed, dir string, log *slog.Logger) error {
+	c := r.Config
 	for _, db := range b.Manifest.Databases {
 		args := []string{"database", "load", db, "--from-path=/backups", "--overwrite-destination=true"}
 		if b.Manifest.Edition == Enterprise {
@@ -597,23 +694,15 @@ func (r *Runner) Restore(ctx context.Context, id string, opts RestoreOptions) er
 				}
 			}
 			if file == "" {
-				return fmt.Errorf("restore: backup %s has no artifact for database %s", id, db)
+				return fmt.Errorf("backup %s has no artifact for database %s", b.ID, db)
 			}
 			args = []string{"database", "restore", "--from-path=/backups/" + file, "--overwrite-destination=true", db}
 		}
 		if _, err := r.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Volume: c.Volume, Dir: dir, Args: args}); err != nil {
-			return fmt.Errorf("restore: load %s: %w (the database is left stopped)", db, err)
+			return fmt.Errorf("load %s: %w (the database is left stopped)", db, err)
 		}
 		log.Info("restore: loaded", "database", db)
 	}
-	if container == "" {
-		log.Info("restore: no database container to start; the data is on the volume", "volume", c.Volume)
-		return nil
-	}
-	if err := r.Engine.Start(ctx, container, c.StartTimeout.Duration); err != nil {
-		return fmt.Errorf("restore: start the database: %w", err)
-	}
-	log.Info("restore: done", "duration", r.now().Sub(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -651,18 +740,8 @@ func FreeBytes(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// human formats a byte count in binary units: "1.4 MiB".
+func human(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }
 
 // Human formats a byte count for people.
 func Human(n int64) string { return human(n) }

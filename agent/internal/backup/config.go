@@ -55,7 +55,7 @@ type Config struct {
 	// MinFreeBytes: a run refuses to start when the backup folder's
 	// filesystem has less free space.
 	MinFreeBytes int64 `json:"minFreeBytes"`
-	// AdminUser, when set, is `docker run --user` for neo4j-admin.
+	// AdminUser, when set, is the uid[:gid] neo4j-admin's container runs as.
 	AdminUser string `json:"adminUser,omitempty"`
 	// BackupFrom is the Enterprise backup server address (host:port).
 	BackupFrom string `json:"backupFrom,omitempty"`

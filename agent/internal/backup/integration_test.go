@@ -22,6 +22,7 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/backup/backuptest"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
 	"github.com/codelab-app/infra/agent/internal/retry"
@@ -38,6 +39,7 @@ type env struct {
 	root   fsutil.Root
 	config backup.Config
 	data   map[string]string
+	docker *containers.Engine
 }
 
 func newEnv(t *testing.T) *env {
@@ -90,6 +92,9 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.config = loaded
+	if e.docker, err = containers.NewEngine(); err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
@@ -106,7 +111,7 @@ func (e *env) writeSecret(endpoint string) {
 // runner is a Runner whose clock is shifted by offset, so that runs land
 // on different days for retention.
 func (e *env) runner(c backup.Config, offset time.Duration, log io.Writer) *backup.Runner {
-	return &backup.Runner{Root: e.root, Config: c, Engine: backup.DockerCLI{},
+	return &backup.Runner{Root: e.root, Config: c, Engine: backup.Docker{Engine: e.docker},
 		Log: slog.New(slog.NewTextHandler(log, nil)), Now: func() time.Time { return time.Now().Add(offset) }}
 }
 
@@ -137,12 +142,20 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	}()
 
 	// 1. A backup: dumped, checked, uploaded with a manifest, read back.
-	res, err := e.runner(e.config, -72*time.Hour, &logs).Run(ctx, backup.RunOptions{})
+	r := e.runner(e.config, -72*time.Hour, &logs)
+	seen := map[string]backup.Transfer{} // the last report of each phase
+	r.Progress = func(tr backup.Transfer) { seen[tr.Phase] = tr }
+	res, err := r.Run(ctx, backup.RunOptions{})
 	if err != nil {
 		t.Fatalf("backup run: %v", err)
 	}
 	if !res.Verified || !res.Uploaded || res.Result != backup.ResultOK || res.DowntimeMS <= 0 || res.SizeBytes < 1<<20 {
 		t.Fatalf("run = %+v", res)
+	}
+	for _, phase := range []string{backup.PhaseUpload, backup.PhaseReadBack} {
+		if tr := seen[phase]; tr.Done != tr.Total || tr.Total <= res.SizeBytes {
+			t.Errorf("%s progress ended at %+v; want every byte of the %d-byte backup and its manifest", phase, tr, res.SizeBytes)
+		}
 	}
 	if strings.Contains(logs.String(), e.s3.Secret) || strings.Contains(logs.String(), e.s3.AccessKey) {
 		t.Fatal("the log shows a Spaces key")
@@ -320,7 +333,7 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 // startMonitor serves the monitor with the real probes on the settings'
 // address and returns its base URL.
 func (e *env) startMonitor() string {
-	probes, _ := monitor.RealProbes(e.root, e.config, backup.DockerCLI{})
+	probes, _ := monitor.RealProbes(e.root, e.config, e.docker)
 	m := &monitor.Monitor{Root: e.root, Config: e.config, Probes: probes, Timeout: 20 * time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -395,7 +408,7 @@ func TestEnterpriseOnlineBackupIntegration(t *testing.T) {
 	}()
 	c := e.config
 	c.Edition, c.BackupFrom, c.Window = backup.Enterprise, e.db.Backup, "00:00-00:01" // the window is Community's
-	started := backuptest.Docker(t, "inspect", "-f", "{{.State.StartedAt}}", e.db.Name)
+	started := backuptest.StartedAt(t, e.db.Name)
 	res, err := e.runner(c, 0, &logs).Run(ctx, backup.RunOptions{})
 	if err != nil {
 		t.Fatalf("online backup: %v", err)
@@ -403,7 +416,7 @@ func TestEnterpriseOnlineBackupIntegration(t *testing.T) {
 	if res.DowntimeMS != 0 || !res.Verified || !res.Uploaded {
 		t.Fatalf("run = %+v", res)
 	}
-	if now := backuptest.Docker(t, "inspect", "-f", "{{.State.StartedAt}}", e.db.Name); now != started {
+	if now := backuptest.StartedAt(t, e.db.Name); now != started {
 		t.Fatal("the online backup restarted the database")
 	}
 	var m backup.Manifest

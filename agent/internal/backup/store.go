@@ -16,8 +16,10 @@ import (
 
 // Store is the narrow view of the S3 API that backups need.
 type Store interface {
-	// Put uploads the local file at path as key.
-	Put(ctx context.Context, key, path string) error
+	// Put uploads the local file at path as key. progress, when not nil,
+	// is called with each chunk's size as it is sent, maybe from several
+	// goroutines at once.
+	Put(ctx context.Context, key, path string, progress func(n int64)) error
 	// Get opens key for reading.
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
 	// List returns every key below prefix.
@@ -68,7 +70,7 @@ func NewS3(s Spaces, transport http.RoundTripper) (*S3, error) {
 	return &S3{client: c, bucket: s.Bucket}, nil
 }
 
-func (s *S3) Put(ctx context.Context, key, path string) error {
+func (s *S3) Put(ctx context.Context, key, path string, progress func(n int64)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -78,10 +80,23 @@ func (s *S3) Put(ctx context.Context, key, path string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.client.PutObject(ctx, s.bucket, key, f, st.Size(), minio.PutObjectOptions{ContentType: "application/octet-stream"}); err != nil {
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
+	if progress != nil {
+		opts.Progress = progressReader(progress)
+	}
+	if _, err := s.client.PutObject(ctx, s.bucket, key, f, st.Size(), opts); err != nil {
 		return fmt.Errorf("upload %s: %w", key, err)
 	}
 	return nil
+}
+
+// progressReader is minio's Progress hook: it "reads" as many bytes as
+// were just sent.
+type progressReader func(n int64)
+
+func (p progressReader) Read(b []byte) (int, error) {
+	p(int64(len(b)))
+	return len(b), nil
 }
 
 func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, error) {

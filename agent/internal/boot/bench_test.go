@@ -3,15 +3,14 @@ package boot_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/consul"
+	"github.com/codelab-app/infra/agent/internal/consul/consultest"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/render"
@@ -113,26 +112,4 @@ func BenchmarkBootThreeImages(b *testing.B) {
 
 // startConsulDev runs a real Consul dev agent on free loopback ports; it
 // stops when the benchmark ends.
-func startConsulDev(b *testing.B) boot.Consul { return startConsul(b, "-dev") }
-
-// startConsul runs a real Consul agent with args on free loopback ports.
-func startConsul(b testing.TB, args ...string) boot.Consul {
-	b.Helper()
-	port := func() string { return strconv.Itoa(testenv.FreePort(b, "127.0.0.1")) }
-	http := port()
-	dir := b.TempDir()
-	args = append([]string{"agent", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", http, "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-serf-lan-port", port(), "-serf-wan-port", port(),
-		"-server-port", port(), "-data-dir", dir, "-log-level", "warn"}, args...)
-	cmd := exec.Command("consul", args...)
-	logf, err := os.Create(filepath.Join(dir, "consul.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	return boot.Consul{Addr: "127.0.0.1:" + http}
-}
+func startConsulDev(b *testing.B) consul.Client { return consultest.Start(b, "-dev") }

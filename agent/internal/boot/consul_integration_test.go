@@ -2,11 +2,14 @@ package boot_test
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/consul"
+	"github.com/codelab-app/infra/agent/internal/consul/consultest"
 	"github.com/codelab-app/infra/agent/internal/retry"
 	"github.com/codelab-app/infra/agent/internal/userdata"
 	"github.com/codelab-app/infra/tools/testenv"
@@ -19,7 +22,7 @@ func TestConsulReadyAgainstRealConsul(t *testing.T) {
 	facts := &boot.Facts{User: userdata.Config{Join: userdata.Join{Addrs: []string{"10.0.0.2"}}}}
 	fast := retry.Policy{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond}
 
-	lonely := startConsul(t, "-server", "-bootstrap-expect", "3", "-node", "lonely")
+	lonely := consultest.Start(t, "-server", "-bootstrap-expect", "3", "-node", "lonely")
 	err := (&boot.ConsulReady{Facts: facts, Consul: lonely, Timeout: 4 * time.Second, Poll: fast}).Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "bootstrap not yet met: 3 servers expected") {
 		t.Fatalf("lone server: err = %v", err)
@@ -28,13 +31,13 @@ func TestConsulReadyAgainstRealConsul(t *testing.T) {
 		t.Errorf("hint = %q", boot.HintOf(err))
 	}
 
-	down := boot.Consul{Addr: "127.0.0.1:" + "1"}
+	down := consul.New(net.JoinHostPort("127.0.0.1", "1"))
 	err = (&boot.ConsulReady{Facts: facts, Consul: down, Timeout: time.Second, Poll: fast}).Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "not answering") {
 		t.Fatalf("no agent: err = %v", err)
 	}
 
-	dev := startConsul(t, "-dev", "-node", "dev")
+	dev := consultest.Start(t, "-dev", "-node", "dev")
 	if err := (&boot.ConsulReady{Facts: facts, Consul: dev, Timeout: 30 * time.Second, Poll: fast}).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
@@ -37,7 +38,7 @@ type Deps struct {
 	UserDataLine func() (string, error) // nil: the metadata's user_data
 	Validators   []render.Validator
 	Units        Units
-	Consul       Consul
+	Consul       consul.Client
 	Docker       containers.API
 	DockerCLI    string
 	TokenFile    string

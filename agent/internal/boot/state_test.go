@@ -85,21 +85,3 @@ func TestFactsHelpers(t *testing.T) {
 		t.Errorf("EnvFiles = %v", got)
 	}
 }
-
-func TestConsulMissingSaysWhat(t *testing.T) {
-	for _, tc := range []struct {
-		h    ConsulHealth
-		want string
-	}{
-		{ConsulHealth{Error: "consul agent at 127.0.0.1:8500 not answering: refused"}, "not answering"},
-		{ConsulHealth{Reachable: true, Server: true, BootstrapWant: 3, Servers: []string{"a"}, Members: 1}, "bootstrap not yet met: 3 servers expected"},
-		{ConsulHealth{Reachable: true, Members: 1}, "no other Consul members reachable (join=10.0.0.2)"},
-		{ConsulHealth{Reachable: true, Members: 3}, "no servers reachable"},
-		{ConsulHealth{Reachable: true, Leader: "x"}, ""},
-	} {
-		got := tc.h.Missing("10.0.0.2")
-		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
-			t.Errorf("Missing(%+v) = %q, want %q", tc.h, got, tc.want)
-		}
-	}
-}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/codelab-app/infra/roles"
 
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
@@ -403,7 +404,7 @@ func unitErr(err error) error {
 // it waits for so status can say so.
 type ConsulReady struct {
 	Facts   *Facts
-	Consul  Consul
+	Consul  consul.Client
 	Timeout time.Duration // 0: no limit
 	Poll    retry.Policy
 	Rec     *Recorder

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/internal/exitcode"
 )
@@ -49,6 +50,9 @@ online neo4j-admin database backup. Every dump is checked (neo4j-admin
 database check) and uploaded with a manifest of SHA-256 checksums; the local
 copy is deleted only after every checksum has been read back. Then backups
 past retention are deleted from the bucket, never the newest.
+
+The upload and its read-back show their progress on stderr: a live line on a
+terminal, a log line every few seconds otherwise (the timer's journal).
 
 A failed step exits 1 and leaves earlier backups untouched. Outside the
 window a Community run does nothing and exits 0 (the timer fires daily).`,
@@ -91,7 +95,11 @@ func (o *BackupOptions) runner(g *Global, stdio IO) (*backup.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &backup.Runner{Root: root, Config: cfg, Engine: backup.DockerCLI{}, Log: g.Logger(stdio.ErrOut)}, nil
+	docker, err := containers.NewEngine()
+	if err != nil {
+		return nil, err
+	}
+	return &backup.Runner{Root: root, Config: cfg, Engine: backup.Docker{Engine: docker}, Log: g.Logger(stdio.ErrOut)}, nil
 }
 
 // RunBackupRun is `backup run`.
@@ -99,6 +107,9 @@ func RunBackupRun(ctx context.Context, g *Global, o *BackupOptions, stdio IO) er
 	r, err := o.runner(g, stdio)
 	if err != nil {
 		return err
+	}
+	if r.Progress == nil {
+		r.Progress = newTransferPrinter(stdio.ErrOut, g.Logger(stdio.ErrOut)).report
 	}
 	res, err := r.Run(ctx, backup.RunOptions{IgnoreWindow: o.IgnoreWindow})
 	if errors.Is(err, backup.ErrOutsideWindow) {

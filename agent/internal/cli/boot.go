@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
@@ -73,7 +74,7 @@ atomically after every step; ` + "`codelab-agent status`" + ` reads it. Under sy
 	o.Source.flags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.ConsulBin, "consul", "", "consul binary used by validation (default: consul on PATH)")
-	f.StringVar(&o.ConsulAddr, "consul-addr", boot.DefaultConsulAddr, "the local Consul agent's HTTP address")
+	f.StringVar(&o.ConsulAddr, "consul-addr", consul.DefaultAddr, "the local Consul agent's HTTP address")
 	f.StringVar(&o.TokenFile, "registry-token-file", boot.RegistryTokenFile, "registry token used when user_data has no registry_token=")
 	f.DurationVar(&o.Timeouts.Unit, "unit-timeout", o.Timeouts.Unit, "how long each unit may take to become active")
 	f.DurationVar(&o.Timeouts.Consul, "consul-timeout", o.Timeouts.Consul, "how long to wait for Consul and a leader (0: as long as it takes)")
@@ -118,7 +119,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 	}
 	facts := &boot.Facts{}
 
-	validators := []render.Validator{render.TemplateValidator{}}
+	validators := []render.Validator{render.TemplateValidator{}, render.ComposeValidator{}}
 	switch cv, err := render.NewConsulValidator(o.ConsulBin); {
 	case errors.Is(err, render.ErrNoConsul):
 		log.Warn("consul validate skipped: no consul binary installed")
@@ -167,7 +168,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 		UserDataLine: line,
 		Validators:   validators,
 		Units:        um,
-		Consul:       boot.Consul{Addr: o.ConsulAddr},
+		Consul:       consul.New(o.ConsulAddr),
 		Docker:       docker,
 		TokenFile:    o.TokenFile,
 		Timeouts:     o.Timeouts,

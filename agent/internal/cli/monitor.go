@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
 	"github.com/codelab-app/infra/internal/exitcode"
@@ -54,7 +55,11 @@ func RunMonitor(ctx context.Context, g *Global, o *MonitorOptions, stdio IO) err
 	if err != nil {
 		return err
 	}
-	probes, lag := monitor.RealProbes(root, cfg, backup.DockerCLI{})
+	docker, err := containers.NewEngine()
+	if err != nil {
+		return err
+	}
+	probes, lag := monitor.RealProbes(root, cfg, docker)
 	m := &monitor.Monitor{Root: root, Config: cfg, Probes: probes, Log: g.Logger(stdio.ErrOut)}
 	if o.Once {
 		v := m.Collect(ctx)

@@ -79,7 +79,8 @@ func newRenderCmd(g *Global, stdio IO) *cobra.Command {
 		Short: "Render Consul, consul-template and Compose files from metadata and user_data",
 		Long: `render runs exactly the agent's render path: read metadata and user_data,
 render every file, validate them with the programs that read them (consul
-validate, consul-template's parser) and only then swap them in atomically.
+validate, consul-template's parser, the Compose plugin's loader) and only
+then swap them in atomically.
 A file that fails validation changes nothing: the previous files stay.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -103,7 +104,7 @@ func RunRender(ctx context.Context, g *Global, o *RenderOptions, stdio IO) error
 	if err != nil {
 		return err
 	}
-	validators := []render.Validator{render.TemplateValidator{}}
+	validators := []render.Validator{render.TemplateValidator{}, render.ComposeValidator{}}
 	cv, err := render.NewConsulValidator(o.ConsulBin)
 	switch {
 	case errors.Is(err, render.ErrNoConsul):

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
@@ -76,7 +78,7 @@ Exit codes:
 	f.BoolVar(&o.JSON, "json", false, "print JSON (with schemaVersion)")
 	f.BoolVar(&o.Wait, "wait", false, "block until ready or failed (booting and degraded are waited out), or until --timeout")
 	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "with --wait: give up after this long")
-	f.StringVar(&o.ConsulAddr, "consul-addr", boot.DefaultConsulAddr, "the local Consul agent's HTTP address")
+	f.StringVar(&o.ConsulAddr, "consul-addr", consul.DefaultAddr, "the local Consul agent's HTTP address")
 	return cmd
 }
 
@@ -95,7 +97,7 @@ func RunStatus(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error
 		}
 	}
 	if p.Consul == nil {
-		c := boot.Consul{Addr: o.ConsulAddr}
+		c := consul.New(o.ConsulAddr)
 		p.Consul = c.Check
 	}
 	if p.Containers == nil {
@@ -160,11 +162,7 @@ func RunStatus(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error
 
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // progress shows status --wait's progress on w: one line redrawn in place

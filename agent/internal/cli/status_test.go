@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/status"
@@ -26,8 +27,8 @@ func fakeProbes() status.Probes {
 			}
 			return out, nil
 		},
-		Consul: func(context.Context) boot.ConsulHealth {
-			return boot.ConsulHealth{Reachable: true, Member: true, Leader: "10.0.0.2:8300", Members: 1}
+		Consul: func(context.Context) consul.Health {
+			return consul.Health{Reachable: true, Member: true, Leader: "10.0.0.2:8300", Members: 1}
 		},
 		Containers: func(context.Context, string) ([]containers.Container, error) {
 			return []containers.Container{{Name: "api-api-1", Service: "api", State: "running", Health: "healthy"}}, nil

@@ -1,6 +1,9 @@
-// Package containers pulls a role's images (Docker Engine API, concurrently,
-// with registry credentials, retries and progress) and runs its Compose
-// project (the docker compose plugin), and reports on both for status.
+// Package containers is everything Docker: it pulls a role's images (Docker
+// Engine API, concurrently, with registry credentials, retries and
+// progress), runs its Compose project (the docker compose plugin, the same
+// command consul-template runs), reports on both for status, and drives
+// one service's container and throwaway containers next to it (Engine: the
+// backup's neo4j-admin runs and the monitor's probes).
 package containers
 
 import (
@@ -8,8 +11,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 
+	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/registry"
 	"gopkg.in/yaml.v3"
 )
@@ -44,25 +47,26 @@ func ComposeImages(compose []byte) ([]string, error) {
 }
 
 // RegistryHost is the registry part of an image reference, as Docker
-// decides it: the first path element when it has a dot or a port or is
-// localhost; Docker Hub otherwise.
+// decides it: docker.io for Docker Hub ("neo4j", "library/neo4j",
+// "index.docker.io/library/neo4j"); "" for a reference that does not parse.
 func RegistryHost(ref string) string {
-	first, _, ok := strings.Cut(ref, "/")
-	if ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
-		return first
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return ""
 	}
-	return "docker.io"
+	return reference.Domain(n)
 }
 
-// Repository is ref without its tag or digest.
+// Repository is ref's repository, fully qualified and without tag or
+// digest: "neo4j:5" and "docker.io/library/neo4j@sha256:..." are both
+// "docker.io/library/neo4j". A reference that does not parse is returned
+// as it is.
 func Repository(ref string) string {
-	if i := strings.Index(ref, "@"); i >= 0 {
-		ref = ref[:i]
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return ref
 	}
-	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
-		ref = ref[:i]
-	}
-	return ref
+	return n.Name()
 }
 
 // Credentials are registry credentials for one registry host.
@@ -76,7 +80,7 @@ type Credentials struct {
 // EncodedAuth is the X-Registry-Auth value for the Engine API, or "" when
 // there are no credentials for ref's registry.
 func (c Credentials) EncodedAuth(ref string) string {
-	if c.Token == "" || RegistryHost(ref) != c.Host {
+	if c.Token == "" || c.Host == "" || RegistryHost(ref) != c.Host {
 		return ""
 	}
 	s, err := registry.EncodeAuthConfig(registry.AuthConfig{Username: c.Token, Password: c.Token, ServerAddress: c.Host})

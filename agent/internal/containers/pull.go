@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/codelab-app/infra/agent/internal/retry"
 )
@@ -221,20 +222,6 @@ func (p *Puller) pullOne(ctx context.Context, ref string, report func(Progress))
 	return pr
 }
 
-// pullMessage is one line of the Engine API's pull stream.
-type pullMessage struct {
-	Status   string `json:"status"`
-	ID       string `json:"id"`
-	Progress struct {
-		Current int64 `json:"current"`
-		Total   int64 `json:"total"`
-	} `json:"progressDetail"`
-	Error       string `json:"error"`
-	ErrorDetail struct {
-		Message string `json:"message"`
-	} `json:"errorDetail"`
-}
-
 func (p *Puller) pullStream(ctx context.Context, ref, auth string, progress func(id string, cur, total int64)) error {
 	rc, err := p.API.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: auth})
 	if err != nil {
@@ -243,21 +230,20 @@ func (p *Puller) pullStream(ctx context.Context, ref, auth string, progress func
 	defer rc.Close()
 	dec := json.NewDecoder(rc)
 	for {
-		var m pullMessage
+		var m jsonmessage.JSONMessage
 		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
 			return nil
 		} else if err != nil {
 			return fmt.Errorf("read pull progress: %w", err)
 		}
-		if m.ErrorDetail.Message != "" {
-			return errors.New(m.ErrorDetail.Message)
-		}
-		if m.Error != "" {
-			return errors.New(m.Error)
+		if m.Error != nil {
+			return m.Error
 		}
 		switch m.Status {
 		case "Downloading":
-			progress(m.ID, m.Progress.Current, m.Progress.Total)
+			if m.Progress != nil {
+				progress(m.ID, m.Progress.Current, m.Progress.Total)
+			}
 		case "Download complete", "Pull complete", "Already exists":
 			// Keep the layer's total as its current.
 			progress(m.ID, -1, -1)
@@ -278,23 +264,28 @@ func permanentPull(err error) bool {
 	return false
 }
 
+// hasDigest reports whether the local image's RepoDigests (which dockerd
+// writes in short form, "neo4j@sha256:...") hold digest for ref's
+// repository, however ref names it.
 func hasDigest(repoDigests []string, ref, digest string) bool {
 	if digest == "" {
 		return false
 	}
-	want := Repository(ref) + "@" + digest
+	repo := Repository(ref)
 	for _, d := range repoDigests {
-		if d == want {
+		if r, dg, ok := splitRepoDigest(d); ok && r == repo && dg == digest {
 			return true
 		}
 	}
 	return false
 }
 
+// repoDigest is the digest of ref's repository in RepoDigests, else the
+// first one's.
 func repoDigest(repoDigests []string, ref string) string {
 	repo := Repository(ref)
 	for _, d := range repoDigests {
-		if r, dg, ok := strings.Cut(d, "@"); ok && r == repo {
+		if r, dg, ok := splitRepoDigest(d); ok && r == repo {
 			return dg
 		}
 	}
@@ -304,4 +295,14 @@ func repoDigest(repoDigests []string, ref string) string {
 		}
 	}
 	return ""
+}
+
+// splitRepoDigest splits a RepoDigests entry into its fully qualified
+// repository and its digest.
+func splitRepoDigest(s string) (repo, digest string, ok bool) {
+	name, digest, ok := strings.Cut(s, "@")
+	if !ok {
+		return "", "", false
+	}
+	return Repository(name), digest, true
 }

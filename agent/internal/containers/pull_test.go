@@ -158,8 +158,19 @@ func TestComposeImagesAndRefs(t *testing.T) {
 			t.Errorf("RegistryHost(%s) = %s", ref, got)
 		}
 	}
-	if Repository("h:5000/a/b:tag") != "h:5000/a/b" || Repository("h/a@sha256:x") != "h/a" {
-		t.Error("Repository")
+	for ref, repo := range map[string]string{
+		"h:5000/a/b:tag":                    "h:5000/a/b",
+		"registry.digitalocean.com/c/api:1": "registry.digitalocean.com/c/api",
+		"neo4j:5":                           "docker.io/library/neo4j",
+		"library/neo4j":                     "docker.io/library/neo4j",
+		"docker.io/library/neo4j:5":         "docker.io/library/neo4j",
+		"index.docker.io/library/neo4j":     "docker.io/library/neo4j",
+		"neo4j@" + digestA:                  "docker.io/library/neo4j",
+		"bitnami/redis:7":                   "docker.io/bitnami/redis",
+	} {
+		if got := Repository(ref); got != repo {
+			t.Errorf("Repository(%s) = %s, want %s", ref, got, repo)
+		}
 	}
 	c := Credentials{Host: "registry.digitalocean.com", Token: "dop_v1_x"}
 	if c.EncodedAuth("docker.io/library/x") != "" || c.EncodedAuth("registry.digitalocean.com/codelab/api:1") == "" {
@@ -175,4 +186,30 @@ func isPulled(mu *sync.Mutex, m map[string]bool, ref string) bool {
 	mu.Lock()
 	defer mu.Unlock()
 	return m[ref]
+}
+
+const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+// TestDockerHubReferencesMatchTheirDigest: dockerd records Docker Hub
+// images in short form ("neo4j@sha256:..."); a compose file that names them
+// fully qualified must still see the local image as current and not pull.
+func TestDockerHubReferencesMatchTheirDigest(t *testing.T) {
+	for _, ref := range []string{"docker.io/library/neo4j:5", "neo4j:5", "index.docker.io/library/neo4j:5", "library/neo4j:5"} {
+		api := &fakeAPI{
+			inspect: func(string) (image.InspectResponse, error) {
+				return image.InspectResponse{RepoDigests: []string{"neo4j@" + digestA}}, nil
+			},
+			dist: func(string, string) (registry.DistributionInspect, error) {
+				return registry.DistributionInspect{Descriptor: ocispec.Descriptor{Digest: digestA}}, nil
+			},
+			pull: func(ref string, _ image.PullOptions) (io.ReadCloser, error) {
+				t.Errorf("%s pulled although the local image has the registry's digest", ref)
+				return stream(), nil
+			},
+		}
+		got, err := (&Puller{API: api, Retry: noSleep}).PullAll(context.Background(), []string{ref})
+		if err != nil || got[0].Result != PullPresent || got[0].Digest != digestA {
+			t.Errorf("%s: %+v, %v; want present at %s", ref, got[0], err, digestA)
+		}
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 )
 
@@ -33,7 +34,7 @@ import (
 type Probes struct {
 	// Container returns the database container's state (found=false when
 	// there is none).
-	Container func(ctx context.Context) (st backup.ContainerState, found bool, err error)
+	Container func(ctx context.Context) (st containers.State, found bool, err error)
 	// StorePath returns the data volume's folder on the host.
 	StorePath func(ctx context.Context) (string, error)
 	// Bolt and HTTP return nil when the database answers.

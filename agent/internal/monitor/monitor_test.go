@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
+	"github.com/codelab-app/infra/agent/internal/consul"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/retry"
 )
@@ -65,8 +67,8 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Probes = Probes{
-		Container: func(context.Context) (backup.ContainerState, bool, error) {
-			return backup.ContainerState{Status: "running", Health: "unhealthy", Restarts: 3}, true, nil
+		Container: func(context.Context) (containers.State, bool, error) {
+			return containers.State{Status: "running", Health: "unhealthy", Restarts: 3}, true, nil
 		},
 		StorePath: func(context.Context) (string, error) { return store, nil },
 		Bolt:      func(context.Context) error { return nil },
@@ -109,20 +111,20 @@ func TestMetrics(t *testing.T) {
 func TestRenderLag(t *testing.T) {
 	var index atomic.Int64
 	index.Store(10)
-	consul := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/kv/codelab/prod/neo4j" {
 			t.Errorf("unexpected request %s", r.URL)
 		}
-		w.Header().Set("X-Consul-Index", strings.TrimSpace(time.Duration(index.Load()).String()))
+		w.Header().Set("X-Consul-Index", strconv.FormatInt(index.Load(), 10))
 		w.Write([]byte("[]"))
 	}))
-	defer consul.Close()
+	defer srv.Close()
 	file := filepath.Join(t.TempDir(), "neo4j.env")
 	if err := os.WriteFile(file, []byte("A=1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	clock := now
-	l := &RenderLag{Consul: consul.URL, Prefix: "codelab/prod/neo4j", File: file, Now: func() time.Time { return clock }}
+	l := &RenderLag{Consul: consul.New(srv.URL), Prefix: "codelab/prod/neo4j", File: file, Now: func() time.Time { return clock }}
 	ctx := context.Background()
 	if err := os.Chtimes(file, now.Add(-time.Hour), now.Add(-time.Hour)); err != nil {
 		t.Fatal(err)
@@ -157,7 +159,7 @@ func TestRenderLagWatchSeesChangesAtOnce(t *testing.T) {
 	var mu sync.Mutex
 	index := 10
 	changed := make(chan struct{})
-	consul := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		cur, ch := index, changed
 		mu.Unlock()
@@ -174,8 +176,8 @@ func TestRenderLagWatchSeesChangesAtOnce(t *testing.T) {
 		w.Header().Set("X-Consul-Index", strconv.Itoa(cur))
 		w.Write([]byte("[]"))
 	}))
-	defer consul.Close()
-	l := &RenderLag{Consul: consul.URL, Prefix: "codelab/prod/neo4j", File: filepath.Join(t.TempDir(), "none")}
+	defer srv.Close()
+	l := &RenderLag{Consul: consul.New(srv.URL), Prefix: "codelab/prod/neo4j", File: filepath.Join(t.TempDir(), "none")}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { l.Watch(ctx); close(done) }()
@@ -191,7 +193,7 @@ func TestRenderLagWatchSeesChangesAtOnce(t *testing.T) {
 			return nil
 		}) == nil
 	}
-	if !seen(func() bool { return l.index == "10" }) {
+	if !seen(func() bool { return l.index == 10 }) {
 		t.Fatal("Watch never read the index")
 	}
 	mu.Lock()
@@ -199,7 +201,7 @@ func TestRenderLagWatchSeesChangesAtOnce(t *testing.T) {
 	close(changed)
 	changed = make(chan struct{})
 	mu.Unlock()
-	if !seen(func() bool { return l.index == "11" && !l.changedAt.IsZero() }) {
+	if !seen(func() bool { return l.index == 11 && !l.changedAt.IsZero() }) {
 		t.Fatal("Watch did not notice the change")
 	}
 	cancel()

@@ -7,25 +7,25 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
+	"github.com/codelab-app/infra/agent/internal/consul"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/retry"
 )
 
 // RealProbes are the production probes for the settings c. lag, when not
 // nil, should Watch for as long as the monitor runs.
-func RealProbes(root fsutil.Root, c backup.Config, docker backup.DockerCLI) (p Probes, lag *RenderLag) {
+func RealProbes(root fsutil.Root, c backup.Config, docker *containers.Engine) (p Probes, lag *RenderLag) {
 	p = Probes{
-		Container: func(ctx context.Context) (backup.ContainerState, bool, error) {
+		Container: func(ctx context.Context) (containers.State, bool, error) {
 			id, err := docker.Find(ctx, c.Project, c.Service)
 			if err != nil || id == "" {
-				return backup.ContainerState{}, false, err
+				return containers.State{}, false, err
 			}
 			st, err := docker.Inspect(ctx, id)
 			return st, err == nil, err
@@ -40,7 +40,7 @@ func RealProbes(root fsutil.Root, c backup.Config, docker backup.DockerCLI) (p P
 		HTTP: func(ctx context.Context) error { return HTTPGet(ctx, c.Monitor.HTTPURL) },
 	}
 	if c.Monitor.KVPrefix != "" && c.Monitor.RenderedFile != "" {
-		lag = &RenderLag{Consul: c.Monitor.ConsulAddr, Prefix: c.Monitor.KVPrefix, File: root.Path(c.Monitor.RenderedFile)}
+		lag = &RenderLag{Consul: consul.New(c.Monitor.ConsulAddr), Prefix: c.Monitor.KVPrefix, File: root.Path(c.Monitor.RenderedFile)}
 		p.RenderLag = lag.Probe
 	}
 	return p, lag
@@ -98,14 +98,13 @@ func HTTPGet(ctx context.Context, u string) error {
 // notices changes at once (Consul blocking queries); without it, each Probe
 // looks, and the lag is an upper bound off by at most one scrape interval.
 type RenderLag struct {
-	Consul string // http://127.0.0.1:8500
+	Consul consul.Client
 	Prefix string // codelab/prod/neo4j
 	File   string // the rendered file, host path
-	Client *http.Client
 	Now    func() time.Time
 
 	mu        sync.Mutex
-	index     string
+	index     uint64    // 0: not seen yet
 	seenAt    time.Time // when the current index was last seen
 	changedAt time.Time // zero: nothing pending
 	before    time.Time // when the previous index was last seen
@@ -119,37 +118,11 @@ func (r *RenderLag) now() time.Time {
 	return time.Now()
 }
 
-// fetch reads the folder's index; wait > 0 makes it a blocking query.
-func (r *RenderLag) fetch(ctx context.Context, index string, wait time.Duration) (string, error) {
-	client := r.Client
-	if client == nil {
-		client = http.DefaultClient
-	}
-	u := strings.TrimRight(r.Consul, "/") + "/v1/kv/" + strings.Trim(r.Prefix, "/") + "?recurse=true&keys=true"
-	if wait > 0 && index != "" {
-		u += "&index=" + url.QueryEscape(index) + "&wait=" + fmt.Sprintf("%ds", int(wait.Seconds()))
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("consul: %w", err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
-		return "", fmt.Errorf("consul KV %s: %s", r.Prefix, resp.Status)
-	}
-	return resp.Header.Get("X-Consul-Index"), nil
-}
-
-func (r *RenderLag) observe(index string) {
+func (r *RenderLag) observe(index uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t := r.now()
-	if r.index != "" && index != r.index && r.changedAt.IsZero() {
+	if r.index != 0 && index != r.index && r.changedAt.IsZero() {
 		r.changedAt, r.before = t, r.seenAt
 	}
 	r.index, r.seenAt = index, t
@@ -161,11 +134,11 @@ func (r *RenderLag) Watch(ctx context.Context) {
 		r.mu.Lock()
 		index := r.index
 		r.mu.Unlock()
-		var got string
+		var got uint64
 		// Consul restarting: look again with backoff until ctx ends.
 		if err := retry.Do(ctx, retry.Policy{Initial: time.Second, Max: 30 * time.Second}, func(ctx context.Context) error {
 			var err error
-			got, err = r.fetch(ctx, index, 5*time.Minute)
+			got, err = r.Consul.KVIndex(ctx, r.Prefix, index, 5*time.Minute)
 			return err
 		}); err != nil {
 			return
@@ -176,7 +149,7 @@ func (r *RenderLag) Watch(ctx context.Context) {
 
 // Probe returns the pending change's wait so far, or the last change's lag.
 func (r *RenderLag) Probe(ctx context.Context) (time.Duration, error) {
-	index, err := r.fetch(ctx, "", 0)
+	index, err := r.Consul.KVIndex(ctx, r.Prefix, 0, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -208,6 +181,10 @@ func Local(root fsutil.Root) (*Monitor, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, _ := RealProbes(root, c, backup.DockerCLI{})
+	docker, err := containers.NewEngine()
+	if err != nil {
+		return nil, err
+	}
+	p, _ := RealProbes(root, c, docker)
 	return &Monitor{Root: root, Config: c, Probes: p}, nil
 }

@@ -3,17 +3,20 @@ package render
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/retry"
@@ -151,35 +154,15 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	}
 
 	client := nodes[3]
-	api := fmt.Sprintf("http://127.0.0.1:%d", client.ports.HTTP)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(client.ports.HTTP))
 	poll := retry.Policy{Initial: 200 * time.Millisecond, Max: 2 * time.Second}
 	err := retry.Do(ctx, poll, func(ctx context.Context) error {
-		var leader string
-		if err := getJSON(ctx, api+"/v1/status/leader", &leader); err != nil {
-			return err
+		h := consul.New(addr).Check(ctx)
+		if m := h.Missing(""); m != "" {
+			return errors.New(m)
 		}
-		if leader == "" {
-			return fmt.Errorf("no leader yet")
-		}
-		var members []struct {
-			Name   string
-			Status int
-			Tags   map[string]string
-		}
-		if err := getJSON(ctx, api+"/v1/agent/members", &members); err != nil {
-			return err
-		}
-		alive, servers := 0, 0
-		for _, m := range members {
-			if m.Status == 1 {
-				alive++
-				if m.Tags["role"] == "consul" {
-					servers++
-				}
-			}
-		}
-		if alive != 4 || servers != 3 {
-			return fmt.Errorf("%d alive members, %d servers; want 4 and 3", alive, servers)
+		if h.Members != 4 || len(h.Servers) != 3 {
+			return fmt.Errorf("%d alive members, %d servers; want 4 and 3", h.Members, len(h.Servers))
 		}
 		return nil
 	})
@@ -189,17 +172,15 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 
 	// KV to consul-template: the real binary, the rendered config and
 	// template. -dry prints instead of writing and runs no command.
+	kv, err := api.NewClient(&api.Config{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
 	putKV := func(key, value string) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, http.MethodPut, api+"/v1/kv/"+key, strings.NewReader(value))
-		if err != nil {
-			t.Fatal(err)
+		if _, err := kv.KV().Put(&api.KVPair{Key: key, Value: []byte(value)}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+			t.Fatalf("write KV %s: %v", key, err)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("write KV %s: %v %v", key, err, resp)
-		}
-		resp.Body.Close()
 	}
 	// The api template waits for its required keys; give it them.
 	required, err := roles.Required("api")
@@ -236,20 +217,4 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 			t.Errorf("consul-template output lacks %q:\n%s", want, out)
 		}
 	}
-}
-
-func getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return retry.Permanent(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }

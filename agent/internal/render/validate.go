@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	composeloader "github.com/compose-spec/compose-go/v2/loader"
+	composetypes "github.com/compose-spec/compose-go/v2/types"
 	ctconfig "github.com/hashicorp/consul-template/config"
 	cttemplate "github.com/hashicorp/consul-template/template"
 )
@@ -138,4 +140,43 @@ func parseTemplate(name, contents string) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
+}
+
+// ComposeValidator loads each rendered Compose file with the loader the
+// Compose plugin itself uses (compose-go): YAML, the Compose schema,
+// interpolation, and consistency (every volume, network and secret a
+// service names is defined). env_file entries are not read: consul-template
+// writes those files after render, from Consul KV.
+type ComposeValidator struct{}
+
+func (ComposeValidator) Name() string { return string(ConsumerCompose) }
+
+func (ComposeValidator) Validate(ctx context.Context, staged string, files []File) error {
+	for _, f := range files {
+		if f.Consumer != ConsumerCompose {
+			continue
+		}
+		if err := loadCompose(ctx, filepath.Join(staged, f.Path), f.Data); err != nil {
+			return fmt.Errorf("%s: %w", f.Path, err)
+		}
+	}
+	return nil
+}
+
+// loadCompose loads the Compose file at file (whose bytes are data) as
+// `docker compose -p <folder name>` would, without reading env files.
+func loadCompose(ctx context.Context, file string, data []byte) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return errors.New("empty compose file")
+	}
+	dir := filepath.Dir(file)
+	_, err := composeloader.LoadWithContext(ctx, composetypes.ConfigDetails{
+		WorkingDir:  dir,
+		ConfigFiles: []composetypes.ConfigFile{{Filename: file, Content: data}},
+		Environment: map[string]string{},
+	}, func(o *composeloader.Options) {
+		o.SetProjectName(filepath.Base(dir), true)
+		o.SkipResolveEnvironment = true
+	})
+	return err
 }

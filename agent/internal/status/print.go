@@ -41,6 +41,19 @@ func ms(d int64) string {
 	return (time.Duration(d) * time.Millisecond).Round(10 * time.Millisecond).String()
 }
 
+// imageBytes is how much of an image was downloaded, in SI units as
+// registries count them: "123 MB / 300 MB (41%)", or "123 MB" while the
+// total is unknown, or "-" when nothing was downloaded (a present image).
+func imageBytes(i boot.ImageState) string {
+	switch {
+	case i.Total > 0:
+		return fmt.Sprintf("%s / %s (%d%%)", humanize.Bytes(uint64(max(i.Current, 0))), humanize.Bytes(uint64(i.Total)), max(i.Current, 0)*100/i.Total)
+	case i.Current > 0:
+		return humanize.Bytes(uint64(i.Current))
+	}
+	return "-"
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -66,7 +79,7 @@ func writePlain(w io.Writer, r Report) error {
 			p("%s", line)
 		}
 		for _, i := range b.Images {
-			p("image %s: %s %s %d bytes", i.Ref, i.Result, orDash(i.Digest), i.Current)
+			p("image %s: %s %s %s", i.Ref, i.Result, orDash(i.Digest), imageBytes(i))
 		}
 	}
 	for _, u := range r.Units {
@@ -113,6 +126,15 @@ func writeTable(w io.Writer, r Report) error {
 		fmt.Fprintln(tw, "STEP\tKIND\tRESULT\tTOOK\tDETAIL")
 		for _, s := range b.Steps {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Kind, s.Result, ms(s.DurationMS), s.Detail)
+		}
+		tw.Flush()
+	}
+	if b := r.Boot; b != nil && len(b.Images) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "IMAGE\tRESULT\tDOWNLOADED\tDIGEST")
+		for _, i := range b.Images {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", i.Ref, i.Result, imageBytes(i), orDash(i.Digest))
 		}
 		tw.Flush()
 	}
@@ -179,15 +201,7 @@ func ProgressLine(r Report) string {
 		if i.Result != "pulling" || i.Total == 0 {
 			continue
 		}
-		line += fmt.Sprintf("; %s %s", i.Ref, Bytes(i.Current, i.Total))
+		line += fmt.Sprintf("; %s %s", i.Ref, imageBytes(i))
 	}
 	return line
-}
-
-// Bytes formats a transfer as "123 MB / 300 MB (41%)".
-func Bytes(cur, total int64) string {
-	if total <= 0 {
-		return humanize.Bytes(uint64(max(cur, 0)))
-	}
-	return fmt.Sprintf("%s / %s (%d%%)", humanize.Bytes(uint64(max(cur, 0))), humanize.Bytes(uint64(total)), cur*100/total)
 }

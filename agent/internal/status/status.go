@@ -16,6 +16,7 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
@@ -60,7 +61,7 @@ const LongWait = 15 * time.Minute
 // Probes are the live checks, as function fields so tests can fake them.
 type Probes struct {
 	Units      func(ctx context.Context, names []string) ([]units.State, error)
-	Consul     func(ctx context.Context) boot.ConsulHealth
+	Consul     func(ctx context.Context) consul.Health
 	Containers func(ctx context.Context, project string) ([]containers.Container, error)
 	BootID     func() string
 	// BootRunning reports whether a boot process is alive: it holds
@@ -92,7 +93,7 @@ type Report struct {
 	AgentUnit  *units.State           `json:"agentUnit,omitempty"`
 	Units      []units.State          `json:"units"`
 	UnitsError string                 `json:"unitsError,omitempty"`
-	Consul     boot.ConsulHealth      `json:"consul"`
+	Consul     consul.Health          `json:"consul"`
 	Containers []containers.Container `json:"containers"`
 	DockerErr  string                 `json:"containersError,omitempty"`
 	// Backup is the neo4j role's last backup run and newest verified

@@ -11,6 +11,7 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/boot"
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/units"
@@ -25,8 +26,8 @@ func healthyProbes() Probes {
 			}
 			return out, nil
 		},
-		Consul: func(context.Context) boot.ConsulHealth {
-			return boot.ConsulHealth{Reachable: true, Node: "api-1", Member: true, Leader: "10.0.0.2:8300", Members: 4, Servers: []string{"10.0.0.2:8301"}}
+		Consul: func(context.Context) consul.Health {
+			return consul.Health{Reachable: true, Node: "api-1", Member: true, Leader: "10.0.0.2:8300", Members: 4, Servers: []string{"10.0.0.2:8301"}}
 		},
 		Containers: func(_ context.Context, project string) ([]containers.Container, error) {
 			return []containers.Container{{Name: project + "-api-1", Service: "api", State: "running", Health: "healthy", ImageDigest: "sha256:abc"}}, nil
@@ -153,8 +154,8 @@ func TestCollect(t *testing.T) {
 		},
 		"consul down": {
 			probes: func(p *Probes) {
-				p.Consul = func(context.Context) boot.ConsulHealth {
-					return boot.ConsulHealth{Error: "consul agent at 127.0.0.1:8500 not answering: connection refused"}
+				p.Consul = func(context.Context) consul.Health {
+					return consul.Health{Error: "consul agent at 127.0.0.1:8500 not answering: connection refused"}
 				}
 			},
 			want: Degraded, summary: "not answering", hint: "journalctl -u consul -n 50",
@@ -210,9 +211,9 @@ func TestCollectIsBoundedWhenProbesHang(t *testing.T) {
 	root := fsutil.Root{Dir: t.TempDir()}
 	writeState(t, root, nil)
 	hang := healthyProbes()
-	hang.Consul = func(ctx context.Context) boot.ConsulHealth {
+	hang.Consul = func(ctx context.Context) consul.Health {
 		<-ctx.Done()
-		return boot.ConsulHealth{Error: "consul: " + ctx.Err().Error()}
+		return consul.Health{Error: "consul: " + ctx.Err().Error()}
 	}
 	hang.Containers = func(ctx context.Context, _ string) ([]containers.Container, error) {
 		<-ctx.Done()

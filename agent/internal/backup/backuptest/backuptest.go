@@ -20,9 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	volumetypes "github.com/docker/docker/api/types/volume"
+	"github.com/docker/docker/client"
+	"github.com/docker/go-connections/nat"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/retry"
 )
 
@@ -166,14 +171,25 @@ func repoRoot() (string, error) {
 	}
 }
 
-// Docker runs the docker command and returns its trimmed output.
-func Docker(t *testing.T, args ...string) string {
+// dockerClient is the Engine API client the helpers share.
+func dockerClient(t *testing.T) *client.Client {
 	t.Helper()
-	out, err := exec.Command("docker", args...).CombinedOutput()
+	c, err := containers.NewClient()
 	if err != nil {
-		t.Fatalf("docker %s: %v: %s", strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return strings.TrimSpace(string(out))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// StartedAt is when the container last started, as Docker records it.
+func StartedAt(t *testing.T, name string) string {
+	t.Helper()
+	in, err := dockerClient(t).ContainerInspect(context.Background(), name)
+	if err != nil {
+		t.Fatalf("inspect %s: %v", name, err)
+	}
+	return in.State.StartedAt
 }
 
 // Neo4j is a stand-in database container, labelled like a Compose service.
@@ -188,36 +204,57 @@ type Neo4j struct {
 // of the test) as Compose service "neo4j" of project.
 func StartNeo4j(t *testing.T, image, volume, project string) *Neo4j {
 	t.Helper()
-	n := &Neo4j{Name: RandomName("codelab-it-neo4j-"), Volume: volume, Project: project}
-	Docker(t, "volume", "create", volume)
-	t.Cleanup(func() { exec.Command("docker", "volume", "rm", "-f", volume).Run() })
-	n.ID = Docker(t, "run", "-d", "--name", n.Name,
-		"--label", "com.docker.compose.project="+project, "--label", "com.docker.compose.service=neo4j",
-		"-v", volume+":/data", "-p", FreePort(t)+":7474", "-p", FreePort(t)+":7687", "-p", FreePort(t)+":6362",
-		image)
+	ctx := context.Background()
+	api := dockerClient(t)
+	n := &Neo4j{Name: RandomName("codelab-it-neo4j-"), Volume: volume, Project: project,
+		Bolt: FreePort(t), Backup: FreePort(t)}
+	httpAddr := FreePort(t)
+	n.HTTP = "http://" + httpAddr
+	if _, err := api.VolumeCreate(ctx, volumetypes.CreateOptions{Name: volume}); err != nil {
+		t.Fatalf("create volume %s: %v", volume, err)
+	}
+	t.Cleanup(func() { _ = api.VolumeRemove(context.Background(), volume, true) })
+	bindings := nat.PortMap{}
+	for port, addr := range map[nat.Port]string{"7474/tcp": httpAddr, "7687/tcp": n.Bolt, "6362/tcp": n.Backup} {
+		host, hp, _ := net.SplitHostPort(addr)
+		bindings[port] = []nat.PortBinding{{HostIP: host, HostPort: hp}}
+	}
+	created, err := api.ContainerCreate(ctx,
+		&container.Config{Image: image, Labels: map[string]string{containers.ProjectLabel: project, containers.ServiceLabel: "neo4j"}},
+		&container.HostConfig{Binds: []string{volume + ":/data"}, PortBindings: bindings}, nil, nil, n.Name)
+	if err != nil {
+		t.Fatalf("create %s: %v", n.Name, err)
+	}
+	n.ID = created.ID
 	t.Cleanup(func() {
+		ctx := context.Background()
 		if t.Failed() {
-			out, _ := exec.Command("docker", "logs", n.Name).CombinedOutput()
-			t.Logf("%s logs:\n%s", n.Name, out)
+			t.Logf("%s logs:\n%s", n.Name, strings.Join(containers.Logs(ctx, api, n.ID, 200), "\n"))
 		}
-		exec.Command("docker", "rm", "-f", n.Name).Run()
+		_ = api.ContainerRemove(ctx, n.ID, container.RemoveOptions{Force: true})
 	})
+	if err := api.ContainerStart(ctx, n.ID, container.StartOptions{}); err != nil {
+		t.Fatalf("start %s: %v", n.Name, err)
+	}
 	n.WaitHealthy(t)
 	return n
 }
 
-// WaitHealthy waits for Docker to call the container healthy and reads
-// its host ports (fixed, so they survive restarts).
+// WaitHealthy waits for Docker to call the container healthy.
 func (n *Neo4j) WaitHealthy(t *testing.T) {
 	t.Helper()
+	api := dockerClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	err := retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: time.Second}, func(ctx context.Context) error {
-		out, err := exec.CommandContext(ctx, "docker", "inspect", "-f", "{{.State.Health.Status}}", n.Name).Output()
+		in, err := api.ContainerInspect(ctx, n.ID)
 		if err != nil {
 			return err
 		}
-		if s := strings.TrimSpace(string(out)); s != "healthy" {
+		if in.State.Health == nil {
+			return retry.Permanent(fmt.Errorf("the stand-in image has no healthcheck"))
+		}
+		if s := in.State.Health.Status; s != container.Healthy {
 			return fmt.Errorf("container is %s", s)
 		}
 		return nil
@@ -225,15 +262,4 @@ func (n *Neo4j) WaitHealthy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s never became healthy: %v", n.Name, err)
 	}
-	n.HTTP = "http://" + hostPort(t, n.Name, "7474/tcp")
-	n.Bolt = hostPort(t, n.Name, "7687/tcp")
-	n.Backup = hostPort(t, n.Name, "6362/tcp")
-}
-
-func hostPort(t *testing.T, name, port string) string {
-	out := Docker(t, "port", name, port)
-	if i := strings.IndexByte(out, '\n'); i > 0 {
-		out = out[:i]
-	}
-	return strings.Replace(out, "0.0.0.0", "127.0.0.1", 1)
 }
