@@ -9,20 +9,18 @@ import (
 	"strings"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
 	"github.com/codelab-app/infra/agent/internal/boot"
 	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/render"
 	"github.com/codelab-app/infra/agent/internal/units"
 	"github.com/codelab-app/infra/agent/internal/version"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // BootOptions are `codelab-agent boot`'s options.
@@ -172,7 +170,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 		Docker:       docker,
 		TokenFile:    o.TokenFile,
 		Timeouts:     o.Timeouts,
-		KVKeys:       consulKVKeys(o.ConsulAddr),
+		KVKeys:       consul.New(o.ConsulAddr).KVKeys,
 	})
 	runner := &boot.Runner{
 		Plan:     plan,
@@ -280,20 +278,5 @@ func backoff(ctx context.Context, rec *boot.Recorder, log *slog.Logger, d time.D
 		return fmt.Errorf("wait before boot attempt %d: %w", st.Attempt, ctx.Err())
 	case <-t.C:
 		return nil
-	}
-}
-
-// consulKVKeys lists the local Consul agent's KV keys below a prefix.
-func consulKVKeys(addr string) func(ctx context.Context, prefix string) ([]string, error) {
-	return func(ctx context.Context, prefix string) ([]string, error) {
-		c, err := consulapi.NewClient(&consulapi.Config{Address: addr})
-		if err != nil {
-			return nil, fmt.Errorf("consul client: %w", err)
-		}
-		keys, _, err := c.KV().Keys(prefix, "", (&consulapi.QueryOptions{}).WithContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("list consul kv %s: %w", prefix, err)
-		}
-		return keys, nil
 	}
 }

@@ -14,12 +14,12 @@ import (
 	"github.com/codelab-app/infra/agent/internal/boot"
 	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/retry"
 	"github.com/codelab-app/infra/agent/internal/status"
 	"github.com/codelab-app/infra/agent/internal/units"
 	"github.com/codelab-app/infra/agent/internal/version"
+	"github.com/codelab-app/infra/internal/exitcode"
 )
 
 // StatusOptions are `codelab-agent status`'s options.

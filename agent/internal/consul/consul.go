@@ -158,6 +158,19 @@ func (c Client) KVIndex(ctx context.Context, prefix string, index uint64, wait t
 	return meta.LastIndex, nil
 }
 
+// KVKeys lists the KV keys below prefix (full key paths).
+func (c Client) KVKeys(ctx context.Context, prefix string) ([]string, error) {
+	cl, err := c.api(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys, _, err := cl.KV().Keys(prefix, "", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul KV %s: %w", prefix, err)
+	}
+	return keys, nil
+}
+
 // Health is a snapshot of the local agent's view.
 type Health struct {
 	Reachable     bool     `json:"reachable"`

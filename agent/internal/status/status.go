@@ -18,9 +18,9 @@ import (
 	"github.com/codelab-app/infra/agent/internal/boot"
 	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
-	"github.com/codelab-app/infra/agent/internal/exitcode"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/units"
+	"github.com/codelab-app/infra/internal/exitcode"
 	"github.com/dustin/go-humanize"
 )
 
