@@ -44,8 +44,8 @@ func Integration(t *testing.T, programs ...string) {
 			t.Fatalf("integration prerequisite missing: %s not on PATH (make deps builds it into ~/.cache/codelab/bin)", p)
 		}
 	}
-	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
-		t.Fatalf("integration prerequisite missing: dockerd does not answer: %v: %s", err, out)
+	if _, err := dockerClient(t).Ping(context.Background()); err != nil {
+		t.Fatalf("integration prerequisite missing: dockerd does not answer: %v", err)
 	}
 }
 
