@@ -95,16 +95,15 @@ func TestKVIndexBlocksOnTheIndex(t *testing.T) {
 		mu  sync.Mutex
 		got []string
 	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/kv/codelab/prod/neo4j" {
-			t.Errorf("path = %s", r.URL.Path)
-		}
+	mux := http.NewServeMux() // any other path answers 404 without an index
+	mux.HandleFunc("GET /v1/kv/codelab/prod/neo4j", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		got = append(got, r.URL.Query().Get("index")+"/"+r.URL.Query().Get("wait"))
 		mu.Unlock()
 		w.Header().Set("X-Consul-Index", "42")
 		w.WriteHeader(http.StatusNotFound) // an empty folder is not an error
-	}))
+	})
+	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	c := New(srv.URL)
 	for _, tc := range []struct {

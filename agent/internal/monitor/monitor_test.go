@@ -111,13 +111,12 @@ func TestMetrics(t *testing.T) {
 func TestRenderLag(t *testing.T) {
 	var index atomic.Int64
 	index.Store(10)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/kv/codelab/prod/neo4j" {
-			t.Errorf("unexpected request %s", r.URL)
-		}
+	mux := http.NewServeMux() // any other path answers 404 without an index
+	mux.HandleFunc("GET /v1/kv/codelab/prod/neo4j", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Consul-Index", strconv.FormatInt(index.Load(), 10))
 		w.Write([]byte("[]"))
-	}))
+	})
+	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	file := filepath.Join(t.TempDir(), "neo4j.env")
 	if err := os.WriteFile(file, []byte("A=1\n"), 0o644); err != nil {
