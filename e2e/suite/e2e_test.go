@@ -348,4 +348,6 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("neo4j data volume lost the marker: %q, want %q", got, marker)
 		}
 	})
+
+	doctlSubtests(t, ctx, c)
 }
