@@ -54,6 +54,9 @@ func doctlSubtests(t *testing.T, ctx context.Context, c *cluster.Cluster) {
 	}
 
 	t.Run("doctl compute image list --public=false lists the snapshots", func(t *testing.T) {
+		if v := doctl(t, "version"); !strings.Contains(v, "1.104.0") {
+			t.Fatalf("doctl version %q, want 1.104.0 (make deps builds it)", v)
+		}
 		out := doctl(t, "compute", "image", "list", "--public=false", "--format", "ID,Name,Type", "--no-header")
 		for _, fam := range []string{"codelab-services-base-", "codelab-neo4j-base-"} {
 			if !strings.Contains(out, fam) {
