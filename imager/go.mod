@@ -15,6 +15,8 @@ require (
 	github.com/hashicorp/go-retryablehttp v0.7.7 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
+	golang.org/x/crypto v0.40.0 // indirect
+	golang.org/x/sys v0.34.0 // indirect
 	golang.org/x/time v0.6.0 // indirect
 )
 
@@ -23,3 +25,11 @@ replace github.com/codelab-app/infra/internal => ../internal
 require github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
 
 replace github.com/codelab-app/infra/tools => ../tools
+
+// The tests run the local DigitalOcean in process (e2e/localdotest).
+require github.com/codelab-app/infra/e2e v0.0.0
+
+replace (
+	github.com/codelab-app/infra/e2e => ../e2e
+	github.com/codelab-app/infra/roles => ../roles
+)

@@ -70,6 +70,8 @@ build_tool() { # name module-dir package [ldflags]
 build_tool consul tools/consul github.com/hashicorp/consul
 build_tool consul-template tools/consul-template github.com/hashicorp/consul-template
 build_tool versitygw tools/versitygw github.com/versity/versitygw/cmd/versitygw
+build_tool doctl tools/doctl github.com/digitalocean/doctl/cmd/doctl \
+  "-X github.com/digitalocean/doctl.Major=1 -X github.com/digitalocean/doctl.Minor=104 -X github.com/digitalocean/doctl.Patch=0 -X github.com/digitalocean/doctl.Label=release"
 build_tool docker-compose tools/compose github.com/docker/compose/v2/cmd \
   "-X github.com/docker/compose/v2/internal.Version=v2.24.0"
 

@@ -349,5 +349,6 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	doctlSubtests(t, ctx, c)
 	faults{ctx: ctx, c: c}.run(t)
 }

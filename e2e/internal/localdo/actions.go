@@ -6,23 +6,22 @@ import (
 	"math"
 	"net/http"
 	"time"
+
+	"github.com/digitalocean/godo"
 )
 
-func (s *Server) actionJSON(a *action) map[string]any {
-	var completed any
+// actionJSON is an action in the API's shape: "completed_at" is null while it runs.
+func (s *Server) actionJSON(a *action) *godo.Action {
+	out := &godo.Action{
+		ID: a.ID, Status: a.Status, Type: a.Type,
+		StartedAt:  &godo.Timestamp{Time: a.StartedAt.UTC().Truncate(time.Second)},
+		ResourceID: a.ResourceID, ResourceType: a.ResourceType,
+		Region: regionJSON(a.Region), RegionSlug: a.Region,
+	}
 	if a.CompletedAt != nil {
-		completed = a.CompletedAt.UTC().Format(time.RFC3339)
+		out.CompletedAt = &godo.Timestamp{Time: a.CompletedAt.UTC().Truncate(time.Second)}
 	}
-	var region any
-	if a.Region != "" {
-		region = regionJSON(a.Region)
-	}
-	return map[string]any{
-		"id": a.ID, "status": a.Status, "type": a.Type,
-		"started_at": a.StartedAt.UTC().Format(time.RFC3339), "completed_at": completed,
-		"resource_id": a.ResourceID, "resource_type": a.ResourceType,
-		"region": region, "region_slug": a.Region,
-	}
+	return out
 }
 
 func (s *Server) listActions(w http.ResponseWriter, r *http.Request) error {
@@ -48,7 +47,7 @@ func (s *Server) writeActions(w http.ResponseWriter, r *http.Request, dropletID 
 		return err
 	}
 	s.mu.Lock()
-	var out []map[string]any
+	var out []*godo.Action
 	ids := sortedKeys(s.st.Actions)
 	for i := len(ids) - 1; i >= 0; i-- { // newest first, like the API
 		a := s.st.Actions[ids[i]]
@@ -57,7 +56,7 @@ func (s *Server) writeActions(w http.ResponseWriter, r *http.Request, dropletID 
 		}
 	}
 	s.mu.Unlock()
-	return writePage(w, r, "actions", out)
+	return writePage(s, w, r, "actions", out)
 }
 
 func (s *Server) getAction(w http.ResponseWriter, r *http.Request) error {
@@ -83,7 +82,7 @@ func (s *Server) writeAction(w http.ResponseWriter, r *http.Request, dropletID i
 	if a == nil || (dropletID != 0 && a.ResourceID != dropletID) {
 		return notFound()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"action": s.actionJSON(a)})
+	writeOne(w, http.StatusOK, "action", s.actionJSON(a))
 	return nil
 }
 
@@ -167,7 +166,7 @@ func (s *Server) createDropletAction(w http.ResponseWriter, r *http.Request) err
 			s.log.Error("save state", "error", err)
 		}
 	}()
-	writeJSON(w, http.StatusCreated, map[string]any{"action": s.actionJSON(a)})
+	writeOne(w, http.StatusCreated, "action", s.actionJSON(a))
 	return nil
 }
 

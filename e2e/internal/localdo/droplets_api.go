@@ -11,48 +11,42 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
+	"github.com/digitalocean/godo"
 )
 
 // dropletJSON is a droplet in the API's shape; the caller holds s.mu.
-func (s *Server) dropletJSON(d *droplet) map[string]any {
+func (s *Server) dropletJSON(d *droplet) *godo.Droplet {
 	z, _ := findSize(d.Size)
-	var v4 []map[string]any
+	v4 := []godo.NetworkV4{}
 	if d.PublicIP != "" {
 		mask, gw := addrInfo(s.cfg.Networks.Public)
-		v4 = append(v4, map[string]any{"ip_address": d.PublicIP, "netmask": mask, "gateway": gw, "type": "public"})
+		v4 = append(v4, godo.NetworkV4{IPAddress: d.PublicIP, Netmask: mask, Gateway: gw, Type: "public"})
 	}
 	if d.PrivateIP != "" {
 		mask, gw := addrInfo(s.cfg.Networks.Private)
-		v4 = append(v4, map[string]any{"ip_address": d.PrivateIP, "netmask": mask, "gateway": gw, "type": "private"})
+		v4 = append(v4, godo.NetworkV4{IPAddress: d.PrivateIP, Netmask: mask, Gateway: gw, Type: "private"})
 	}
-	if v4 == nil {
-		v4 = []map[string]any{}
-	}
-	var img map[string]any
+	var img *godo.Image
 	if im := s.imageByID(d.ImageID); im != nil {
 		img = s.imageJSON(im)
-	}
-	snaps := d.SnapshotIDs
-	if snaps == nil {
-		snaps = []int{}
-	}
-	tags := d.Tags
-	if tags == nil {
-		tags = []string{}
+	} else {
+		// The snapshot it was made from is gone; the API still describes the droplet's
+		// image by the id it had.
+		img = &godo.Image{ID: d.ImageID, Name: "deleted image", Type: "snapshot", Status: "deleted", Regions: []string{}, Tags: []string{}}
 	}
 	features := []string{"private_networking"}
 	if d.Monitoring {
 		features = append(features, "monitoring")
 	}
-	return map[string]any{
-		"id": d.ID, "name": d.Name, "memory": z.memory, "vcpus": z.vcpus, "disk": z.disk,
-		"locked": d.Locked, "status": d.Status, "kernel": nil,
-		"created_at": d.Created.UTC().Format(time.RFC3339),
-		"features":   features, "backup_ids": []int{}, "next_backup_window": nil,
-		"snapshot_ids": snaps, "image": img, "volume_ids": []string{},
-		"size": sizeJSON(d.Size), "size_slug": d.Size,
-		"networks": map[string]any{"v4": v4, "v6": []any{}},
-		"region":   regionJSON(d.Region), "tags": tags, "vpc_uuid": vpcUUID,
+	return &godo.Droplet{
+		ID: d.ID, Name: d.Name, Memory: z.memory, Vcpus: z.vcpus, Disk: z.disk,
+		Locked: d.Locked, Status: d.Status, Created: d.Created.UTC().Format(time.RFC3339),
+		Features: features, BackupIDs: []int{}, SnapshotIDs: append([]int{}, d.SnapshotIDs...),
+		Image: img, VolumeIDs: []string{}, Size: sizeJSON(d.Size), SizeSlug: d.Size,
+		Networks: &godo.Networks{V4: v4, V6: []godo.NetworkV6{}},
+		Region:   regionJSON(d.Region), Tags: append([]string{}, d.Tags...), VPCUUID: vpcUUID,
+		// Kernel and NextBackupWindow stay nil: the API sends null for droplets with
+		// internally managed kernels and without backups.
 	}
 }
 
@@ -62,7 +56,7 @@ func (s *Server) listDroplets(w http.ResponseWriter, r *http.Request) error {
 	}
 	tag, name := r.URL.Query().Get("tag_name"), r.URL.Query().Get("name")
 	s.mu.Lock()
-	var out []map[string]any
+	var out []*godo.Droplet
 	for _, id := range sortedKeys(s.st.Droplets) {
 		d := s.st.Droplets[id]
 		if (tag != "" && !hasTag(d.Tags, tag)) || (name != "" && d.Name != name) {
@@ -71,7 +65,7 @@ func (s *Server) listDroplets(w http.ResponseWriter, r *http.Request) error {
 		out = append(out, s.dropletJSON(d))
 	}
 	s.mu.Unlock()
-	return writePage(w, r, "droplets", out)
+	return writePage(s, w, r, "droplets", out)
 }
 
 func (s *Server) getDroplet(w http.ResponseWriter, r *http.Request) error {
@@ -85,7 +79,7 @@ func (s *Server) getDroplet(w http.ResponseWriter, r *http.Request) error {
 	if d == nil {
 		return notFound()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"droplet": s.dropletJSON(d)})
+	writeOne(w, http.StatusOK, "droplet", s.dropletJSON(d))
 	return nil
 }
 
@@ -200,19 +194,41 @@ func (s *Server) createDroplet(w http.ResponseWriter, r *http.Request) error {
 		UserData: req.UserData, PublicKeys: pubKeys, PublicIP: pubIP.String(), PrivateIP: privIP.String(),
 		Monitoring: req.Monitoring, SnapshotIDs: []int{},
 	}
+	var same []int
+	for _, id := range sortedKeys(s.st.Droplets) {
+		if s.st.Droplets[id].Name == d.Name {
+			same = append(same, id)
+		}
+	}
+	if len(same) > 0 {
+		// DigitalOcean does not stop a second droplet with the same name, so neither do
+		// we; but a client that retried a create after a timeout now pays for two.
+		s.log.Warn("DUPLICATE droplet name: creating a second droplet with the name of an existing one (a retried create?)",
+			"name", d.Name, "existing", same, "new", d.ID)
+	}
 	s.st.Droplets[d.ID] = d
 	s.addTags(d.Tags)
+	// The create action, as DigitalOcean records it: the response links to it and
+	// clients (doctl --wait, godo/util.WaitForActive) poll it.
+	act := &action{ID: s.st.id(), Status: "in-progress", Type: "create", StartedAt: s.cfg.Now(),
+		ResourceID: d.ID, ResourceType: "droplet", Region: d.Region}
+	s.st.Actions[act.ID] = act
 	ref := im.Ref
 	err = s.st.save(s.cfg.StateDir)
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
+	failed := func(msg string) {
+		delete(s.st.Droplets, d.ID)
+		t := s.cfg.Now()
+		act.Status, act.Error, act.CompletedAt = "errored", msg, &t
+		_ = s.st.save(s.cfg.StateDir)
+	}
 
 	if _, err := s.cfg.Runtime.Image(r.Context(), ref); err != nil {
 		s.mu.Lock()
-		delete(s.st.Droplets, d.ID)
-		_ = s.st.save(s.cfg.StateDir)
+		failed(err.Error())
 		s.mu.Unlock()
 		if errors.Is(err, droplets.ErrNoImage) {
 			return unprocessable("The image's Docker image %s does not exist (make deps builds the base image).", ref)
@@ -223,22 +239,23 @@ func (s *Server) createDroplet(w http.ResponseWriter, r *http.Request) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		delete(s.st.Droplets, d.ID)
-		_ = s.st.save(s.cfg.StateDir)
+		failed(err.Error())
 		if rerr := s.cfg.Runtime.Remove(r.Context(), d.ID); rerr != nil {
 			s.log.Error("remove half-created droplet", "droplet", d.ID, "error", rerr)
 		}
 		return serverError(fmt.Errorf("create droplet %s: %w", req.Name, err))
 	}
 	d.Instance, d.Status, d.Locked = inst, "active", false
+	done := s.cfg.Now()
+	act.Status, act.CompletedAt = "completed", &done
 	if err := s.st.save(s.cfg.StateDir); err != nil {
 		return err
 	}
-	s.log.Info("droplet active", "droplet", d.ID, "name", d.Name, "image", ref, "public_ip", d.PublicIP, "private_ip", d.PrivateIP)
+	s.log.Info("droplet active", "droplet", d.ID, "name", d.Name, "image", ref, "public_ip", d.PublicIP, "private_ip", d.PrivateIP, "action", act.ID)
 	writeJSON(w, http.StatusAccepted, map[string]any{
-		"droplet": s.dropletJSON(d),
-		"links": map[string]any{"actions": []map[string]any{{
-			"id": d.ID, "rel": "create", "href": fmt.Sprintf("http://%s/v2/droplets/%d", r.Host, d.ID),
+		"droplet": wire(s.dropletJSON(d)),
+		"links": godo.Links{Actions: []godo.LinkAction{{
+			ID: act.ID, Rel: "create", HREF: fmt.Sprintf("http://%s/v2/actions/%d", r.Host, act.ID),
 		}}},
 	})
 	return nil
@@ -398,12 +415,12 @@ func (s *Server) listDropletSnapshots(w http.ResponseWriter, r *http.Request) er
 		s.mu.Unlock()
 		return notFound()
 	}
-	var out []map[string]any
+	var out []*godo.Image
 	for _, sid := range d.SnapshotIDs {
 		if im := s.st.Images[sid]; im != nil {
 			out = append(out, s.imageJSON(im))
 		}
 	}
 	s.mu.Unlock()
-	return writePage(w, r, "snapshots", out)
+	return writePage(s, w, r, "snapshots", out)
 }

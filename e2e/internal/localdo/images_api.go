@@ -2,8 +2,11 @@ package localdo
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
+
+	"github.com/digitalocean/godo"
 )
 
 var baseCreated = time.Date(2023, 6, 10, 0, 0, 0, 0, time.UTC)
@@ -25,21 +28,13 @@ func (s *Server) imageByID(id int) *image {
 	return nil
 }
 
-func (s *Server) imageJSON(im *image) map[string]any {
-	tags := im.Tags
-	if tags == nil {
-		tags = []string{}
+func (s *Server) imageJSON(im *image) *godo.Image {
+	return &godo.Image{
+		ID: im.ID, Name: im.Name, Type: im.Type, Distribution: im.Distribution, Slug: im.Slug,
+		Public: im.Public, Regions: append([]string{}, im.Regions...), MinDiskSize: im.MinDiskSize,
+		SizeGigaBytes: im.SizeGB, Created: im.Created.UTC().Format(time.RFC3339),
+		Description: im.Description, Tags: append([]string{}, im.Tags...), Status: "available",
 	}
-	out := map[string]any{
-		"id": im.ID, "name": im.Name, "type": im.Type, "distribution": im.Distribution,
-		"slug": nil, "public": im.Public, "regions": im.Regions, "min_disk_size": im.MinDiskSize,
-		"size_gigabytes": im.SizeGB, "created_at": im.Created.UTC().Format(time.RFC3339),
-		"description": im.Description, "tags": tags, "status": "available", "error_message": "",
-	}
-	if im.Slug != "" {
-		out["slug"] = im.Slug
-	}
-	return out
 }
 
 // allImages lists base images then snapshots; the caller holds s.mu.
@@ -67,7 +62,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
 		return unprocessable("type must be distribution or application")
 	}
 	s.mu.Lock()
-	var out []map[string]any
+	var out []*godo.Image
 	for _, im := range s.allImages() {
 		if private && im.Public {
 			continue
@@ -84,7 +79,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
 		out = append(out, s.imageJSON(im))
 	}
 	s.mu.Unlock()
-	return writePage(w, r, "images", out)
+	return writePage(s, w, r, "images", out)
 }
 
 // findImage resolves an id or a slug; the caller holds s.mu.
@@ -107,7 +102,7 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) error {
 	if im == nil {
 		return notFound()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"image": s.imageJSON(im)})
+	writeOne(w, http.StatusOK, "image", s.imageJSON(im))
 	return nil
 }
 
@@ -141,7 +136,7 @@ func (s *Server) updateImage(w http.ResponseWriter, r *http.Request) error {
 	if err := s.st.save(s.cfg.StateDir); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"image": s.imageJSON(im)})
+	writeOne(w, http.StatusOK, "image", s.imageJSON(im))
 	return nil
 }
 
@@ -187,11 +182,11 @@ func withoutInt(ids []int, x int) []int {
 }
 
 // snapshotJSON is a snapshot in the /v2/snapshots shape (ids are strings there).
-func (s *Server) snapshotJSON(im *image) map[string]any {
-	return map[string]any{
-		"id": strconv.Itoa(im.ID), "name": im.Name, "resource_id": strconv.Itoa(im.DropletID),
-		"resource_type": "droplet", "regions": im.Regions, "min_disk_size": im.MinDiskSize,
-		"size_gigabytes": im.SizeGB, "created_at": im.Created.UTC().Format(time.RFC3339), "tags": im.Tags,
+func (s *Server) snapshotJSON(im *image) godo.Snapshot {
+	return godo.Snapshot{
+		ID: strconv.Itoa(im.ID), Name: im.Name, ResourceID: strconv.Itoa(im.DropletID),
+		ResourceType: "droplet", Regions: append([]string{}, im.Regions...), MinDiskSize: im.MinDiskSize,
+		SizeGigaBytes: im.SizeGB, Created: im.Created.UTC().Format(time.RFC3339), Tags: append([]string{}, im.Tags...),
 	}
 }
 
@@ -202,17 +197,17 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) error {
 	switch r.URL.Query().Get("resource_type") {
 	case "", "droplet":
 	case "volume":
-		return writePage(w, r, "snapshots", []map[string]any{})
+		return writePage(s, w, r, "snapshots", []godo.Snapshot{})
 	default:
 		return unprocessable("resource_type must be droplet or volume")
 	}
 	s.mu.Lock()
-	var out []map[string]any
+	var out []godo.Snapshot
 	for _, id := range sortedKeys(s.st.Images) {
 		out = append(out, s.snapshotJSON(s.st.Images[id]))
 	}
 	s.mu.Unlock()
-	return writePage(w, r, "snapshots", out)
+	return writePage(s, w, r, "snapshots", out)
 }
 
 func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request) error {
@@ -226,10 +221,84 @@ func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request) error {
 	if im == nil {
 		return notFound()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"snapshot": s.snapshotJSON(im)})
+	writeOne(w, http.StatusOK, "snapshot", s.snapshotJSON(im))
 	return nil
 }
 
 func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request) error {
 	return s.removeSnapshot(w, r, r.PathValue("id"))
+}
+
+// imageActionReq is what godo's ImageActions.Transfer and Convert send.
+type imageActionReq struct {
+	Type   string `json:"type"`
+	Region string `json:"region"`
+}
+
+// createImageAction implements the transfer action: the snapshot becomes available in
+// another region (its "regions" grows), which is what Packer's snapshot_regions asks for
+// and what Terraform's `data "digitalocean_image"` lookup with `region` needs. The
+// snapshot's Docker image is the same in every region, so the transfer is bookkeeping.
+func (s *Server) createImageAction(w http.ResponseWriter, r *http.Request) error {
+	var req imageActionReq
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.Type != "transfer" {
+		s.log.Error("UNIMPLEMENTED image action", "type", req.Type, "image", r.PathValue("image"))
+		return unprocessable("The local DigitalOcean does not implement the image action %q.", req.Type)
+	}
+	if _, ok := findRegion(req.Region); !ok {
+		return unprocessable("region %q is not a region (see GET /v2/regions)", req.Region)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	im := s.findImage(r.PathValue("image"))
+	if im == nil {
+		return notFound()
+	}
+	if im.Type != "snapshot" {
+		return unprocessable("image %d is a distribution image; it is in every region already", im.ID)
+	}
+	a := &action{ID: s.st.id(), Status: "in-progress", Type: "transfer", StartedAt: s.cfg.Now(),
+		ResourceID: im.ID, ResourceType: "image", Region: req.Region}
+	s.st.Actions[a.ID] = a
+	if err := s.st.save(s.cfg.StateDir); err != nil {
+		return err
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		t := s.cfg.Now()
+		a.Status, a.CompletedAt = "completed", &t
+		if cur := s.st.Images[im.ID]; cur == nil {
+			a.Status, a.Error = "errored", "the image was deleted during the transfer"
+		} else if !slices.Contains(cur.Regions, req.Region) {
+			cur.Regions = append(cur.Regions, req.Region)
+		}
+		s.log.Info("image transferred", "image", im.ID, "name", im.Name, "region", req.Region, "action", a.ID, "status", a.Status)
+		if err := s.st.save(s.cfg.StateDir); err != nil {
+			s.log.Error("save state", "error", err)
+		}
+	}()
+	writeOne(w, http.StatusCreated, "action", s.actionJSON(a))
+	return nil
+}
+
+func (s *Server) getImageAction(w http.ResponseWriter, r *http.Request) error {
+	aid, err := pathID(r, "action")
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	im := s.findImage(r.PathValue("image"))
+	a := s.st.Actions[aid]
+	if im == nil || a == nil || a.ResourceType != "image" || a.ResourceID != im.ID {
+		return notFound()
+	}
+	writeOne(w, http.StatusOK, "action", s.actionJSON(a))
+	return nil
 }

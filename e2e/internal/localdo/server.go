@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
+	"github.com/digitalocean/godo"
 )
 
 // Runtime runs droplets; *droplets.Docker is the real one.
@@ -75,6 +76,12 @@ type Config struct {
 	// InsecureRegistries are written to every new droplet's /etc/docker/daemon.json, so
 	// its Docker pulls from the local registry over plain HTTP.
 	InsecureRegistries []string
+	// Token, when set, is the only API token accepted (401 otherwise, as DigitalOcean
+	// answers a bad token); empty accepts any non-empty token.
+	Token string
+	// MaxPerPage caps per_page (default 200, DigitalOcean's cap); tests lower it so a
+	// few items span several pages.
+	MaxPerPage int
 	// ShutdownTimeout bounds a graceful shutdown before it fails (default 60s).
 	ShutdownTimeout time.Duration
 	Log             *slog.Logger
@@ -102,6 +109,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.BaseImages == nil {
 		cfg.BaseImages = DefaultBaseImages
+	}
+	if cfg.MaxPerPage <= 0 {
+		cfg.MaxPerPage = 200
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 60 * time.Second
@@ -201,44 +211,20 @@ func serverError(err error) *apiError {
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
+// Routes lists the API routes the server implements ("GET /v2/droplets/{id}"), sorted.
+func (s *Server) Routes() []string {
+	var out []string
+	for pattern := range s.routes() {
+		out = append(out, pattern)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Handler serves the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	routes := map[string]handlerFunc{
-		"GET /v2/account":                        s.getAccount,
-		"GET /v2/account/keys":                   s.listKeys,
-		"POST /v2/account/keys":                  s.createKey,
-		"GET /v2/account/keys/{key}":             s.getKey,
-		"PUT /v2/account/keys/{key}":             s.updateKey,
-		"DELETE /v2/account/keys/{key}":          s.deleteKey,
-		"GET /v2/regions":                        s.listRegions,
-		"GET /v2/sizes":                          s.listSizes,
-		"GET /v2/droplets":                       s.listDroplets,
-		"POST /v2/droplets":                      s.createDroplet,
-		"DELETE /v2/droplets":                    s.deleteDropletsByTag,
-		"GET /v2/droplets/{id}":                  s.getDroplet,
-		"DELETE /v2/droplets/{id}":               s.deleteDroplet,
-		"GET /v2/droplets/{id}/snapshots":        s.listDropletSnapshots,
-		"GET /v2/droplets/{id}/actions":          s.listDropletActions,
-		"POST /v2/droplets/{id}/actions":         s.createDropletAction,
-		"GET /v2/droplets/{id}/actions/{action}": s.getDropletAction,
-		"GET /v2/actions":                        s.listActions,
-		"GET /v2/actions/{action}":               s.getAction,
-		"GET /v2/images":                         s.listImages,
-		"GET /v2/images/{image}":                 s.getImage,
-		"PUT /v2/images/{image}":                 s.updateImage,
-		"DELETE /v2/images/{image}":              s.deleteImage,
-		"GET /v2/snapshots":                      s.listSnapshots,
-		"GET /v2/snapshots/{id}":                 s.getSnapshot,
-		"DELETE /v2/snapshots/{id}":              s.deleteSnapshot,
-		"GET /v2/tags":                           s.listTags,
-		"POST /v2/tags":                          s.createTag,
-		"GET /v2/tags/{tag}":                     s.getTag,
-		"DELETE /v2/tags/{tag}":                  s.deleteTag,
-		"POST /v2/tags/{tag}/resources":          s.tagResources,
-		"DELETE /v2/tags/{tag}/resources":        s.untagResources,
-	}
-	for pattern, h := range routes {
+	for pattern, h := range s.routes() {
 		mux.Handle(pattern, s.wrap(h))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -252,10 +238,50 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
+func (s *Server) routes() map[string]handlerFunc {
+	return map[string]handlerFunc{
+		"GET /v2/account":                         s.getAccount,
+		"GET /v2/account/keys":                    s.listKeys,
+		"POST /v2/account/keys":                   s.createKey,
+		"GET /v2/account/keys/{key}":              s.getKey,
+		"PUT /v2/account/keys/{key}":              s.updateKey,
+		"DELETE /v2/account/keys/{key}":           s.deleteKey,
+		"GET /v2/regions":                         s.listRegions,
+		"GET /v2/sizes":                           s.listSizes,
+		"GET /v2/droplets":                        s.listDroplets,
+		"POST /v2/droplets":                       s.createDroplet,
+		"DELETE /v2/droplets":                     s.deleteDropletsByTag,
+		"GET /v2/droplets/{id}":                   s.getDroplet,
+		"DELETE /v2/droplets/{id}":                s.deleteDroplet,
+		"GET /v2/droplets/{id}/snapshots":         s.listDropletSnapshots,
+		"GET /v2/droplets/{id}/actions":           s.listDropletActions,
+		"POST /v2/droplets/{id}/actions":          s.createDropletAction,
+		"GET /v2/droplets/{id}/actions/{action}":  s.getDropletAction,
+		"GET /v2/actions":                         s.listActions,
+		"GET /v2/actions/{action}":                s.getAction,
+		"GET /v2/images":                          s.listImages,
+		"GET /v2/images/{image}":                  s.getImage,
+		"PUT /v2/images/{image}":                  s.updateImage,
+		"DELETE /v2/images/{image}":               s.deleteImage,
+		"POST /v2/images/{image}/actions":         s.createImageAction,
+		"GET /v2/images/{image}/actions/{action}": s.getImageAction,
+		"GET /v2/snapshots":                       s.listSnapshots,
+		"GET /v2/snapshots/{id}":                  s.getSnapshot,
+		"DELETE /v2/snapshots/{id}":               s.deleteSnapshot,
+		"GET /v2/tags":                            s.listTags,
+		"POST /v2/tags":                           s.createTag,
+		"GET /v2/tags/{tag}":                      s.getTag,
+		"DELETE /v2/tags/{tag}":                   s.deleteTag,
+		"POST /v2/tags/{tag}/resources":           s.tagResources,
+		"DELETE /v2/tags/{tag}/resources":         s.untagResources,
+	}
+}
+
 func (s *Server) wrap(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth := r.Header.Get("Authorization")
-		if !strings.HasPrefix(auth, "Bearer ") || strings.TrimSpace(strings.TrimPrefix(auth, "Bearer ")) == "" {
+		token := strings.TrimSpace(strings.TrimPrefix(auth, "Bearer "))
+		if !strings.HasPrefix(auth, "Bearer ") || token == "" || (s.cfg.Token != "" && token != s.cfg.Token) {
 			s.writeError(w, r, &apiError{http.StatusUnauthorized, "unauthorized", "Unable to authenticate you"})
 			return
 		}
@@ -337,7 +363,7 @@ func checkQuery(r *http.Request, allowed ...string) error {
 }
 
 // paginate returns the page of items the request asks for with the API's links and meta.
-func paginate[T any](r *http.Request, key string, items []T) (map[string]any, error) {
+func paginate[T any](r *http.Request, key string, items []T, maxPerPage int) (map[string]any, error) {
 	q := r.URL.Query()
 	page, perPage := 1, 20
 	if v := q.Get("page"); v != "" {
@@ -352,8 +378,9 @@ func paginate[T any](r *http.Request, key string, items []T) (map[string]any, er
 		if err != nil || n < 1 {
 			return nil, unprocessable("per_page must be a positive integer")
 		}
-		perPage = min(n, 200)
+		perPage = n
 	}
+	perPage = min(perPage, maxPerPage)
 	total := len(items)
 	last := max(1, (total+perPage-1)/perPage)
 	lo := min((page-1)*perPage, total)
@@ -369,17 +396,22 @@ func paginate[T any](r *http.Request, key string, items []T) (map[string]any, er
 		u.RawQuery = qq.Encode()
 		return u.String()
 	}
-	pages := map[string]string{}
+	// As the API: "links": {} on a single page, pages.first/prev after the first,
+	// pages.next/last before the last.
+	var links godo.Links
+	if page > 1 || page < last {
+		links.Pages = &godo.Pages{}
+	}
 	if page > 1 {
-		pages["first"], pages["prev"] = link(1), link(min(page-1, last))
+		links.Pages.First, links.Pages.Prev = link(1), link(min(page-1, last))
 	}
 	if page < last {
-		pages["next"], pages["last"] = link(page+1), link(last)
+		links.Pages.Next, links.Pages.Last = link(page+1), link(last)
 	}
 	out := map[string]any{
-		key:     items[lo:hi],
-		"links": map[string]any{"pages": pages},
-		"meta":  map[string]int{"total": total},
+		key:     wire(items[lo:hi]),
+		"links": links,
+		"meta":  godo.Meta{Total: total},
 	}
 	return out, nil
 }
@@ -395,16 +427,22 @@ func pathID(r *http.Request, name string) (int, error) {
 // --- account, keys, regions, sizes -----------------------------------------------------
 
 func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]any{"account": map[string]any{
-		"droplet_limit": 25, "floating_ip_limit": 3, "volume_limit": 10,
-		"email": "local@codelab.invalid", "uuid": "00000000-0000-4000-8000-00000000c0de",
-		"email_verified": true, "status": "active", "status_message": "",
-	}})
+	writeOne(w, http.StatusOK, "account", godo.Account{
+		DropletLimit: 25, FloatingIPLimit: 3, ReservedIPLimit: 3, VolumeLimit: 10,
+		Email: "local@codelab.invalid", Name: "Local DigitalOcean", UUID: "00000000-0000-4000-8000-00000000c0de",
+		EmailVerified: true, Status: "active",
+		Team: &godo.TeamInfo{Name: "My Team", UUID: "00000000-0000-4000-8000-00000000feed"},
+	})
 	return nil
 }
 
-func keyJSON(k *key) map[string]any {
-	return map[string]any{"id": k.ID, "name": k.Name, "fingerprint": k.Fingerprint, "public_key": k.PublicKey}
+// writeOne writes one resource under key in the API's shape ({"droplet": {...}}).
+func writeOne(w http.ResponseWriter, status int, key string, v any) {
+	writeJSON(w, status, map[string]any{key: wire(v)})
+}
+
+func keyJSON(k *key) godo.Key {
+	return godo.Key{ID: k.ID, Name: k.Name, Fingerprint: k.Fingerprint, PublicKey: k.PublicKey}
 }
 
 // fingerprint is the MD5 fingerprint DigitalOcean shows for an SSH public key.
@@ -430,19 +468,17 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.mu.Lock()
-	var out []map[string]any
+	var out []godo.Key
 	for _, id := range sortedKeys(s.st.Keys) {
 		out = append(out, keyJSON(s.st.Keys[id]))
 	}
 	s.mu.Unlock()
-	return writePage(w, r, "ssh_keys", out)
+	return writePage(s, w, r, "ssh_keys", out)
 }
 
-func writePage[T any](w http.ResponseWriter, r *http.Request, key string, items []T) error {
-	if items == nil {
-		items = []T{}
-	}
-	body, err := paginate(r, key, items)
+// writePage writes the page of items the request asks for, under key, with links and meta.
+func writePage[T any](s *Server, w http.ResponseWriter, r *http.Request, key string, items []T) error {
+	body, err := paginate(r, key, items, s.cfg.MaxPerPage)
 	if err != nil {
 		return err
 	}
@@ -486,7 +522,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err := s.st.save(s.cfg.StateDir); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"ssh_key": keyJSON(k)})
+	writeOne(w, http.StatusCreated, "ssh_key", keyJSON(k))
 	return nil
 }
 
@@ -510,7 +546,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) error {
 	if k == nil {
 		return notFound()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ssh_key": keyJSON(k)})
+	writeOne(w, http.StatusOK, "ssh_key", keyJSON(k))
 	return nil
 }
 
@@ -533,7 +569,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request) error {
 	if err := s.st.save(s.cfg.StateDir); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ssh_key": keyJSON(k)})
+	writeOne(w, http.StatusOK, "ssh_key", keyJSON(k))
 	return nil
 }
 
@@ -606,22 +642,23 @@ func findSize(slug string) (sizeDef, bool) {
 	return sizeDef{}, false
 }
 
-func regionJSON(slug string) map[string]any {
+func regionJSON(slug string) *godo.Region {
 	r, _ := findRegion(slug)
-	return map[string]any{
-		"slug": r.slug, "name": r.name, "sizes": sizeSlugs(), "available": true,
-		"features": []string{"backups", "ipv6", "metadata", "install_agent", "storage", "image_transfer"},
+	return &godo.Region{
+		Slug: r.slug, Name: r.name, Sizes: sizeSlugs(), Available: true,
+		Features: []string{"backups", "ipv6", "metadata", "install_agent", "storage", "image_transfer"},
 	}
 }
 
-func sizeJSON(slug string) map[string]any {
+func sizeJSON(slug string) *godo.Size {
 	z, _ := findSize(slug)
-	return map[string]any{
-		"slug": z.slug, "memory": z.memory, "vcpus": z.vcpus, "disk": z.disk,
-		"transfer": float64(z.vcpus) * 1.0, "price_monthly": z.monthly,
-		"price_hourly": float64(int(z.monthly/730*100000)) / 100000,
-		"regions":      regionSlugs(), "available": true,
-		"description": "Basic",
+	return &godo.Size{
+		Slug: z.slug, Memory: z.memory, Vcpus: z.vcpus, Disk: z.disk,
+		Transfer: float64(z.vcpus) * 1.0, PriceMonthly: z.monthly,
+		PriceHourly: float64(int(z.monthly/730*100000)) / 100000,
+		Regions:     regionSlugs(), Available: true, Description: "Basic",
+		DiskInfo: []godo.DiskInfo{{Type: "local", Size: &godo.DiskSize{Amount: z.disk, Unit: "gib"}}},
+		// GPUInfo stays nil: "gpu_info": null, as the API sends for sizes without a GPU.
 	}
 }
 
@@ -629,22 +666,22 @@ func (s *Server) listRegions(w http.ResponseWriter, r *http.Request) error {
 	if err := checkQuery(r); err != nil {
 		return err
 	}
-	var out []map[string]any
+	var out []*godo.Region
 	for _, rd := range regionDefs {
 		out = append(out, regionJSON(rd.slug))
 	}
-	return writePage(w, r, "regions", out)
+	return writePage(s, w, r, "regions", out)
 }
 
 func (s *Server) listSizes(w http.ResponseWriter, r *http.Request) error {
 	if err := checkQuery(r); err != nil {
 		return err
 	}
-	var out []map[string]any
+	var out []*godo.Size
 	for _, z := range sizeDefs {
 		out = append(out, sizeJSON(z.slug))
 	}
-	return writePage(w, r, "sizes", out)
+	return writePage(s, w, r, "sizes", out)
 }
 
 // --- tags --------------------------------------------------------------------------------
@@ -661,34 +698,29 @@ func hasTag(tags []string, t string) bool {
 }
 
 // tagJSON describes a tag with its resource counts; the caller holds s.mu.
-func (s *Server) tagJSON(name string) map[string]any {
-	var nd, ni int
-	var lastD, lastI map[string]any
+func (s *Server) tagJSON(name string) godo.Tag {
+	dr := &godo.TaggedDropletsResources{}
+	ir := &godo.TaggedImagesResources{}
+	last := ""
 	for _, id := range sortedKeys(s.st.Droplets) {
 		if d := s.st.Droplets[id]; hasTag(d.Tags, name) {
-			nd++
-			lastD = s.dropletJSON(d)
+			dr.Count++
+			dr.LastTagged = s.dropletJSON(d)
+			dr.LastTaggedURI = fmt.Sprintf("/v2/droplets/%d", d.ID)
+			last = dr.LastTaggedURI
 		}
 	}
 	for _, id := range sortedKeys(s.st.Images) {
 		if im := s.st.Images[id]; hasTag(im.Tags, name) {
-			ni++
-			lastI = s.imageJSON(im)
+			ir.Count++
+			ir.LastTaggedURI = fmt.Sprintf("/v2/images/%d", im.ID)
+			last = ir.LastTaggedURI
 		}
 	}
-	dr := map[string]any{"count": nd}
-	if lastD != nil {
-		dr["last_tagged"] = lastD
-		dr["last_tagged_uri"] = fmt.Sprintf("/v2/droplets/%v", lastD["id"])
-	}
-	ir := map[string]any{"count": ni}
-	if lastI != nil {
-		ir["last_tagged_uri"] = fmt.Sprintf("/v2/images/%v", lastI["id"])
-	}
-	return map[string]any{"name": name, "resources": map[string]any{
-		"count": nd + ni, "droplets": dr, "images": ir,
-		"volumes": map[string]any{"count": 0}, "volume_snapshots": map[string]any{"count": 0},
-		"databases": map[string]any{"count": 0},
+	return godo.Tag{Name: name, Resources: &godo.TaggedResources{
+		Count: dr.Count + ir.Count, LastTaggedURI: last, Droplets: dr, Images: ir,
+		Volumes: &godo.TaggedVolumesResources{}, VolumeSnapshots: &godo.TaggedVolumeSnapshotsResources{},
+		Databases: &godo.TaggedDatabasesResources{},
 	}}
 }
 
@@ -702,12 +734,12 @@ func (s *Server) listTags(w http.ResponseWriter, r *http.Request) error {
 		names = append(names, t)
 	}
 	sort.Strings(names)
-	var out []map[string]any
+	var out []godo.Tag
 	for _, n := range names {
 		out = append(out, s.tagJSON(n))
 	}
 	s.mu.Unlock()
-	return writePage(w, r, "tags", out)
+	return writePage(s, w, r, "tags", out)
 }
 
 func (s *Server) createTag(w http.ResponseWriter, r *http.Request) error {
@@ -726,7 +758,7 @@ func (s *Server) createTag(w http.ResponseWriter, r *http.Request) error {
 	if err := s.st.save(s.cfg.StateDir); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"tag": s.tagJSON(req.Name)})
+	writeOne(w, http.StatusCreated, "tag", s.tagJSON(req.Name))
 	return nil
 }
 
@@ -737,7 +769,7 @@ func (s *Server) getTag(w http.ResponseWriter, r *http.Request) error {
 	if !s.st.Tags[name] {
 		return notFound()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tag": s.tagJSON(name)})
+	writeOne(w, http.StatusOK, "tag", s.tagJSON(name))
 	return nil
 }
 

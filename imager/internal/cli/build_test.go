@@ -3,6 +3,7 @@ package cli_test
 import (
 	"context"
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codelab-app/infra/e2e/localdotest"
 	"github.com/codelab-app/infra/imager/internal/artifacts"
 	"github.com/codelab-app/infra/imager/internal/cli"
 	"github.com/codelab-app/infra/imager/internal/images"
-	"github.com/codelab-app/infra/imager/internal/images/imagestest"
 	"github.com/codelab-app/infra/tools/testenv"
 )
 
@@ -53,7 +54,7 @@ ls "$(eval echo \${$#})" >> "$ARGS_FILE"
 }
 
 // buildOptions wires a build against srv with a fake agent.
-func buildOptions(t *testing.T, srv *imagestest.Server, repo, packerBin, target string) (*cli.BuildOptions, *strings.Builder, *strings.Builder) {
+func buildOptions(t *testing.T, srv *localdotest.Server, repo, packerBin, target string) (*cli.BuildOptions, *strings.Builder, *strings.Builder) {
 	g, _, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok"})
 	var out, errb strings.Builder
 	g.Stdout, g.Stderr = &out, &errb
@@ -90,13 +91,11 @@ const mustNotBuild = `echo "fake packer: build must not run" >&2; touch "$(dirna
 
 func TestBuildSkipsSameFingerprint(t *testing.T) {
 	repo := fixtureRepo(t)
-	srv := imagestest.New(t, "tok") // no Allow*: tagging or deleting would fail the test
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
 	fp := fingerprint(t, repo, "services-base", "agent-v1", "")
-	srv.Images = []imagestest.Image{
-		{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Tags: []string{images.TagFingerprint + fp}},
-		// Same fingerprint on another family does not count.
-		{ID: 11, Name: "codelab-neo4j-base-2026-11-01-0000", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Tags: []string{images.TagFingerprint + fp}},
-	}
+	srv.AddSnapshot(localdotest.Snapshot{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Tags: []string{images.TagFingerprint + fp}})
+	// Same fingerprint on another family does not count.
+	srv.AddSnapshot(localdotest.Snapshot{ID: 11, Name: "codelab-neo4j-base-2026-11-01-0000", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Tags: []string{images.TagFingerprint + fp}})
 	bin, dir := fakePackerBin(t, mustNotBuild)
 	o, out, _ := buildOptions(t, srv, repo, bin, "app")
 	if err := cli.RunBuild(t.Context(), o); err != nil {
@@ -108,6 +107,9 @@ func TestBuildSkipsSameFingerprint(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil {
 		t.Fatal("packer build ran although the fingerprint matched")
+	}
+	if n := srv.Count("POST") + srv.Count("PUT") + srv.Count("DELETE"); n != 0 {
+		t.Fatalf("a skipped build changed the account: %v", srv.Requests())
 	}
 
 	// A changed input (the agent) changes the fingerprint: no skip.
@@ -137,12 +139,15 @@ func localArtifacts(t *testing.T, repo string) string {
 
 func TestBuildAllRunsPackerAndTagsSnapshots(t *testing.T) {
 	repo := fixtureRepo(t)
-	srv := imagestest.New(t, "tok")
-	srv.AllowTagImage = true
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
 	local := localArtifacts(t, repo)
 	fp := fingerprint(t, repo, "services-base", "agent-v1", local)
 	// Same fingerprint exists, but --force rebuilds.
-	srv.Images = []imagestest.Image{{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Now(), Tags: []string{images.TagFingerprint + fp}}}
+	srv.AddSnapshot(localdotest.Snapshot{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Now(), Tags: []string{images.TagFingerprint + fp}})
+	// The snapshots the fake Packer reports (as Packer's would have made them).
+	for id, fam := range map[int]string{801: "services-base", 802: "neo4j-base"} {
+		srv.AddSnapshot(localdotest.Snapshot{ID: id, Name: "codelab-" + fam + "-2026-11-27-1830", Created: time.Now()})
+	}
 	bin, dir := fakePackerBin(t, `
 case "$ARGS_FILE" in *neo4j*) id=802 ;; *) id=801 ;; esac
 echo "1,,ui,say,==> digitalocean: Creating droplet..."
@@ -189,7 +194,7 @@ echo "2,digitalocean,artifact,0,id,nyc3:$id"
 		}
 	}
 	for id, fam := range map[int]string{801: "services-base", 802: "neo4j-base"} {
-		tags := srv.Tagged[id]
+		tags := srv.Image(id).Tags
 		if !slices.Contains(tags, "codelab-image:"+fam) || !slices.Contains(tags, "codelab-agent:v1_2_3") || !slices.Contains(tags, "codelab-git:0123456789abcdef") || len(tags) != 4 {
 			t.Errorf("snapshot %d tags = %v", id, tags)
 		}
@@ -198,7 +203,7 @@ echo "2,digitalocean,artifact,0,id,nyc3:$id"
 		t.Errorf("summary: %s", out)
 	}
 	if n := srv.Count("GET /v2/droplets?page=1&per_page=200&tag_name=codelab-build"); n != 2 {
-		t.Errorf("leftover checks = %d, want one per image: %v", n, srv.Requests)
+		t.Errorf("leftover checks = %d, want one per image: %v", n, srv.Requests())
 	}
 }
 
@@ -213,14 +218,14 @@ func filepathBaseStage(t *testing.T, dir, family string) string {
 
 func TestBuildFailureCleansUpLeftovers(t *testing.T) {
 	repo := fixtureRepo(t)
-	srv := imagestest.New(t, "tok")
-	srv.AllowCreateDroplet, srv.AllowDeleteDroplet = true, true
-	srv.Keys = []imagestest.Key{{ID: 5, Name: "packer-6543"}, {ID: 6, Name: "ci"}}
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	packerKey := srv.AddKey("packer-6543")
+	srv.AddKey("ci")
 	// Like a Packer that dies after creating its droplet: the droplet stays behind.
 	bin, _ := fakePackerBin(t, `
 for a in "$@"; do case "$a" in build_id=*) id=${a#build_id=} ;; esac; done
 curl -sf -X POST -H "Authorization: Bearer $DIGITALOCEAN_API_TOKEN" -H 'Content-Type: application/json' \
-  -d "{\"name\":\"packer-x\",\"tags\":[\"codelab-imager\",\"codelab-build:$id\"]}" "${DIGITALOCEAN_API_URL%/}/v2/droplets" >/dev/null || exit 98
+  -d "{\"name\":\"packer-x\",\"region\":\"nyc3\",\"size\":\"s-2vcpu-4gb\",\"image\":\"debian-12-x64\",\"tags\":[\"codelab-imager\",\"codelab-build:$id\"]}" "${DIGITALOCEAN_API_URL%/}/v2/droplets" >/dev/null || exit 98
 echo "1,,ui,error,Build 'digitalocean' errored: provisioner failed"
 exit 1
 `)
@@ -230,10 +235,10 @@ exit 1
 	if err == nil || !strings.Contains(err.Error(), "packer build failed") {
 		t.Fatalf("err = %v\n%s", err, errb)
 	}
-	if len(srv.DeletedDroplets) != 1 || len(srv.Droplets) != 0 {
-		t.Fatalf("leftover droplet not deleted: deleted %v, remaining %v", srv.DeletedDroplets, srv.Droplets)
+	if n, left := srv.Count("DELETE /v2/droplets/"), srv.Droplets(); n != 1 || len(left) != 0 {
+		t.Fatalf("leftover droplet not deleted: %d deletes, remaining %v", n, left)
 	}
-	for _, want := range []string{"services-base | deleted leftover build droplet packer-x", "services-base | SSH key packer-6543 (id 5) looks like a temporary Packer key"} {
+	for _, want := range []string{"services-base | deleted leftover build droplet packer-x", fmt.Sprintf("services-base | SSH key packer-6543 (id %d) looks like a temporary Packer key", packerKey)} {
 		if !strings.Contains(errb.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, errb)
 		}
@@ -252,7 +257,7 @@ func TestBuildRefusesUnpinnedArtifacts(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(repo, artifacts.VersionsFile), []byte(versions), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	srv := imagestest.New(t, "tok")
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
 	bin, _ := fakePackerBin(t, mustNotBuild)
 	o, _, _ := buildOptions(t, srv, repo, bin, "all")
 	err := cli.RunBuild(t.Context(), o)
@@ -266,7 +271,7 @@ func TestBuildNeedsUnits(t *testing.T) {
 	if err := os.Remove(filepath.Join(repo, "systemd", "consul.service")); err != nil {
 		t.Fatal(err)
 	}
-	srv := imagestest.New(t, "tok")
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
 	bin, _ := fakePackerBin(t, mustNotBuild)
 	o, _, _ := buildOptions(t, srv, repo, bin, "app")
 	if err := cli.RunBuild(t.Context(), o); err == nil || !strings.Contains(err.Error(), "systemd unit consul.service is missing") {

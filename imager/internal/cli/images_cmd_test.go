@@ -3,39 +3,51 @@ package cli_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/codelab-app/infra/e2e/localdotest"
 	"github.com/codelab-app/infra/imager/internal/cli"
 	"github.com/codelab-app/infra/imager/internal/images"
-	"github.com/codelab-app/infra/imager/internal/images/imagestest"
 	"github.com/codelab-app/infra/internal/exitcode"
 )
 
-// doneWhenServer holds 7 services-base and 5 neo4j-base snapshots; droplet api-1 runs
-// on the oldest services-base one (id 101). Page size 4 forces pagination.
-func doneWhenServer(t *testing.T) *imagestest.Server {
-	srv := imagestest.New(t, "tok")
-	srv.PageSize = 4
+// doneWhenServer is a local DigitalOcean holding 7 services-base (ids 101-107) and 5
+// neo4j-base (201-205) snapshots; droplet api-1 runs on the oldest services-base one
+// (101) and, with web, web-1 on the newest (107). Page size 4 forces pagination. It
+// returns api-1's droplet id.
+func doneWhenServer(t *testing.T, web bool) (*localdotest.Server, int) {
+	srv := localdotest.New(t, localdotest.Options{Token: "tok", PageSize: 4})
 	base := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	for i := range 7 {
 		c := base.AddDate(0, 0, i)
-		srv.Images = append(srv.Images, imagestest.Image{ID: 101 + i, Name: images.SnapshotName("services-base", c), Created: c,
+		srv.AddSnapshot(localdotest.Snapshot{ID: 101 + i, Name: images.SnapshotName("services-base", c), Created: c,
 			SizeGB: 3.1, Regions: []string{"nyc3"}, Tags: []string{"codelab-fp:fp" + string(rune('a'+i))}})
 	}
 	for i := range 5 {
 		c := base.AddDate(0, 0, i).Add(time.Hour)
-		srv.Images = append(srv.Images, imagestest.Image{ID: 201 + i, Name: images.SnapshotName("neo4j-base", c), Created: c, SizeGB: 4, Regions: []string{"nyc3", "sfo3"}})
+		srv.AddSnapshot(localdotest.Snapshot{ID: 201 + i, Name: images.SnapshotName("neo4j-base", c), Created: c, SizeGB: 4, Regions: []string{"nyc3", "sfo3"}})
 	}
-	srv.Droplets = []imagestest.Droplet{{ID: 1, Name: "api-1", ImageID: 101}, {ID: 2, Name: "web-1", ImageID: 107}}
-	return srv
+	api1 := srv.CreateDroplet("api-1", 101)
+	if web {
+		srv.CreateDroplet("web-1", 107)
+	}
+	return srv, api1
+}
+
+func snapshotIDs(srv *localdotest.Server) []int {
+	var ids []int
+	for _, im := range srv.Snapshots() {
+		ids = append(ids, im.ID)
+	}
+	return slices.Sorted(slices.Values(ids))
 }
 
 func TestCleanImagesDryRun(t *testing.T) {
-	srv := doneWhenServer(t)        // no Allow*: any DELETE fails the test
-	srv.Droplets = srv.Droplets[:1] // exactly one snapshot in use (the oldest services-base)
+	srv, api1 := doneWhenServer(t, false) // exactly one snapshot in use (the oldest services-base)
 	g, out, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok"})
 	if err := run(t, g, "clean-images", "--dry-run", "--api-url", srv.URL); err != nil {
 		t.Fatal(err)
@@ -45,7 +57,7 @@ func TestCleanImagesDryRun(t *testing.T) {
 	for _, want := range []string{
 		"plan: keep 7, delete 5 of 12 snapshot(s) (newest 3 per family plus those in use)",
 		"dry run: nothing deleted",
-		"in use by droplet api-1 (1)",
+		fmt.Sprintf("in use by droplet api-1 (%d)", api1),
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q:\n%s", want, s)
@@ -63,23 +75,24 @@ func TestCleanImagesDryRun(t *testing.T) {
 	if keepLines != 7 || deleteLines != 5 {
 		t.Errorf("plan lines: keep %d delete %d, want 7 and 5:\n%s", keepLines, deleteLines, s)
 	}
-	if srv.Count("DELETE") != 0 || len(srv.Images) != 12 {
-		t.Fatalf("dry run deleted something: %v", srv.Requests)
-	}
 	if n := srv.Count("GET /v2/images"); n != 3 {
 		t.Errorf("image pages = %d, want 3 (12 images, 4 per page)", n)
+	}
+	if srv.Count("DELETE") != 0 || len(srv.Snapshots()) != 12 {
+		t.Fatalf("dry run deleted something: %v", srv.Requests())
 	}
 }
 
 func TestCleanImagesDeletes(t *testing.T) {
-	srv := doneWhenServer(t)
-	srv.AllowDeleteImage = true
+	srv, _ := doneWhenServer(t, true)
+	before := snapshotIDs(srv)
 	g, out, _ := globals(t, env{"DIGITALOCEAN_TOKEN": "tok", "DIGITALOCEAN_API_URL": ""})
 	g.APIURL = srv.URL
 	if err := cli.RunClean(t.Context(), &cli.CleanOptions{Globals: g, Keep: 3}); err != nil {
 		t.Fatal(err)
 	}
-	got := slices.Sorted(slices.Values(srv.DeletedImages))
+	after := snapshotIDs(srv)
+	got := slices.DeleteFunc(before, func(id int) bool { return slices.Contains(after, id) })
 	if want := []int{102, 103, 104, 201, 202}; !slices.Equal(got, want) {
 		t.Fatalf("deleted %v, want %v\n%s", got, want, out)
 	}
@@ -89,7 +102,7 @@ func TestCleanImagesDeletes(t *testing.T) {
 }
 
 func TestCleanImagesJSONAndKeep(t *testing.T) {
-	srv := doneWhenServer(t)
+	srv, _ := doneWhenServer(t, true)
 	g, out, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok", "DIGITALOCEAN_API_URL": srv.URL})
 	if err := run(t, g, "clean-images", "--dry-run", "--json", "--keep", "5"); err != nil {
 		t.Fatal(err)
@@ -116,7 +129,7 @@ func TestCleanImagesJSONAndKeep(t *testing.T) {
 }
 
 func TestListImages(t *testing.T) {
-	srv := doneWhenServer(t)
+	srv, _ := doneWhenServer(t, true)
 	g, out, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok"})
 	if err := run(t, g, "list-images", "--api-url", srv.URL); err != nil {
 		t.Fatal(err)
@@ -161,7 +174,7 @@ func TestListImages(t *testing.T) {
 }
 
 func TestTokenErrorsAreOneLine(t *testing.T) {
-	srv := imagestest.New(t, "good")
+	srv := localdotest.New(t, localdotest.Options{Token: "good"})
 	for _, tc := range []struct {
 		name string
 		env  env

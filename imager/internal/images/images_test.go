@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codelab-app/infra/e2e/localdotest"
 	"github.com/codelab-app/infra/imager/internal/images"
-	"github.com/codelab-app/infra/imager/internal/images/imagestest"
 )
 
 func TestFamily(t *testing.T) {
@@ -123,15 +123,16 @@ func TestPlanReasonNamesTheDroplet(t *testing.T) {
 }
 
 func TestListPaginatesAndMarksUse(t *testing.T) {
-	srv := imagestest.New(t, "tok")
-	srv.PageSize = 2
+	srv := localdotest.New(t, localdotest.Options{Token: "tok", PageSize: 2})
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 1; i <= 7; i++ {
 		c := base.Add(time.Duration(i) * 24 * time.Hour)
-		srv.Images = append(srv.Images, imagestest.Image{ID: i, Name: images.SnapshotName("services-base", c), Created: c, Regions: []string{"nyc3"}, SizeGB: 2.5})
+		srv.AddSnapshot(localdotest.Snapshot{ID: i, Name: images.SnapshotName("services-base", c), Created: c, Regions: []string{"nyc3"}, SizeGB: 2.5})
 	}
-	srv.Images = append(srv.Images, imagestest.Image{ID: 50, Name: "ubuntu-custom", Created: base})
-	srv.Droplets = []imagestest.Droplet{{ID: 1, Name: "api-1", ImageID: 3}, {ID: 2, Name: "web-1", ImageID: 3}, {ID: 3, Name: "other", ImageID: 1234}}
+	srv.AddSnapshot(localdotest.Snapshot{ID: 50, Name: "ubuntu-custom", Created: base})
+	api1 := srv.CreateDroplet("api-1", 3)
+	web1 := srv.CreateDroplet("web-1", 3)
+	srv.CreateDroplet("other", 139000001) // the Debian 12 distribution image
 	api, err := images.NewGodo("tok", srv.URL, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -147,14 +148,15 @@ func TestListPaginatesAndMarksUse(t *testing.T) {
 	if want := []int{7, 6, 5, 4, 3, 2, 1}; !slices.Equal(ids, want) {
 		t.Fatalf("ids = %v, want %v (codelab only, newest first)", ids, want)
 	}
+	// 8 snapshots at 2 per page; the distribution image is not the account's.
 	if n := srv.Count("GET /v2/images"); n != 4 {
-		t.Errorf("image pages requested = %d, want 4", n)
+		t.Errorf("image pages requested = %d, want 4: %v", n, srv.Requests())
 	}
 	if n := srv.Count("GET /v2/droplets"); n != 2 {
 		t.Errorf("droplet pages requested = %d, want 2", n)
 	}
-	if got := fmt.Sprint(snaps[4].UsedBy); got != "[{1 api-1 3} {2 web-1 3}]" {
-		t.Errorf("snapshot 3 used by %s", got)
+	if got, want := fmt.Sprint(snaps[4].UsedBy), fmt.Sprintf("[{%d api-1 3} {%d web-1 3}]", api1, web1); got != want {
+		t.Errorf("snapshot 3 used by %s, want %s", got, want)
 	}
 	if snaps[0].InUse() {
 		t.Errorf("snapshot 7 should not be in use")
@@ -162,7 +164,7 @@ func TestListPaginatesAndMarksUse(t *testing.T) {
 }
 
 func TestRejectedToken(t *testing.T) {
-	srv := imagestest.New(t, "good")
+	srv := localdotest.New(t, localdotest.Options{Token: "good"})
 	api, err := images.NewGodo("bad", srv.URL, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -179,14 +181,20 @@ func TestRejectedToken(t *testing.T) {
 }
 
 func TestTagImage(t *testing.T) {
-	srv := imagestest.New(t, "tok")
-	srv.AllowTagImage = true
-	api, _ := images.NewGodo("tok", srv.URL+"/", nil)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	srv.AddSnapshot(localdotest.Snapshot{ID: 42, Name: "codelab-services-base-2026-01-01-0000"})
+	api, err := images.NewGodo("tok", srv.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tags := []string{"codelab-fp:abc", "codelab-git:123"}
 	if err := api.TagImage(context.Background(), 42, tags); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(srv.Tagged[42], tags) {
-		t.Fatalf("tagged %v, want %v", srv.Tagged[42], tags)
+	if got := srv.Image(42).Tags; !slices.Equal(got, tags) {
+		t.Fatalf("tagged %v, want %v", got, tags)
+	}
+	if err := api.TagImage(context.Background(), 43, tags); err == nil || !strings.Contains(err.Error(), "tag snapshot 43") {
+		t.Fatalf("tagging a missing snapshot: %v", err)
 	}
 }
