@@ -148,9 +148,7 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	}{
 		{"start the local DigitalOcean", c.startLocalDO},
 		{"build and push the application images", c.pushImages},
-		{"prepare the local artifacts", func(ctx context.Context) error {
-			return PrepareArtifacts(ctx, o.Repo, filepath.Join(o.Cache, "bin"), c.artifactsDir())
-		}},
+		{"prepare the local artifacts and serve the signed apt repository", c.prepareArtifacts},
 		{"imager build all", c.buildImages},
 		{"boot the droplets", c.boot},
 		{"put the roles' required settings into Consul KV", c.seedSettings},
@@ -246,6 +244,24 @@ func Down(ctx context.Context, o Options) error {
 
 func (c *Cluster) artifactsDir() string { return filepath.Join(c.Opts.Cache, "localdo-artifacts") }
 
+// prepareArtifacts makes the local artifacts and serves their apt repository to build
+// droplets until ctx ends (the imager builds of this process, e2e's rebuilds included).
+func (c *Cluster) prepareArtifacts(ctx context.Context) error {
+	addr, err := aptHostPort(c.Info.Networks.Public.Gateway.String(), c.Info.RegistryPull)
+	if err != nil {
+		return err
+	}
+	la, err := PrepareArtifacts(ctx, c.Opts.Repo, filepath.Join(c.Opts.Cache, "bin"), c.artifactsDir(), "http://"+addr)
+	if err != nil {
+		return err
+	}
+	if _, err := ServeApt(ctx, addr, la.AptDir); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.Opts.Out, "    apt repository %s, signed by test key %s\n", la.AptURL, la.KeyFingerprint)
+	return nil
+}
+
 func (c *Cluster) run(ctx context.Context, env []string, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -337,7 +353,8 @@ func (c *Cluster) Imager(ctx context.Context, args ...string) (string, error) {
 }
 
 func (c *Cluster) buildImages(ctx context.Context) error {
-	args := []string{"build", "all", "--api-url", c.Info.APIURL, "--local-artifacts", c.artifactsDir(), "--repo", c.Opts.Repo}
+	// The local DigitalOcean has one region, the build region.
+	args := []string{"build", "all", "--api-url", c.Info.APIURL, "--local-artifacts", c.artifactsDir(), "--repo", c.Opts.Repo, "--regions", c.Opts.Region}
 	if c.Opts.ForceBuild {
 		args = append(args, "--force")
 	}

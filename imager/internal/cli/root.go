@@ -15,6 +15,7 @@ import (
 
 	"github.com/codelab-app/infra/imager/internal/images"
 	"github.com/codelab-app/infra/imager/internal/packer"
+	"github.com/codelab-app/infra/imager/internal/version"
 	"github.com/spf13/cobra"
 )
 
@@ -186,7 +187,7 @@ func NewRootCmd(g *Globals) *cobra.Command {
 		Short: "Build and manage the codelab DigitalOcean images (Packer snapshots)",
 		Long: `imager builds the codelab base images with Packer and manages their snapshots.
 
-  imager build app|neo4j|all [--force] [--debug]
+  imager build app|neo4j|all [--plan] [--json] [--force] [--regions nyc3,fra1] [--debug]
   imager validate app|neo4j|all
   imager fmt [--check]
   imager list-images [--json]
@@ -194,9 +195,11 @@ func NewRootCmd(g *Globals) *cobra.Command {
 
 The DigitalOcean token comes from DIGITALOCEAN_API_TOKEN (or DIGITALOCEAN_TOKEN), the
 API URL from --api-url or DIGITALOCEAN_API_URL (default ` + images.DefaultAPIURL + `).`,
+		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("imager {{.Version}}\n")
 	root.PersistentPreRun = func(*cobra.Command, []string) {
 		if g.Verbose && g.Level != nil {
 			g.Level.Set(slog.LevelDebug)

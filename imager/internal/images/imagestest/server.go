@@ -56,6 +56,9 @@ type Server struct {
 	AllowTagImage      bool
 	AllowDeleteDroplet bool
 	AllowCreateDroplet bool
+	// ReadOnly answers writes with 403, like a token without write scope. Creating the
+	// tag the imager checks write access with is allowed otherwise.
+	ReadOnly bool
 
 	mu              sync.Mutex
 	Images          []Image
@@ -173,7 +176,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		d := Droplet{ID: 7000 + len(s.Requests), Name: body.Name, Tags: body.Tags}
 		s.Droplets = append(s.Droplets, d)
 		writeJSON(w, http.StatusAccepted, map[string]any{"droplet": map[string]any{"id": d.ID, "name": d.Name, "tags": d.Tags}})
-	case r.Method == http.MethodPost && p == "/v2/tags" && s.AllowTagImage:
+	case r.Method == http.MethodPost && p == "/v2/tags" && s.ReadOnly:
+		writeJSON(w, http.StatusForbidden, map[string]any{"id": "forbidden", "message": "You are not authorized to perform this operation"})
+	case r.Method == http.MethodPost && p == "/v2/tags":
 		var body struct{ Name string }
 		_ = json.NewDecoder(r.Body).Decode(&body)
 		writeJSON(w, http.StatusCreated, map[string]any{"tag": map[string]any{"name": body.Name}})
