@@ -20,7 +20,7 @@ func integration(t *testing.T) string {
 	}
 	p, err := exec.LookPath("packer")
 	if err != nil {
-		t.Fatal("integration prerequisite: packer is not on PATH (Debian: apt-get install packer)")
+		t.Fatal("integration prerequisite: packer is not on PATH (make deps builds Packer 1.9.4 into ~/.cache/codelab/bin)")
 	}
 	return p
 }
@@ -52,7 +52,7 @@ func TestFmtCheckListsUnformattedFilesAndFmtFixesThem(t *testing.T) {
 	repo := fixtureRepo(t)
 	bad := filepath.Join(repo, "packer", "neo4j-base", "neo4j-base.pkr.hcl")
 	b, _ := os.ReadFile(bad)
-	os.WriteFile(bad, []byte(strings.Replace(string(b), "  region        = var.region", "  region = var.region", 1)), 0o644)
+	os.WriteFile(bad, []byte(strings.Replace(string(b), "    name          = \"neo4j-base\"", "    name = \"neo4j-base\"", 1)), 0o644)
 	vf := filepath.Join(repo, "packer", "versions.pkrvars.hcl")
 	b, _ = os.ReadFile(vf)
 	os.WriteFile(vf, []byte(strings.Replace(string(b), `consul_version = "1.17.1"`, `consul_version="1.17.1"`, 1)), 0o644)
@@ -86,8 +86,8 @@ func TestValidateFailsOnABrokenTemplate(t *testing.T) {
 	repo := fixtureRepo(t)
 	tpl := filepath.Join(repo, "packer", "services-base", "services-base.pkr.hcl")
 	b, _ := os.ReadFile(tpl)
-	os.WriteFile(tpl, []byte(strings.Replace(string(b), `ssh_username  = "root"`, `ssh_username  = "root"
-  no_such_option = true`, 1)), 0o644)
+	os.WriteFile(tpl, []byte(strings.Replace(string(b), `name          = "services-base"`, `name          = "services-base"
+    no_such_option = true`, 1)), 0o644)
 	g, out, errb := globals(t, env{})
 	g.Repo, g.Packer = repo, bin
 	err := run(t, g, "validate", "all")
