@@ -200,6 +200,9 @@ API URL from --api-url or DIGITALOCEAN_API_URL (default ` + images.DefaultAPIURL
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("imager {{.Version}}\n")
+	// Declared here (cobra would add it only at Execute) so the flag is part of the
+	// command tree the tests parse.
+	root.Flags().Bool("version", false, "print the imager's version and commit")
 	root.PersistentPreRun = func(*cobra.Command, []string) {
 		if g.Verbose && g.Level != nil {
 			g.Level.Set(slog.LevelDebug)
