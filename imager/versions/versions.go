@@ -37,8 +37,8 @@ const (
 )
 
 func (k Kind) String() string {
-	return [...]string{"version (like 1.2.3)", "SHA-256 (64 hex digits)", "URL",
-		"OpenPGP fingerprint (40 hex digits)", `apt version or "latest"`, "list of region slugs"}[k]
+	return [...]string{"a version (like 1.2.3)", "a SHA-256 (64 hex digits)", "a URL",
+		"an OpenPGP fingerprint (40 hex digits)", `an apt version or "latest"`, "a list of region slugs"}[k]
 }
 
 // Var is one variable the file may (and must) set.
@@ -114,9 +114,12 @@ func Load(path string) (*Versions, error) {
 // Parse parses a complete versions file.
 func Parse(path string, src []byte) (*Versions, error) {
 	v, errs := parse(path, src)
+	if v == nil {
+		return nil, errors.Join(errs...) // not HCL: nothing more to say about it
+	}
 	for _, s := range Schema {
 		if _, ok := v.lines[s.Name]; !ok {
-			errs = append(errs, &Error{Path: path, Var: s.Name, Msg: "not set (want a " + s.Kind.String() + ")"})
+			errs = append(errs, &Error{Path: path, Var: s.Name, Msg: "not set (want " + s.Kind.String() + ")"})
 		}
 	}
 	if len(errs) > 0 {
@@ -167,11 +170,13 @@ func (v *Versions) Names() []string {
 	return out
 }
 
+// parse returns the values and every problem; a nil *Versions means the text is not
+// HCL (a syntax error, or a name set twice, which HCL's parser reports with both lines).
 func parse(path string, src []byte) (*Versions, []error) {
 	v := &Versions{Path: path, values: map[string]string{}, lines: map[string]int{}}
 	f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
 	if diags.HasErrors() {
-		return v, diagErrors(path, diags)
+		return nil, diagErrors(path, diags)
 	}
 	body := f.Body.(*hclsyntax.Body)
 	var errs []error
@@ -183,10 +188,6 @@ func parse(path string, src []byte) (*Versions, []error) {
 		attrs = append(attrs, a)
 	}
 	sort.Slice(attrs, func(i, j int) bool { return attrs[i].SrcRange.Start.Byte < attrs[j].SrcRange.Start.Byte })
-	// hclsyntax keeps the last of two attributes with one name; find the first.
-	if dups := duplicates(src, path); len(dups) > 0 {
-		errs = append(errs, dups...)
-	}
 	for _, a := range attrs {
 		line := a.SrcRange.Start.Line
 		i := slices.IndexFunc(Schema, func(s Var) bool { return s.Name == a.Name })
@@ -222,23 +223,6 @@ func parse(path string, src []byte) (*Versions, []error) {
 		v.values[a.Name] = s
 	}
 	return v, errs
-}
-
-// duplicates finds names set twice; hclsyntax reports them as a parse error only in
-// JustAttributes, so this walks the body's attributes in source order itself.
-func duplicates(src []byte, path string) []error {
-	f, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
-	if diags.HasErrors() {
-		return nil
-	}
-	_, d := f.Body.JustAttributes()
-	var errs []error
-	for _, x := range d {
-		if x.Subject != nil && strings.Contains(strings.ToLower(x.Summary), "duplicate") {
-			errs = append(errs, &Error{Path: path, Line: x.Subject.Start.Line, Msg: strings.TrimSuffix(x.Detail, ".")})
-		}
-	}
-	return errs
 }
 
 func diagErrors(path string, diags hcl.Diagnostics) []error {
@@ -278,7 +262,7 @@ var (
 
 func check(k Kind, s string) error {
 	if s == "" {
-		return fmt.Errorf("%w: want a %s", errEmptyValue, k)
+		return fmt.Errorf("%w: want %s", errEmptyValue, k)
 	}
 	switch k {
 	case Semver:
