@@ -38,11 +38,18 @@ func run(ctx context.Context, dir string, env []string, stdin []byte, name strin
 	return out.Bytes(), nil
 }
 
+// stopAgent ends the gpg-agent that gpg started for home, so no daemon outlives the
+// key's use (and a test's temporary folder can be removed).
+func stopAgent(home string) {
+	_ = exec.Command("gpgconf", "--homedir", home, "--kill", "all").Run()
+}
+
 // NewKey makes an unprotected ed25519 signing key in home (created 0700).
 func NewKey(ctx context.Context, home, name string) (*Key, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, err
 	}
+	defer stopAgent(home)
 	env := []string{"GNUPGHOME=" + home}
 	uid := name + " <" + strings.ReplaceAll(name, " ", "-") + "@codelab.invalid>"
 	if _, err := run(ctx, "", env, nil, "gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
@@ -194,6 +201,7 @@ func Build(ctx context.Context, dir, suite, component string, debs []string, key
 	if err := os.WriteFile(rel, release, 0o644); err != nil {
 		return err
 	}
+	defer stopAgent(key.Home)
 	if _, err := run(ctx, "", []string{"GNUPGHOME=" + key.Home}, nil, "gpg", "--batch", "--yes", "--pinentry-mode", "loopback",
 		"--passphrase", "", "--local-user", key.Fingerprint, "--clearsign", "--digest-algo", "SHA512",
 		"-o", filepath.Join(dir, "dists", suite, "InRelease"), rel); err != nil {
