@@ -23,36 +23,33 @@ plugin_protocol=x5.0
 
 log() { printf '==> %s\n' "$*"; }
 
-build() { # name module-dir package ldflags
-  local name=$1 dir=$2 pkg=$3 ldflags=$4 stamp
+build() { # out module-dir package ldflags
+  local out=$1 dir=$2 pkg=$3 ldflags=$4 stamp
   stamp=$(cat "$repo/$dir/go.mod" "$repo/$dir/go.sum" | sha256sum | cut -c1-16)
-  if [ -x "$bin/$name" ] && [ "$(cat "$bin/.$name.stamp" 2>/dev/null)" = "$stamp" ]; then
-    log "$name current ($bin/$name)"
+  if [ -x "$out" ] && [ "$(cat "$out.stamp" 2>/dev/null)" = "$stamp" ]; then
+    log "$(basename "$out") current ($out)"
     return
   fi
-  log "building $name from $dir (10+ minutes on 2 cores the first time)"
+  log "building $(basename "$out") from $dir (10+ minutes on 2 cores the first time)"
+  mkdir -p "$(dirname "$out")"
   (cd "$repo/$dir" && GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 \
-    go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.new" "$pkg")
-  mv "$bin/$name.new" "$bin/$name"
-  echo "$stamp" >"$bin/.$name.stamp"
+    go build -trimpath -ldflags "-s -w $ldflags" -o "$out.new" "$pkg")
+  mv "$out.new" "$out"
+  echo "$stamp" >"$out.stamp"
 }
 
-build packer tools/packer github.com/hashicorp/packer ""
-# The module's version.go says VersionPrerelease "dev"; a release build clears it.
-build packer-plugin-digitalocean tools/packer-plugin-digitalocean \
-  github.com/digitalocean/packer-plugin-digitalocean \
+build "$bin/packer" tools/packer github.com/hashicorp/packer ""
+dir=$bin/$plugin_source
+plugin=$dir/packer-plugin-digitalocean_v${plugin_version}_${plugin_protocol}_linux_amd64
+# Only the versioned name: an unversioned packer-plugin-* next to packer would be loaded
+# as a manual install, around required_plugins. The module's version.go says
+# VersionPrerelease "dev"; a release build clears it.
+build "$plugin" tools/packer-plugin-digitalocean github.com/digitalocean/packer-plugin-digitalocean \
   "-X github.com/digitalocean/packer-plugin-digitalocean/version.VersionPrerelease="
 
 got=$("$bin/packer" version | head -1)
 [ "$got" = "Packer v$packer_version" ] || { echo "built packer says '$got', want Packer v$packer_version" >&2; exit 1; }
 
-dir=$bin/$plugin_source
-plugin=$dir/packer-plugin-digitalocean_v${plugin_version}_${plugin_protocol}_linux_amd64
-mkdir -p "$dir"
-if ! cmp -s "$bin/packer-plugin-digitalocean" "$plugin"; then
-  cp "$bin/packer-plugin-digitalocean" "$plugin.new"
-  mv "$plugin.new" "$plugin"
-fi
 sha256sum "$plugin" | cut -d' ' -f1 >"${plugin}_SHA256SUM"
 desc=$("$plugin" describe)
 case "$desc" in
