@@ -244,7 +244,7 @@ func (b *build) checkPacker(ctx context.Context) error {
 	if b.o.Plan {
 		return nil
 	}
-	b.runner = b.o.packer("DIGITALOCEAN_API_TOKEN="+b.token, "DIGITALOCEAN_API_URL="+b.o.apiURL())
+	b.runner = b.o.packer("DIGITALOCEAN_TOKEN="+b.token, "DIGITALOCEAN_API_URL="+b.o.apiURL())
 	pv, err := b.runner.Version(ctx)
 	if err != nil {
 		return err

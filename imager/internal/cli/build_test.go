@@ -48,7 +48,7 @@ for a in "$@"; do case "$a" in manifest_out=*) printf '{"packages":{"docker-ce":
 name=$(basename "$(eval echo \${$#})")
 ARGS_FILE="` + dir + `/args-$name"
 printf '%s\n' "$@" > "$ARGS_FILE"
-echo "token=$DIGITALOCEAN_API_TOKEN url=$DIGITALOCEAN_API_URL" >> "$ARGS_FILE"
+echo "token=$DIGITALOCEAN_TOKEN url=$DIGITALOCEAN_API_URL" >> "$ARGS_FILE"
 ls "$(eval echo \${$#})" >> "$ARGS_FILE"
 ` + buildBody
 	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
@@ -230,7 +230,7 @@ func TestBuildFailureCleansUpLeftovers(t *testing.T) {
 	// Like a Packer that dies after creating its droplet: the droplet stays behind.
 	bin, _ := fakePackerBin(t, `
 for a in "$@"; do case "$a" in build_id=*) id=${a#build_id=} ;; esac; done
-curl -sf -X POST -H "Authorization: Bearer $DIGITALOCEAN_API_TOKEN" -H 'Content-Type: application/json' \
+curl -sf -X POST -H "Authorization: Bearer $DIGITALOCEAN_TOKEN" -H 'Content-Type: application/json' \
   -d "{\"name\":\"packer-x\",\"tags\":[\"codelab-imager\",\"codelab-build:$id\"]}" "${DIGITALOCEAN_API_URL%/}/v2/droplets" >/dev/null || exit 98
 echo "1,,ui,error,Build 'digitalocean' errored: provisioner failed"
 exit 1

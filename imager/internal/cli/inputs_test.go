@@ -82,7 +82,7 @@ func TestValidateWithModernPackerInitsPlugins(t *testing.T) {
 case "$1" in
 version) echo "Packer v1.9.4" ;;
 init) echo "init $2" >> ` + dir + `/calls; ls "$2" >> ` + dir + `/calls ;;
-validate) eval "last=\${$#}"; echo "validate $last" >> ` + dir + `/calls; echo "token=$DIGITALOCEAN_API_TOKEN" >> ` + dir + `/calls ;;
+validate) eval "last=\${$#}"; echo "validate $last" >> ` + dir + `/calls; echo "token=$DIGITALOCEAN_TOKEN" >> ` + dir + `/calls ;;
 *) echo "unexpected $1" >&2; exit 99 ;;
 esac
 `

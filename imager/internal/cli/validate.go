@@ -63,7 +63,7 @@ func RunValidate(ctx context.Context, o *ValidateOptions) error {
 	}
 	env := []string{}
 	if _, err := o.token(); err != nil {
-		env = append(env, "DIGITALOCEAN_API_TOKEN="+validateToken)
+		env = append(env, "DIGITALOCEAN_TOKEN="+validateToken)
 	}
 	r := o.packer(env...)
 	v, err := r.Version(ctx)

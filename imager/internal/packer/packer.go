@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,7 +49,10 @@ func (r *Runner) logger() *slog.Logger {
 func (r *Runner) command(ctx context.Context, dir string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, r.bin(), args...)
 	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), "CHECKPOINT_DISABLE=1", "PACKER_NO_COLOR=1"), r.Env...)
+	// The DigitalOcean plugin 1.4 reads DIGITALOCEAN_TOKEN and warns about the older
+	// DIGITALOCEAN_API_TOKEN, which the imager reads: Packer gets the token only as the former.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "DIGITALOCEAN_API_TOKEN=") })
+	cmd.Env = append(append(env, "CHECKPOINT_DISABLE=1", "PACKER_NO_COLOR=1"), r.Env...)
 	return cmd
 }
 
