@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/codelab-app/infra/imager/versions"
@@ -196,27 +195,17 @@ func field(control []byte, name string) string {
 	return string(bytes.TrimSpace(m[1]))
 }
 
-// ServeApt serves the repository in dir over HTTP on addr (the public network's gateway,
-// which build droplets reach, like the local registry) until ctx ends or stop is called.
-func ServeApt(ctx context.Context, addr, dir string) (stop func(), err error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("serve the local apt repository on %s: %w (another demo or e2e run?)", addr, err)
-	}
+// ServeApt serves the repository in dir over HTTP on l (on the public network's gateway,
+// which build droplets reach, like the local registry) until ctx ends.
+func ServeApt(ctx context.Context, l net.Listener, dir string) {
 	srv := &http.Server{Handler: http.FileServer(http.Dir(dir)), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
-	stopped := make(chan struct{})
 	go func() {
-		select {
-		case <-ctx.Done():
-		case <-stopped:
-		}
+		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(stopped) }) }, nil
 }
 
 func copyIfChanged(src, dst string) error {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,13 +252,16 @@ func (c *Cluster) prepareArtifacts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("serve the local apt repository on %s: %w (another demo or e2e run?)", addr, err)
+	}
 	la, err := PrepareArtifacts(ctx, c.Opts.Repo, filepath.Join(c.Opts.Cache, "bin"), c.artifactsDir(), "http://"+addr)
 	if err != nil {
+		l.Close()
 		return err
 	}
-	if _, err := ServeApt(ctx, addr, la.AptDir); err != nil {
-		return err
-	}
+	ServeApt(ctx, l, la.AptDir)
 	fmt.Fprintf(c.Opts.Out, "    apt repository %s, signed by test key %s\n", la.AptURL, la.KeyFingerprint)
 	return nil
 }
