@@ -63,7 +63,8 @@ func TestLocalBuildRefusesWrongKeyAndMissingVersion(t *testing.T) {
 
 	// Local artifacts: stand-in binaries (the build stops before they matter) and the
 	// signed repository, served on the gateway.
-	cacheBin, dir := t.TempDir(), t.TempDir()
+	// Short paths: gpg-agent's socket lives in the key's folder (108 bytes at most).
+	cacheBin, dir := t.TempDir(), shortTemp(t)
 	for _, b := range []string{"consul", "consul-template", "docker-compose"} {
 		os.WriteFile(filepath.Join(cacheBin, b), []byte("#!/bin/sh\necho "+b+"\n"), 0o755)
 	}
@@ -81,7 +82,7 @@ func TestLocalBuildRefusesWrongKeyAndMissingVersion(t *testing.T) {
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	ServeApt(sctx, l, la.AptDir)
-	other, err := aptrepo.NewKey(ctx, filepath.Join(t.TempDir(), "other"), "not the pinned key")
+	other, err := aptrepo.NewKey(ctx, shortTemp(t), "not the pinned key")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,4 +129,14 @@ func TestLocalBuildRefusesWrongKeyAndMissingVersion(t *testing.T) {
 			t.Fatalf("want %q:\n%s", want, tail(out, 60))
 		}
 	})
+}
+
+func shortTemp(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "la")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }
