@@ -505,6 +505,17 @@ func (b *build) buildImage(ctx context.Context, lines *packer.Lines, ib *ImageBu
 			ib.Result.SnapshotID, strings.Join(tags, " "), err)
 	}
 	fmt.Fprintf(out, "tagged snapshot %d: %s\n", ib.Result.SnapshotID, strings.Join(tags, " "))
+	// The plugin's artifact names only the build region; the API knows where the
+	// snapshot was transferred to.
+	regions, err := b.api.ImageRegions(tctx, ib.Result.SnapshotID)
+	if err != nil {
+		return fmt.Errorf("snapshot %d was built and tagged but its regions could not be read: %w", ib.Result.SnapshotID, err)
+	}
+	ib.Result.Regions = regions
+	if missing := slices.DeleteFunc(slices.Clone(b.regions), func(r string) bool { return slices.Contains(regions, r) }); len(missing) > 0 {
+		return fmt.Errorf("snapshot %d is in %s but not in %s, which --regions asked for", ib.Result.SnapshotID,
+			strings.Join(regions, ","), strings.Join(missing, ","))
+	}
 	return nil
 }
 

@@ -146,6 +146,7 @@ func TestBuildAllRunsPackerAndTagsSnapshots(t *testing.T) {
 	repo := fixtureRepo(t)
 	srv := imagestest.New(t, "tok")
 	srv.AllowTagImage = true
+	srv.ImageRegions = map[int][]string{801: {"nyc3"}, 802: {"nyc3"}}
 	local := localArtifacts(t, repo)
 	fp := fingerprint(t, repo, "services-base", "agent-v1", local)
 	// Same fingerprint exists, but --force rebuilds.
@@ -397,9 +398,11 @@ func TestBuildJSON(t *testing.T) {
 	repo := fixtureRepo(t)
 	srv := imagestest.New(t, "tok")
 	srv.AllowTagImage = true
-	bin, _ := fakePackerBin(t, `echo "2,digitalocean,artifact,0,id,nyc3%!(PACKER_COMMA)fra1:901"`)
+	// Like the plugin 1.4.1: the artifact names only the build region; the API knows the rest.
+	bin, _ := fakePackerBin(t, `echo "2,digitalocean,artifact,0,id,nyc3:901"`)
+	srv.ImageRegions = map[int][]string{901: {"nyc3", "fra1"}}
 	o, out, errb := buildOptions(t, srv, repo, bin, "app")
-	o.JSON, o.LocalArtifacts = true, localArtifacts(t, repo)
+	o.JSON, o.LocalArtifacts, o.Regions = true, localArtifacts(t, repo), []string{"nyc3", "fra1"}
 	if err := cli.RunBuild(t.Context(), o); err != nil {
 		t.Fatalf("%v\n%s", err, errb)
 	}
@@ -429,5 +432,24 @@ func TestStepNeedsOneImage(t *testing.T) {
 	var ue cli.UsageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "one image at a time") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A snapshot missing from a region --regions asked for fails the build, naming it.
+func TestBuildChecksTheSnapshotRegions(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := imagestest.New(t, "tok")
+	srv.AllowTagImage = true
+	srv.ImageRegions = map[int][]string{901: {"nyc3"}}
+	bin, dir := fakePackerBin(t, `echo "2,digitalocean,artifact,0,id,nyc3:901"`)
+	o, _, errb := buildOptions(t, srv, repo, bin, "app")
+	o.LocalArtifacts, o.Regions = localArtifacts(t, repo), []string{"nyc3", "fra1"}
+	err := cli.RunBuild(t.Context(), o)
+	if err == nil || !strings.Contains(err.Error(), "snapshot 901 is in nyc3 but not in fra1") {
+		t.Fatalf("err = %v\n%s", err, errb)
+	}
+	args := readFile(t, filepath.Join(dir, "args-"+filepathBaseStage(t, dir, "services-base")))
+	if !strings.Contains(args, `snapshot_regions=["nyc3","fra1"]`+"\n") || !strings.Contains(args, "region=nyc3\n") {
+		t.Errorf("packer args:\n%s", args)
 	}
 }

@@ -113,6 +113,15 @@ func (g *Godo) CheckWrite(ctx context.Context) error {
 	return wrap("check the token's write scope", err)
 }
 
+// ImageRegions implements API.
+func (g *Godo) ImageRegions(ctx context.Context, id int) ([]string, error) {
+	im, _, err := g.c.Images.GetByID(ctx, id)
+	if err != nil {
+		return nil, wrap(fmt.Sprintf("get image %d", id), err)
+	}
+	return im.Regions, nil
+}
+
 // ListSnapshots implements API.
 func (g *Godo) ListSnapshots(ctx context.Context) ([]Snapshot, error) {
 	var out []Snapshot

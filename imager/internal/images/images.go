@@ -113,6 +113,8 @@ type API interface {
 	CheckWrite(ctx context.Context) error
 	// ListSnapshots returns every private snapshot whose name starts with NamePrefix.
 	ListSnapshots(ctx context.Context) ([]Snapshot, error)
+	// ImageRegions returns the regions an image is available in.
+	ImageRegions(ctx context.Context, id int) ([]string, error)
 	ListDroplets(ctx context.Context) ([]Droplet, error)
 	ListDropletsByTag(ctx context.Context, tag string) ([]Droplet, error)
 	DeleteDroplet(ctx context.Context, id int) error

@@ -68,6 +68,8 @@ type Server struct {
 	DeletedImages   []int
 	DeletedDroplets []int
 	Tagged          map[int][]string
+	// ImageRegions answers GET /v2/images/{id} for snapshots a (fake) Packer made.
+	ImageRegions map[int][]string
 }
 
 // New starts a server accepting token; it stops when the test ends.
@@ -149,6 +151,21 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			all = append(all, map[string]any{"id": k.ID, "name": k.Name})
 		}
 		s.page(w, r, "ssh_keys", all)
+	case r.Method == http.MethodGet && imageRE.MatchString(p):
+		id, _ := strconv.Atoi(imageRE.FindStringSubmatch(p)[1])
+		regions, ok := s.ImageRegions[id]
+		if !ok {
+			for _, im := range s.Images {
+				if im.ID == id {
+					regions, ok = im.Regions, true
+				}
+			}
+		}
+		if !ok {
+			writeJSON(w, http.StatusNotFound, map[string]any{"id": "not_found", "message": "The resource you were accessing could not be found."})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"image": map[string]any{"id": id, "type": "snapshot", "regions": regions, "status": "available"}})
 	case r.Method == http.MethodDelete && imageRE.MatchString(p) && s.AllowDeleteImage:
 		id, _ := strconv.Atoi(imageRE.FindStringSubmatch(p)[1])
 		i := slices.IndexFunc(s.Images, func(im Image) bool { return im.ID == id })
