@@ -453,3 +453,27 @@ func TestBuildChecksTheSnapshotRegions(t *testing.T) {
 		t.Errorf("packer args:\n%s", args)
 	}
 }
+
+// --debug: Packer's log and the imager's debug logs, both under the image's prefix; no
+// pausing -debug (that is --step).
+func TestBuildDebugStreamsLogsWithThePrefix(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := imagestest.New(t, "tok")
+	srv.AllowTagImage = true
+	srv.ImageRegions = map[int][]string{901: {"nyc3"}}
+	bin, dir := fakePackerBin(t, `echo "packer log: PACKER_LOG=$PACKER_LOG" >&2
+echo "2,digitalocean,artifact,0,id,nyc3:901"`)
+	o, out, errb := buildOptions(t, srv, repo, bin, "app")
+	o.Debug, o.LocalArtifacts = true, localArtifacts(t, repo)
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out, errb)
+	}
+	for _, want := range []string{"services-base | packer log: PACKER_LOG=1\n", "services-base | time=", "level=DEBUG msg=\"packer build\""} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, errb)
+		}
+	}
+	if args := readFile(t, filepath.Join(dir, "args-"+filepathBaseStage(t, dir, "services-base"))); strings.Contains(args, "-debug\n") {
+		t.Errorf("--debug must not pass Packer's pausing -debug:\n%s", args)
+	}
+}
