@@ -160,7 +160,7 @@ func (v *Versions) With(o *Versions) *Versions {
 	return out
 }
 
-// Names returns the variables o sets, sorted.
+// Names returns the variables v sets, sorted.
 func (v *Versions) Names() []string {
 	var out []string
 	for k := range v.lines {
