@@ -29,7 +29,7 @@ bin/codelab-agent:
 
 .PHONY: bin/imager
 bin/imager:
-	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./imager/cmd/imager
+	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X github.com/codelab-app/infra/imager/internal/version.Version=$(VERSION) -X github.com/codelab-app/infra/imager/internal/version.Commit=$(COMMIT)' -o $@ ./imager/cmd/imager
 
 .PHONY: test
 test: deps ## run every test: unit, integration (real Consul, consul-template, dockerd, packer) and a bounded fuzz run

@@ -1,35 +1,40 @@
 module github.com/codelab-app/infra/imager
 
-go 1.26
+go 1.26.0
 
 require (
+	github.com/codelab-app/infra/e2e v0.0.0
 	github.com/codelab-app/infra/internal v0.0.0
+	github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
 	github.com/digitalocean/godo v1.237.0
+	github.com/hashicorp/hcl/v2 v2.25.0
 	github.com/spf13/cobra v1.10.2
+	github.com/zclconf/go-cty v1.19.0
+	golang.org/x/mod v0.42.0
 	golang.org/x/oauth2 v0.27.0
 )
 
 require (
+	github.com/agext/levenshtein v1.2.1 // indirect
+	github.com/apparentlymart/go-textseg/v15 v15.0.0 // indirect
+	github.com/apparentlymart/go-textseg/v17 v17.0.1 // indirect
 	github.com/google/go-querystring v1.1.0 // indirect
 	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
 	github.com/hashicorp/go-retryablehttp v0.7.7 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
-	github.com/spf13/pflag v1.0.9 // indirect
-	golang.org/x/crypto v0.40.0 // indirect
-	golang.org/x/sys v0.34.0 // indirect
+	github.com/mitchellh/go-wordwrap v1.0.1 // indirect
+	github.com/spf13/pflag v1.0.10 // indirect
+	golang.org/x/crypto v0.57.0 // indirect
+	golang.org/x/sync v0.23.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/time v0.6.0 // indirect
+	golang.org/x/tools v0.51.0 // indirect
 )
-
-replace github.com/codelab-app/infra/internal => ../internal
-
-require github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
-
-replace github.com/codelab-app/infra/tools => ../tools
-
-// The tests run the local DigitalOcean in process (e2e/localdotest).
-require github.com/codelab-app/infra/e2e v0.0.0
 
 replace (
 	github.com/codelab-app/infra/e2e => ../e2e
+	github.com/codelab-app/infra/internal => ../internal
 	github.com/codelab-app/infra/roles => ../roles
+	github.com/codelab-app/infra/tools => ../tools
 )

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # make deps: everything a fresh Debian 12 machine (as root) needs to build
 # and test this project. Idempotent: a second run only checks.
-#   - Debian packages (docker.io, docker-registry, packer, debootstrap, ...)
+#   - Debian packages (docker.io, docker-registry, debootstrap, apt-utils, gnupg, ...)
 #   - a running dockerd (started here when none answers)
 #   - Consul, consul-template and the Docker Compose plugin built from the
 #     versions pinned in tools/*/go.mod into $CODELAB_CACHE/bin
 #   - the local debian-12-x64 base image (debootstrap, imported into Docker)
+#   - Packer 1.9.4 and its DigitalOcean plugin 1.4.1 from their Go modules
+#     (scripts/packer.sh; Debian's packer 1.6.6 is not used)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +23,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # --- Debian packages -------------------------------------------------------
-pkgs=(docker.io docker-registry packer debootstrap git make ca-certificates iproute2 iptables curl openssh-client)
+# apt-utils (apt-ftparchive) and gnupg sign the local Docker apt repository the tests serve.
+pkgs=(docker.io docker-registry debootstrap git make ca-certificates iproute2 iptables curl openssh-client apt-utils gnupg)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -100,5 +103,8 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
 else
   log "$image present"
 fi
+
+# --- Packer ---------------------------------------------------------------------
+bash "$repo/scripts/packer.sh" "$bin"
 
 log "deps ready: programs in $bin"

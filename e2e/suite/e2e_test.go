@@ -251,7 +251,7 @@ func TestEndToEnd(t *testing.T) {
 		return out
 	}
 	build := func(t *testing.T, args ...string) string {
-		out, err := c.Imager(ctx, append([]string{"build", "all", "--api-url", c.Info.APIURL, "--repo", c.Opts.Repo}, args...)...)
+		out, err := c.Imager(ctx, append([]string{"build", "all", "--api-url", c.Info.APIURL, "--repo", c.Opts.Repo, "--regions", c.Opts.Region}, args...)...)
 		if err != nil {
 			t.Fatalf("imager build all %v: %v", args, err)
 		}

@@ -2,52 +2,47 @@
 # template (packer/<image>/) and passes -var-file=packer/versions.pkrvars.hcl plus the
 # build variables below.
 
-# --- pinned versions (values in packer/versions.pkrvars.hcl) ---
+# --- pinned versions (values in packer/versions.pkrvars.hcl, read also by the imager's
+# parser, imager/versions, which rejects a variable that is not declared here) ---
 variable "consul_version" {
   type = string
 }
 variable "consul_sha256" {
-  type    = string
-  default = ""
+  type = string
 }
 variable "consul_template_version" {
   type = string
 }
 variable "consul_template_sha256" {
-  type    = string
-  default = ""
-}
-variable "compose_version" {
   type = string
-}
-variable "compose_sha256" {
-  type    = string
-  default = ""
 }
 variable "doctl_version" {
-  type = string
+  type        = string
+  description = "Built by the imager from tools/doctl (go.sum); recorded in the image manifest."
 }
-variable "doctl_sha256" {
-  type    = string
-  default = ""
+variable "docker_apt_url" {
+  type        = string
+  description = "Docker's apt repository for Debian; the build droplet fetches <url>/gpg as the key."
+}
+variable "docker_apt_key_fingerprint" {
+  type        = string
+  description = "Fingerprint (40 hex digits) of the key that must sign the repository's InRelease."
 }
 variable "docker_ce_version" {
-  type = string
-}
-variable "docker_ce_sha256" {
-  type    = string
-  default = ""
-}
-variable "docker_ce_cli_sha256" {
-  type    = string
-  default = ""
+  type        = string
+  description = "apt version of docker-ce and docker-ce-cli, or latest."
 }
 variable "containerd_version" {
-  type = string
+  type        = string
+  description = "apt version of containerd.io, or latest."
 }
-variable "containerd_sha256" {
-  type    = string
-  default = ""
+variable "docker_compose_plugin_version" {
+  type        = string
+  description = "apt version of docker-compose-plugin, or latest."
+}
+variable "snapshot_regions" {
+  type        = list(string)
+  description = "Regions the snapshot is transferred to (the build region is always one)."
 }
 
 # --- build variables (set by the imager) ---
@@ -94,6 +89,16 @@ variable "git_sha" {
   type    = string
   default = "unknown"
 }
+variable "manifest_out" {
+  type        = string
+  description = "Local path the image manifest (/etc/codelab/image.json) is downloaded to."
+  default     = "image.json"
+}
+variable "local_artifacts" {
+  type        = bool
+  description = "A --local-artifacts build (stand-ins, test apt key): recorded in the image."
+  default     = false
+}
 variable "fingerprint" {
   type    = string
   default = ""
@@ -110,8 +115,13 @@ locals {
     "CODELAB_SNAPSHOT_TIME=${local.snapshot_time}",
     "CONSUL_VERSION=${var.consul_version}",
     "CONSUL_TEMPLATE_VERSION=${var.consul_template_version}",
-    "COMPOSE_VERSION=${var.compose_version}",
     "DOCTL_VERSION=${var.doctl_version}",
+    "CODELAB_LOCAL_ARTIFACTS=${var.local_artifacts ? 1 : 0}",
+    "DOCKER_APT_URL=${var.docker_apt_url}",
+    "DOCKER_APT_KEY_FINGERPRINT=${var.docker_apt_key_fingerprint}",
+    "DOCKER_CE_VERSION=${var.docker_ce_version}",
+    "CONTAINERD_VERSION=${var.containerd_version}",
+    "DOCKER_COMPOSE_PLUGIN_VERSION=${var.docker_compose_plugin_version}",
     "DEBIAN_FRONTEND=noninteractive",
   ]
 }

@@ -1,20 +1,11 @@
 # codelab-neo4j-base: the Neo4j droplet (base + backup and monitoring tools).
-# Built by `imager build neo4j`; shared variables live in packer/common.
-
-source "digitalocean" "neo4j-base" {
-  api_url       = var.api_url
-  image         = var.base_image
-  region        = var.region
-  size          = var.size
-  ssh_username  = "root"
-  droplet_name  = "packer-${var.build_id}"
-  snapshot_name = "codelab-neo4j-base-${local.snapshot_time}"
-  tags          = ["codelab-imager", "codelab-build:${var.build_id}"]
-  # The droplet that builds the image gets no codelab user_data: the agent is not run.
-}
+# Built by `imager build neo4j`; the source and shared variables live in packer/common.
 
 build {
-  sources = ["source.digitalocean.neo4j-base"]
+  source "source.digitalocean.base" {
+    name          = "neo4j-base"
+    snapshot_name = "codelab-neo4j-base-${local.snapshot_time}"
+  }
 
   # The file provisioner uploads a folder only into one that exists.
   provisioner "shell" {
@@ -29,8 +20,23 @@ build {
   provisioner "shell" {
     environment_vars = concat(local.build_env, ["CODELAB_IMAGE=neo4j-base"])
     scripts = [
+      "${var.scripts_dir}/install-docker.sh",
       "${var.scripts_dir}/install-base.sh",
       "${var.scripts_dir}/install-neo4j.sh",
+    ]
+  }
+
+  # The image manifest (versions apt resolved included) comes back to the imager, which
+  # tags the snapshot with it.
+  provisioner "file" {
+    direction   = "download"
+    source      = "/etc/codelab/image.json"
+    destination = var.manifest_out
+  }
+
+  provisioner "shell" {
+    environment_vars = concat(local.build_env, ["CODELAB_IMAGE=neo4j-base"])
+    scripts = [
       "${var.scripts_dir}/cleanup.sh",
       "${var.scripts_dir}/hygiene-gate.sh",
     ]

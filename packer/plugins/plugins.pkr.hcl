@@ -1,10 +1,11 @@
-# Packer 1.7 and newer need the DigitalOcean plugin declared and installed with
-# `packer init`. Packer 1.6 has the builder built in and rejects this block, so the imager
-# stages this file only when the installed Packer is 1.7 or newer.
+# The DigitalOcean builder, pinned. `make deps` (scripts/packer.sh) builds it from its Go
+# module and installs it where Packer's required_plugins finds it; CI does the same. The
+# imager stages this file with every template.
 packer {
+  required_version = "= 1.9.4"
   required_plugins {
     digitalocean = {
-      version = ">= 1.1.1"
+      version = "= 1.4.1"
       source  = "github.com/digitalocean/digitalocean"
     }
   }

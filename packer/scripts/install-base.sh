@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs everything every codelab image needs from the payload the imager uploaded
-# (verified artifacts, codelab-agent, systemd units, role files). Nothing is downloaded
-# here except Debian packages through apt, whose archive signatures apt verifies.
+# (verified artifacts, codelab-agent, systemd units, role files), after install-docker.sh
+# installed Docker from its signed apt repository. Nothing is downloaded here except
+# Debian packages through apt, whose archive signatures apt verifies.
 #
 # Environment (set by the Packer template):
 #   CODELAB_PAYLOAD              payload folder (default /tmp/codelab-payload)
 #   CODELAB_IMAGE                image family, e.g. services-base
-#   CODELAB_AGENT_VERSION, CODELAB_GIT_SHA, CODELAB_FINGERPRINT   recorded in /etc/codelab/image.env
+#   CODELAB_AGENT_VERSION, CODELAB_GIT_SHA, CODELAB_FINGERPRINT, *_VERSION,
+#   CODELAB_LOCAL_ARTIFACTS     recorded in /etc/codelab/image.env and image.json
 # Test-only switches (never set by the templates; the container test has no network):
 #   CODELAB_SKIP_APT=1              skip apt-get update/upgrade
-#   CODELAB_SKIP_DOCKER_INSTALL=1   skip installing the Docker Engine packages
+#   CODELAB_SKIP_DOCKER_INSTALL=1   Docker was not installed (install-docker.sh skipped)
 set -euo pipefail
 
 log() { echo "install-base: $*"; }
@@ -28,7 +30,7 @@ log "verifying payload checksums"
 [ -f "$PAYLOAD/SHA256SUMS" ] || die "$PAYLOAD/SHA256SUMS is missing"
 (cd "$PAYLOAD" && sha256sum --quiet --strict -c SHA256SUMS) || die "payload checksum mismatch"
 
-for b in consul consul-template docker-compose doctl codelab-agent; do
+for b in consul consul-template doctl codelab-agent; do
 	[ -f "$PAYLOAD/bin/$b" ] || die "payload has no bin/$b"
 done
 
@@ -41,26 +43,17 @@ else
 	apt-get -y -q install --no-install-recommends ca-certificates
 fi
 
-if [ "${CODELAB_SKIP_DOCKER_INSTALL:-0}" = 1 ]; then
-	log "CODELAB_SKIP_DOCKER_INSTALL=1: not installing Docker Engine (test mode)"
-else
-	shopt -s nullglob
-	debs=("$PAYLOAD"/debs/*.deb)
-	shopt -u nullglob
-	[ "${#debs[@]}" -gt 0 ] || die "payload has no Docker Engine packages in debs/"
-	log "installing Docker Engine from ${#debs[@]} verified packages"
-	apt-get -y -q install --no-install-recommends "${debs[@]}"
-fi
-
 log "installing binaries"
 install -m 0755 "$PAYLOAD/bin/consul" /usr/local/bin/consul
 install -m 0755 "$PAYLOAD/bin/consul-template" /usr/local/bin/consul-template
 install -m 0755 "$PAYLOAD/bin/doctl" /usr/local/bin/doctl
 install -m 0755 "$PAYLOAD/bin/codelab-agent" /usr/local/bin/codelab-agent
-install -d -m 0755 /usr/local/lib/docker/cli-plugins
-install -m 0755 "$PAYLOAD/bin/docker-compose" /usr/local/lib/docker/cli-plugins/docker-compose
-ln -sf /usr/local/lib/docker/cli-plugins/docker-compose /usr/local/bin/docker-compose
-for b in consul consul-template doctl codelab-agent docker-compose; do
+# docker-compose-plugin (Docker's apt repository) ships the plugin; the old command name
+# keeps working for operators.
+if [ -x /usr/libexec/docker/cli-plugins/docker-compose ]; then
+	ln -sf /usr/libexec/docker/cli-plugins/docker-compose /usr/local/bin/docker-compose
+fi
+for b in consul consul-template doctl codelab-agent; do
 	"/usr/local/bin/$b" --version >/dev/null 2>&1 || "/usr/local/bin/$b" version >/dev/null 2>&1 ||
 		die "/usr/local/bin/$b does not run"
 done
@@ -133,10 +126,27 @@ CODELAB_GIT_SHA=${CODELAB_GIT_SHA:-unknown}
 CODELAB_FINGERPRINT=${CODELAB_FINGERPRINT:-}
 CONSUL_VERSION=${CONSUL_VERSION:-}
 CONSUL_TEMPLATE_VERSION=${CONSUL_TEMPLATE_VERSION:-}
-COMPOSE_VERSION=${COMPOSE_VERSION:-}
 DOCTL_VERSION=${DOCTL_VERSION:-}
+CODELAB_LOCAL_ARTIFACTS=${CODELAB_LOCAL_ARTIFACTS:-0}
 ENV
 chmod 0644 /etc/codelab/image.env
+
+# The manifest: what the image is and the package versions apt installed (with "latest"
+# in the versions file, this is where the resolved versions are recorded). The imager
+# downloads it and tags the snapshot with the package versions.
+json_str() { printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"; }
+pkgs=""
+for p in docker-ce docker-ce-cli containerd.io docker-compose-plugin; do
+	v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || true)
+	[ -n "$v" ] || continue
+	pkgs="$pkgs${pkgs:+,}$(json_str "$p"):$(json_str "$v")"
+done
+local_build=false
+[ "${CODELAB_LOCAL_ARTIFACTS:-0}" = 1 ] && local_build=true
+cat >/etc/codelab/image.json <<JSON
+{"image":$(json_str "${CODELAB_IMAGE:-unknown}"),"agentVersion":$(json_str "${CODELAB_AGENT_VERSION:-unknown}"),"gitSha":$(json_str "${CODELAB_GIT_SHA:-unknown}"),"fingerprint":$(json_str "${CODELAB_FINGERPRINT:-}"),"localArtifacts":$local_build,"consul":$(json_str "${CONSUL_VERSION:-}"),"consulTemplate":$(json_str "${CONSUL_TEMPLATE_VERSION:-}"),"doctl":$(json_str "${DOCTL_VERSION:-}"),"packages":{$pkgs}}
+JSON
+chmod 0644 /etc/codelab/image.json
 # The snapshot's name, which `codelab-agent status` shows as the droplet's image (the
 # metadata service does not say which image a droplet came from).
 if [ -n "${CODELAB_IMAGE:-}" ] && [ -n "${CODELAB_SNAPSHOT_TIME:-}" ]; then

@@ -1,20 +1,11 @@
 # codelab-services-base: app droplets (api, web, landing, sites).
-# Built by `imager build app`; shared variables live in packer/common.
-
-source "digitalocean" "services-base" {
-  api_url       = var.api_url
-  image         = var.base_image
-  region        = var.region
-  size          = var.size
-  ssh_username  = "root"
-  droplet_name  = "packer-${var.build_id}"
-  snapshot_name = "codelab-services-base-${local.snapshot_time}"
-  tags          = ["codelab-imager", "codelab-build:${var.build_id}"]
-  # The droplet that builds the image gets no codelab user_data: the agent is not run.
-}
+# Built by `imager build app`; the source and shared variables live in packer/common.
 
 build {
-  sources = ["source.digitalocean.services-base"]
+  source "source.digitalocean.base" {
+    name          = "services-base"
+    snapshot_name = "codelab-services-base-${local.snapshot_time}"
+  }
 
   # The file provisioner uploads a folder only into one that exists.
   provisioner "shell" {
@@ -29,7 +20,22 @@ build {
   provisioner "shell" {
     environment_vars = concat(local.build_env, ["CODELAB_IMAGE=services-base"])
     scripts = [
+      "${var.scripts_dir}/install-docker.sh",
       "${var.scripts_dir}/install-base.sh",
+    ]
+  }
+
+  # The image manifest (versions apt resolved included) comes back to the imager, which
+  # tags the snapshot with it.
+  provisioner "file" {
+    direction   = "download"
+    source      = "/etc/codelab/image.json"
+    destination = var.manifest_out
+  }
+
+  provisioner "shell" {
+    environment_vars = concat(local.build_env, ["CODELAB_IMAGE=services-base"])
+    scripts = [
       "${var.scripts_dir}/cleanup.sh",
       "${var.scripts_dir}/hygiene-gate.sh",
     ]

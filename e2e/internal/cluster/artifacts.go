@@ -1,126 +1,211 @@
 package cluster
 
 import (
-	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/codelab-app/infra/imager/versions"
+	"github.com/codelab-app/infra/tools/aptrepo"
 )
 
-// readVars reads `name = "value"` lines of packer/versions.pkrvars.hcl.
-func readVars(path string) (map[string]string, error) {
-	f, err := os.Open(path)
+// LocalArtifacts is what `imager build --local-artifacts` takes on the local
+// DigitalOcean, which has no internet (README: "What the local build substitutes").
+type LocalArtifacts struct {
+	Dir            string // the --local-artifacts folder
+	AptDir         string // the signed apt repository, served at AptURL
+	AptURL         string
+	KeyFingerprint string // the test key that signs it, pinned through docker_apt_key_fingerprint
+}
+
+// OverrideFile is the versions override the imager reads from the --local-artifacts folder.
+const OverrideFile = "versions.local.pkrvars.hcl"
+
+// PrepareArtifacts fills dir with what the imager takes instead of the vendors' bytes:
+//   - consul, consul-template: the binaries `make deps` built from the pinned modules
+//     (Consul 1.15.4, consul-template 0.41.1: the pinned 1.17.1 is under the BSL and
+//     0.34.0 is not served here);
+//   - a Docker apt repository under the names the production script installs, signed
+//     with a test key made here (kept in dir, so a warm run has the same fingerprint):
+//     docker-ce is Debian's docker.io repackaged under that name (docker.io conflicts
+//     with docker-ce, so a metapackage cannot pull it in), docker-ce-cli and
+//     containerd.io are metapackages (the latter pulls Debian's containerd),
+//     docker-compose-plugin holds the Compose plugin `make deps` built (v2.24.0);
+//   - OverrideFile: docker_apt_url (aptURL, where ServeApt serves the repository to the
+//     build droplet) and docker_apt_key_fingerprint (the test key).
+//
+// doctl needs nothing here: the imager builds it from its Go module, as in production.
+func PrepareArtifacts(ctx context.Context, repo, cacheBin, dir, aptURL string) (*LocalArtifacts, error) {
+	la := &LocalArtifacts{Dir: dir, AptDir: filepath.Join(dir, "apt"), AptURL: aptURL}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	v, err := versions.Load(filepath.Join(repo, versions.File))
+	if err != nil {
+		return nil, fmt.Errorf("local artifacts: %w", err)
+	}
+	for _, b := range []string{"consul", "consul-template"} {
+		if err := copyIfChanged(filepath.Join(cacheBin, b), filepath.Join(dir, b)); err != nil {
+			return nil, fmt.Errorf("local artifact %s (make deps builds it): %w", b, err)
+		}
+	}
+	key, err := testKey(ctx, filepath.Join(dir, "gnupg"))
+	if err != nil {
+		return nil, fmt.Errorf("local apt repository key: %w", err)
+	}
+	la.KeyFingerprint = key.Fingerprint
+	debs, err := standinDebs(ctx, v, cacheBin, filepath.Join(dir, "debs"))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	out := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		out[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"`)
+	if err := aptrepo.Build(ctx, la.AptDir, "bookworm", "stable", debs, key); err != nil {
+		return nil, fmt.Errorf("local apt repository: %w", err)
 	}
-	return out, sc.Err()
+	override := fmt.Sprintf("# Written by the e2e harness: the local DigitalOcean's build droplet installs Docker\n"+
+		"# from this signed test repository, verified against this test key.\n"+
+		"docker_apt_url             = %q\ndocker_apt_key_fingerprint = %q\n", aptURL, key.Fingerprint)
+	if err := os.WriteFile(filepath.Join(dir, OverrideFile), []byte(override), 0o644); err != nil {
+		return nil, err
+	}
+	return la, nil
 }
 
-// PrepareArtifacts fills dir with what the imager takes instead of vendor downloads on
-// the local DigitalOcean (imager build --local-artifacts):
-//   - consul, consul-template, docker-compose: the binaries `make deps` built from the
-//     pinned versions (cacheBin);
-//   - docker-ce, docker-ce-cli, containerd.io: small metapackages under the file names
-//     the imager looks for, which make apt in the build droplet install Debian's
-//     docker.io and containerd from Debian's (signed) archive instead;
-//   - doctl: a stand-in that answers `doctl version` and refuses everything else (the
-//     vendor release is not reachable here and nothing at boot uses doctl).
-//
-// Existing files are kept, so a warm run has the same checksums.
-func PrepareArtifacts(ctx context.Context, repo, cacheBin, dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+// testKey returns the key in home, making it the first time.
+func testKey(ctx context.Context, home string) (*aptrepo.Key, error) {
+	if b, err := os.ReadFile(filepath.Join(home, "codelab-key.json")); err == nil {
+		var k aptrepo.Key
+		if err := json.Unmarshal(b, &k); err == nil && k.Fingerprint != "" {
+			return &k, nil
+		}
 	}
-	vars, err := readVars(filepath.Join(repo, "packer", "versions.pkrvars.hcl"))
+	if err := os.RemoveAll(home); err != nil {
+		return nil, err
+	}
+	k, err := aptrepo.NewKey(ctx, home, "codelab local apt test key")
 	if err != nil {
-		return fmt.Errorf("local artifacts: %w", err)
+		return nil, err
 	}
-	for _, b := range []string{"consul", "consul-template", "docker-compose"} {
-		if err := copyIfChanged(filepath.Join(cacheBin, b), filepath.Join(dir, b)); err != nil {
-			return fmt.Errorf("local artifact %s (make deps builds it): %w", b, err)
-		}
+	b, err := json.Marshal(k)
+	if err != nil {
+		return nil, err
 	}
-	doctl := filepath.Join(dir, "doctl")
-	if _, err := os.Stat(doctl); err != nil {
-		script := fmt.Sprintf(`#!/bin/sh
-# Stand-in for doctl %s in images built on the local DigitalOcean.
-case "$1" in
-  version|--version) echo "doctl version %s-local-standin"; exit 0 ;;
-esac
-echo "doctl: this is the local DigitalOcean's stand-in; the real doctl is not installed" >&2
-exit 1
-`, vars["doctl_version"], vars["doctl_version"])
-		if err := os.WriteFile(doctl, []byte(script), 0o755); err != nil {
-			return err
-		}
-	}
-	debs := []struct{ file, pkg, version, depends string }{
-		{"docker-ce_%s_amd64.deb", "codelab-local-docker-engine", vars["docker_ce_version"], "docker.io"},
-		{"docker-ce-cli_%s_amd64.deb", "codelab-local-docker-cli", vars["docker_ce_version"], "docker.io"},
-		{"containerd.io_%s_amd64.deb", "codelab-local-containerd", vars["containerd_version"], "containerd"},
-	}
-	for _, d := range debs {
-		if d.version == "" {
-			return fmt.Errorf("local artifacts: no version for %s in versions.pkrvars.hcl", d.pkg)
-		}
-		out := filepath.Join(dir, fmt.Sprintf(d.file, d.version))
-		if _, err := os.Stat(out); err == nil {
-			continue
-		}
-		if err := metapackage(ctx, out, d.pkg, d.version, d.depends); err != nil {
-			return fmt.Errorf("local artifact %s: %w", filepath.Base(out), err)
-		}
-	}
-	return nil
+	return k, os.WriteFile(filepath.Join(home, "codelab-key.json"), b, 0o600)
 }
 
-// metapackage builds an empty .deb that depends on depends.
-func metapackage(ctx context.Context, out, pkg, version, depends string) error {
-	tmp, err := os.MkdirTemp("", "localdo-deb-")
+// standinVersion is the version a stand-in gets: the pin, or for "latest" a version
+// that says what it is.
+func standinVersion(v string) string {
+	if v == versions.Latest {
+		return "0.0.0-codelab-local"
+	}
+	return v
+}
+
+func standinDebs(ctx context.Context, v *versions.Versions, cacheBin, dir string) ([]string, error) {
+	engine := standinVersion(v.Get("docker_ce_version"))
+	cli := aptrepo.Package{Name: "docker-ce-cli", Version: engine, Depends: "docker-ce",
+		Description: "local stand-in: the CLI comes with docker-ce (Debian's docker.io)"}
+	containerd := aptrepo.Package{Name: "containerd.io", Version: standinVersion(v.Get("containerd_version")), Depends: "containerd",
+		Description: "local stand-in: installs Debian's containerd"}
+	compose := aptrepo.Package{Name: "docker-compose-plugin", Version: standinVersion(v.Get("docker_compose_plugin_version")),
+		Description: "local stand-in: the Compose plugin built by make deps from its pinned module",
+		Files:       []aptrepo.File{{Path: "/usr/libexec/docker/cli-plugins/docker-compose", Src: filepath.Join(cacheBin, "docker-compose"), Mode: 0o755}}}
+	var debs []string
+	for _, p := range []aptrepo.Package{cli, containerd, compose} {
+		out := filepath.Join(dir, p.FileName())
+		if _, err := os.Stat(out); err != nil {
+			if out, err = aptrepo.BuildDeb(ctx, p, dir); err != nil {
+				return nil, fmt.Errorf("local stand-in %s: %w", p.Name, err)
+			}
+		}
+		debs = append(debs, out)
+	}
+	eng, err := dockerCE(ctx, engine, dir)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	return append(debs, eng), nil
+}
+
+var conflictsLine = regexp.MustCompile(`(?m)^(Conflicts|Replaces|Breaks): .*\n`)
+
+// dockerCE repackages Debian's docker.io (apt-get download) as docker-ce at version.
+func dockerCE(ctx context.Context, version, dir string) (string, error) {
+	out := filepath.Join(dir, aptrepo.Package{Name: "docker-ce", Version: version}.FileName())
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	dl := filepath.Join(dir, "upstream")
+	if err := os.MkdirAll(dl, 0o755); err != nil {
+		return "", err
+	}
+	src, _ := filepath.Glob(filepath.Join(dl, "docker.io_*.deb"))
+	if len(src) == 0 {
+		cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", "docker.io")
+		cmd.Dir = dl
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("local stand-in docker-ce: apt-get download docker.io: %w: %s", err, b)
+		}
+		if src, _ = filepath.Glob(filepath.Join(dl, "docker.io_*.deb")); len(src) == 0 {
+			return "", errors.New("local stand-in docker-ce: apt-get download docker.io left no .deb")
+		}
+	}
+	tmp, err := os.MkdirTemp("", "docker-ce-standin-")
+	if err != nil {
+		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	if err := os.MkdirAll(filepath.Join(tmp, "DEBIAN"), 0o755); err != nil {
-		return err
+	if b, err := exec.CommandContext(ctx, "dpkg-deb", "-R", src[0], tmp).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("local stand-in docker-ce: unpack %s: %w: %s", src[0], err, b)
 	}
-	control := fmt.Sprintf(`Package: %s
-Version: %s
-Architecture: amd64
-Maintainer: codelab local DigitalOcean <local@codelab.invalid>
-Depends: %s
-Section: admin
-Priority: optional
-Description: local stand-in: installs Debian's %s
- Built by the codelab e2e harness for images built on the local DigitalOcean,
- which cannot reach download.docker.com.
-`, pkg, version, depends, depends)
-	if err := os.WriteFile(filepath.Join(tmp, "DEBIAN", "control"), []byte(control), 0o644); err != nil {
-		return err
+	control := filepath.Join(tmp, "DEBIAN", "control")
+	b, err := os.ReadFile(control)
+	if err != nil {
+		return "", err
 	}
-	cmd := exec.CommandContext(ctx, "dpkg-deb", "--root-owner-group", "--build", tmp, out+".tmp")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("dpkg-deb: %v: %s", err, b)
+	upstream := field(b, "Version")
+	b = conflictsLine.ReplaceAll(b, nil)
+	b = regexp.MustCompile(`(?m)^Package: .*$`).ReplaceAll(b, []byte("Package: docker-ce"))
+	b = regexp.MustCompile(`(?m)^Version: .*$`).ReplaceAll(b, []byte("Version: "+version))
+	b = regexp.MustCompile(`(?m)^Description: .*$`).ReplaceAll(b, []byte("Description: local stand-in: Debian's docker.io "+upstream+" repackaged as docker-ce"))
+	if err := os.WriteFile(control, b, 0o644); err != nil {
+		return "", err
 	}
-	return os.Rename(out+".tmp", out)
+	if b, err := exec.CommandContext(ctx, "dpkg-deb", "--root-owner-group", "-Zgzip", "-b", tmp, out+".tmp").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("local stand-in docker-ce: %w: %s", err, b)
+	}
+	return out, os.Rename(out+".tmp", out)
+}
+
+func field(control []byte, name string) string {
+	m := regexp.MustCompile(`(?m)^` + name + `: (.*)$`).FindSubmatch(control)
+	if m == nil {
+		return ""
+	}
+	return string(bytes.TrimSpace(m[1]))
+}
+
+// ServeApt serves the repository in dir over HTTP on l (on the public network's gateway,
+// which build droplets reach, like the local registry) until ctx ends.
+func ServeApt(ctx context.Context, l net.Listener, dir string) {
+	srv := &http.Server{Handler: http.FileServer(http.Dir(dir)), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
 }
 
 func copyIfChanged(src, dst string) error {
@@ -131,21 +216,26 @@ func copyIfChanged(src, dst string) error {
 	if b, err := os.Stat(dst); err == nil && b.Size() == a.Size() && !b.ModTime().Before(a.ModTime()) {
 		return nil
 	}
-	in, err := os.Open(src)
+	data, err := os.ReadFile(src)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	out, err := os.OpenFile(dst+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
+	if err := os.WriteFile(dst+".tmp", data, 0o755); err != nil {
 		return err
 	}
 	return os.Rename(dst+".tmp", dst)
+}
+
+// aptHostPort is where the cluster serves the apt repository: the gateway, on the port
+// after the registry's (fixed, so the imager's fingerprint stays the same across runs).
+func aptHostPort(gateway, registryPull string) (string, error) {
+	_, p, err := net.SplitHostPort(registryPull)
+	if err != nil {
+		return "", fmt.Errorf("registry address %q: %w", registryPull, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", fmt.Errorf("registry address %q: %w", registryPull, err)
+	}
+	return net.JoinHostPort(gateway, strconv.Itoa(port+1)), nil
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,9 +152,7 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		{"start the local DigitalOcean", c.startLocalDO},
 		{"start the local Spaces (versitygw)", c.startSpaces},
 		{"build and push the application images", c.pushImages},
-		{"prepare the local artifacts", func(ctx context.Context) error {
-			return PrepareArtifacts(ctx, o.Repo, filepath.Join(o.Cache, "bin"), c.artifactsDir())
-		}},
+		{"prepare the local artifacts and serve the signed apt repository", c.prepareArtifacts},
 		{"imager build all", c.buildImages},
 		{"boot the droplets", c.boot},
 		{"put the roles' required settings into Consul KV", c.seedSettings},
@@ -274,6 +273,27 @@ func Down(ctx context.Context, o Options) error {
 
 func (c *Cluster) artifactsDir() string { return filepath.Join(c.Opts.Cache, "localdo-artifacts") }
 
+// prepareArtifacts makes the local artifacts and serves their apt repository to build
+// droplets until ctx ends (the imager builds of this process, e2e's rebuilds included).
+func (c *Cluster) prepareArtifacts(ctx context.Context) error {
+	addr, err := aptHostPort(c.Info.Networks.Public.Gateway.String(), c.Info.RegistryPull)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("serve the local apt repository on %s: %w (another demo or e2e run?)", addr, err)
+	}
+	la, err := PrepareArtifacts(ctx, c.Opts.Repo, filepath.Join(c.Opts.Cache, "bin"), c.artifactsDir(), "http://"+addr)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	ServeApt(ctx, l, la.AptDir)
+	fmt.Fprintf(c.Opts.Out, "    apt repository %s, signed by test key %s\n", la.AptURL, la.KeyFingerprint)
+	return nil
+}
+
 func (c *Cluster) run(ctx context.Context, env []string, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -365,7 +385,8 @@ func (c *Cluster) Imager(ctx context.Context, args ...string) (string, error) {
 }
 
 func (c *Cluster) buildImages(ctx context.Context) error {
-	args := []string{"build", "all", "--api-url", c.Info.APIURL, "--local-artifacts", c.artifactsDir(), "--repo", c.Opts.Repo}
+	// The local DigitalOcean has one region, the build region.
+	args := []string{"build", "all", "--api-url", c.Info.APIURL, "--local-artifacts", c.artifactsDir(), "--repo", c.Opts.Repo, "--regions", c.Opts.Region}
 	if c.Opts.ForceBuild {
 		args = append(args, "--force")
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
 	"github.com/codelab-app/infra/e2e/internal/localdo"
+	"github.com/codelab-app/infra/imager/versions"
+	"github.com/codelab-app/infra/tools/aptrepo"
 	"github.com/codelab-app/infra/tools/testenv"
 )
 
@@ -35,36 +37,71 @@ func TestUserDataLine(t *testing.T) {
 }
 
 func TestPrepareArtifacts(t *testing.T) {
-	testenv.Integration(t, "dpkg-deb")
-	repo, bin, out := t.TempDir(), t.TempDir(), t.TempDir()
-	if err := os.MkdirAll(filepath.Join(repo, "packer"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(repo, "packer", "versions.pkrvars.hcl"), []byte("# c\ndoctl_version = \"1.104.0\"\ndocker_ce_version = \"24.0.7-1~debian.12~bookworm\"\ncontainerd_version   = \"1.6.26-1\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Integration(t, "dpkg-deb", "gpg", "apt-ftparchive")
+	ctx := context.Background()
+	bin, out := t.TempDir(), t.TempDir()
 	for _, b := range []string{"consul", "consul-template", "docker-compose"} {
 		if err := os.WriteFile(filepath.Join(bin, b), []byte(b), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := PrepareArtifacts(context.Background(), repo, bin, out); err != nil {
+	// Debian's docker.io, as apt-get download would fetch it (no download in this test).
+	upstream := filepath.Join(out, "debs", "upstream")
+	if _, err := aptrepo.BuildDeb(ctx, aptrepo.Package{Name: "docker.io", Version: "20.10.24+dfsg1-1+deb12u1+b6",
+		Depends: "containerd (>= 1.4~)", Files: []aptrepo.File{{Path: "/usr/bin/dockerd", Data: []byte("dockerd"), Mode: 0o755}}}, upstream); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"consul", "consul-template", "docker-compose", "doctl",
-		"docker-ce_24.0.7-1~debian.12~bookworm_amd64.deb", "docker-ce-cli_24.0.7-1~debian.12~bookworm_amd64.deb", "containerd.io_1.6.26-1_amd64.deb"} {
+	control := filepath.Join(upstream, "docker.io_20.10.24+dfsg1-1+deb12u1+b6_amd64.deb")
+	fixConflicts(t, control)
+	repo := filepath.Join("..", "..", "..")
+	la, err := PrepareArtifacts(ctx, repo, bin, out, "http://10.250.0.1:8767")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const engine = "docker-ce_5%3a24.0.7-1~debian.12~bookworm_amd64.deb"
+	for _, f := range []string{"consul", "consul-template", OverrideFile, "apt/gpg", "apt/dists/bookworm/InRelease",
+		"apt/pool/stable/" + engine, "apt/pool/stable/containerd.io_1.6.26-1_amd64.deb",
+		"apt/pool/stable/docker-ce-cli_5%3a24.0.7-1~debian.12~bookworm_amd64.deb",
+		"apt/pool/stable/docker-compose-plugin_2.24.0-1~debian.12~bookworm_amd64.deb"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Error(err)
 		}
 	}
-	info, err := exec.Command("dpkg-deb", "-f", filepath.Join(out, "docker-ce_24.0.7-1~debian.12~bookworm_amd64.deb"), "Package", "Depends").Output()
-	if err != nil || !strings.Contains(string(info), "codelab-local-docker-engine") || !strings.Contains(string(info), "docker.io") {
-		t.Fatalf("metapackage control: %s %v", info, err)
+	info, err := exec.Command("dpkg-deb", "-f", filepath.Join(la.AptDir, "pool", "stable", engine), "Package", "Version", "Depends", "Conflicts", "Description").Output()
+	if err != nil || !strings.Contains(string(info), "Package: docker-ce\n") || strings.Contains(string(info), "Conflicts") ||
+		!strings.Contains(string(info), "docker.io 20.10.24+dfsg1-1+deb12u1+b6 repackaged") || !strings.Contains(string(info), "containerd") {
+		t.Fatalf("docker-ce stand-in control:\n%s %v", info, err)
 	}
-	if b, _ := exec.Command(filepath.Join(out, "doctl"), "version").Output(); !strings.Contains(string(b), "1.104.0-local-standin") {
-		t.Fatalf("doctl stand-in: %s", b)
+	ov, err := versions.LoadOverride(filepath.Join(out, OverrideFile))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := exec.Command(filepath.Join(out, "doctl"), "compute", "droplet", "list").Run(); err == nil {
-		t.Fatal("the doctl stand-in must refuse real commands")
+	if ov.Get("docker_apt_url") != "http://10.250.0.1:8767" || ov.Get("docker_apt_key_fingerprint") != la.KeyFingerprint || len(la.KeyFingerprint) != 40 {
+		t.Fatalf("override: %v %v", ov.Get("docker_apt_url"), ov.Get("docker_apt_key_fingerprint"))
+	}
+	// A warm run keeps the key, so the imager's fingerprint does not change.
+	again, err := PrepareArtifacts(ctx, repo, bin, out, "http://10.250.0.1:8767")
+	if err != nil || again.KeyFingerprint != la.KeyFingerprint {
+		t.Fatalf("second run: key %s vs %s, %v", again.KeyFingerprint, la.KeyFingerprint, err)
+	}
+}
+
+// fixConflicts gives the fake docker.io the Conflicts line Debian's has.
+func fixConflicts(t *testing.T, deb string) {
+	t.Helper()
+	dir := t.TempDir()
+	if b, err := exec.Command("dpkg-deb", "-R", deb, dir).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	f := filepath.Join(dir, "DEBIAN", "control")
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, append(b, []byte("Conflicts: docker-ce, docker-ce-cli\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("dpkg-deb", "--root-owner-group", "-b", dir, deb).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, b)
 	}
 }

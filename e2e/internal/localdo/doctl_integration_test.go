@@ -10,14 +10,13 @@ import (
 	"testing"
 
 	"github.com/codelab-app/infra/e2e/localdotest"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // doctlBin is doctl v1.104.0 as `make deps` builds it (CODELAB_DOCTL overrides).
 func doctlBin(t *testing.T) string {
 	t.Helper()
-	if os.Getenv("CODELAB_INTEGRATION") != "1" {
-		t.Skip("integration test: set CODELAB_INTEGRATION=1 (make test does) to run doctl against the local DigitalOcean")
-	}
+	testenv.Integration(t)
 	bin := os.Getenv("CODELAB_DOCTL")
 	if bin == "" {
 		cache := os.Getenv("CODELAB_CACHE")

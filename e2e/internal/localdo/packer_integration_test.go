@@ -31,6 +31,14 @@ func requireIntegration(t *testing.T) {
 }
 
 const tinyTemplate = `
+packer {
+  required_plugins {
+    digitalocean = {
+      version = "= 1.4.1"
+      source  = "github.com/digitalocean/digitalocean"
+    }
+  }
+}
 variable "api_url" {
   type = string
 }

@@ -17,110 +17,125 @@ import (
 	"testing"
 
 	"github.com/codelab-app/infra/imager/internal/artifacts"
+	"github.com/codelab-app/infra/imager/versions"
 )
 
 func sum(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
 
-func TestParseVersions(t *testing.T) {
-	for _, tc := range []struct {
-		name, in string
-		want     map[string]string
-		err      string
-	}{
-		{"values and comments", "# c\n// d\nconsul_version = \"1.17.1\"\n\nconsul_sha256   = \"\" # todo\n",
-			map[string]string{"consul_version": "1.17.1", "consul_sha256": ""}, ""},
-		{"unquoted", "consul_version = 1.17.1\n", nil, "line 1"},
-		{"duplicate", "a = \"1\"\na = \"2\"\n", nil, "set twice"},
-		{"block", "variable \"x\" {\n}\n", nil, "line 1"},
-		{"interpolation", "a = \"${b}\"\nb = \"\\\"\"\n", nil, "line 2"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := artifacts.ParseVersions(tc.in)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err = %v, want %q", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != len(tc.want) {
-				t.Fatalf("got %v, want %v", got, tc.want)
-			}
-			for k, v := range tc.want {
-				if got[k] != v {
-					t.Errorf("%s = %q, want %q", k, got[k], v)
-				}
-			}
-		})
-	}
-}
-
-// The committed versions file pins every catalog artifact's version, and the issue's
-// versions.
-func TestCommittedVersionsFile(t *testing.T) {
-	v, err := artifacts.LoadVersions(filepath.Join("..", "..", "..", artifacts.VersionsFile))
+// fullVersions is a complete versions file with every version 1.0.0.
+func fullVersions(t *testing.T, extra string) *versions.Versions {
+	t.Helper()
+	src := `consul_version = "1.0.0"
+consul_sha256 = "` + strings.Repeat("ab", 32) + `"
+consul_template_version = "1.0.0"
+consul_template_sha256 = "` + strings.Repeat("cd", 32) + `"
+doctl_version = "1.0.0"
+docker_apt_url = "https://apt.example.invalid/debian"
+docker_apt_key_fingerprint = "` + strings.Repeat("AB", 20) + `"
+docker_ce_version = "5:1.0.0-1~debian.12~bookworm"
+containerd_version = "latest"
+docker_compose_plugin_version = "2.24.0-1~debian.12~bookworm"
+snapshot_regions = ["nyc3"]
+` + extra
+	v, err := versions.Parse("v.pkrvars.hcl", []byte(src))
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, s := range artifacts.Catalog {
-		if v[s.VersionVar] == "" {
-			t.Errorf("%s: %s not set", s.Name, s.VersionVar)
-		}
-		if _, ok := v[s.SHA256Var]; !ok {
-			t.Errorf("%s: %s missing (may be empty with a TODO, never absent)", s.Name, s.SHA256Var)
-		}
-	}
-	for k, want := range map[string]string{"consul_version": "1.17.1", "consul_template_version": "0.34.0", "compose_version": "2.24.0", "doctl_version": "1.104.0"} {
-		if v[k] != want {
-			t.Errorf("%s = %q, want %q", k, v[k], want)
-		}
-	}
-}
-
-func fullVersions() artifacts.Versions {
-	v := artifacts.Versions{}
-	for _, s := range artifacts.Catalog {
-		v[s.VersionVar] = "1.0.0"
-		v[s.SHA256Var] = strings.Repeat("ab", 32)
 	}
 	return v
 }
 
-func TestResolve(t *testing.T) {
-	v := fullVersions()
+// The committed versions file resolves: every artifact has a version and a way to be
+// verified, none unverified.
+func TestCommittedVersionsFile(t *testing.T) {
+	v, err := versions.Load(filepath.Join("..", "..", "..", versions.File))
+	if err != nil {
+		t.Fatal(err)
+	}
 	arts, err := artifacts.Resolve(v, artifacts.Catalog, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range arts {
+		if a.Version == "" || a.Verified == "" {
+			t.Errorf("%s: version %q, verified %q", a.Name, a.Version, a.Verified)
+		}
+		if err := artifacts.CheckModulePin(filepath.Join("..", "..", ".."), a); a.Source == artifacts.SourceGoModule && err != nil {
+			t.Error(err)
+		}
+	}
+	for k, want := range map[string]string{"consul_version": "1.17.1", "consul_template_version": "0.34.0", "doctl_version": "1.104.0",
+		"docker_apt_key_fingerprint": "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"} {
+		if v.Get(k) != want {
+			t.Errorf("%s = %q, want %q", k, v.Get(k), want)
+		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	arts, err := artifacts.Resolve(fullVersions(t, ""), artifacts.Catalog, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(arts) != len(artifacts.Catalog) {
 		t.Fatalf("got %d artifacts", len(arts))
 	}
-	if a := arts[0]; a.Name != "consul" || a.URL != "https://releases.hashicorp.com/consul/1.0.0/consul_1.0.0_linux_amd64.zip" || a.Dest != "bin/consul" || a.Source != artifacts.SourceVendor {
+	by := map[string]artifacts.Artifact{}
+	for _, a := range arts {
+		by[a.Name] = a
+	}
+	if a := by["consul"]; a.URL != "https://releases.hashicorp.com/consul/1.0.0/consul_1.0.0_linux_amd64.zip" || a.Dest != "bin/consul" ||
+		a.Source != artifacts.SourceVendor || a.SHA256 != strings.Repeat("ab", 32) || !strings.Contains(a.Verified, "consul_sha256") {
 		t.Errorf("consul = %+v", a)
 	}
-	if a := arts[4]; a.Dest != "debs/docker-ce_1.0.0_amd64.deb" {
-		t.Errorf("docker-ce dest = %q", a.Dest)
+	if a := by["doctl"]; a.Source != artifacts.SourceGoModule || a.Module != "github.com/digitalocean/doctl" || a.ToolDir() != "tools/doctl" || !strings.Contains(a.Verified, "go.sum") {
+		t.Errorf("doctl = %+v", a)
 	}
+	for _, name := range []string{"docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"} {
+		a := by[name]
+		if a.Source != artifacts.SourceApt || a.Package != name || a.URL != "https://apt.example.invalid/debian" || a.KeyFingerprint != strings.Repeat("AB", 20) {
+			t.Errorf("%s = %+v", name, a)
+		}
+	}
+	if by["containerd.io"].Version != "latest" || by["docker-ce-cli"].Version != "5:1.0.0-1~debian.12~bookworm" {
+		t.Errorf("apt versions: %+v", by)
+	}
+	// The identity the fingerprint records changes with the key and the version.
+	ov := fullVersions(t, "")
+	op := filepath.Join(t.TempDir(), "o.pkrvars.hcl")
+	if err := os.WriteFile(op, []byte(`docker_apt_key_fingerprint = "`+strings.Repeat("CD", 20)+`"`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, err := versions.LoadOverride(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := artifacts.Resolve(ov.With(o), artifacts.Catalog, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other[3].Identity() == arts[3].Identity() || other[0].Identity() != arts[0].Identity() {
+		t.Error("only the apt artifacts' identity follows the key")
+	}
+}
 
-	for _, tc := range []struct {
-		name string
-		edit func(artifacts.Versions)
-		want string
-	}{
-		{"empty checksum refused", func(v artifacts.Versions) { v["doctl_sha256"] = "" }, "artifact doctl 1.0.0: no SHA-256 pinned (doctl_sha256 is empty"},
-		{"malformed checksum", func(v artifacts.Versions) { v["consul_sha256"] = "abc" }, "consul_sha256 in packer/versions.pkrvars.hcl is not a SHA-256"},
-		{"missing version", func(v artifacts.Versions) { delete(v, "compose_version") }, "artifact docker-compose: compose_version is not set"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			v := fullVersions()
-			tc.edit(v)
-			_, err := artifacts.Resolve(v, artifacts.Catalog, "")
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want %q", err, tc.want)
-			}
-		})
+func TestModulePinMustMatch(t *testing.T) {
+	repo := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(repo, "tools", "doctl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "tools", "doctl", "go.mod"), []byte("module x\n\ngo 1.26\n\nrequire github.com/digitalocean/doctl v1.104.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "tools", "doctl", "go.sum"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	arts, err := artifacts.Resolve(fullVersions(t, ""), artifacts.Catalog, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = artifacts.CheckModulePin(repo, arts[2])
+	if err == nil || !strings.Contains(err.Error(), "requires github.com/digitalocean/doctl v1.104.0 but the versions file says 1.0.0") {
+		t.Fatalf("err = %v", err)
 	}
 }
 
@@ -130,13 +145,11 @@ func TestResolveLocal(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "consul"), content, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	v := fullVersions()
-	v["consul_sha256"] = "" // a local file needs no pinned checksum
-	arts, err := artifacts.Resolve(v, artifacts.Catalog[:2], dir)
+	arts, err := artifacts.Resolve(fullVersions(t, ""), artifacts.Catalog[:2], dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := arts[0]; a.Source != artifacts.SourceLocal || a.SHA256 != sum(content) || a.Kind != artifacts.KindBinary || a.LocalPath != filepath.Join(dir, "consul") {
+	if a := arts[0]; a.Source != artifacts.SourceLocal || a.SHA256 != sum(content) || a.Kind != artifacts.KindBinary || a.LocalPath != filepath.Join(dir, "consul") || !strings.Contains(a.Verified, "local stand-in") {
 		t.Errorf("local consul = %+v", a)
 	}
 	if arts[1].Source != artifacts.SourceVendor {
@@ -199,10 +212,10 @@ func TestCacheStage(t *testing.T) {
 	}))
 	defer srv.Close()
 	arts := []artifacts.Artifact{
-		{Name: "consul", Version: "1", URL: srv.URL + "/consul.zip", FileName: "consul.zip", SHA256: sum(consulZip), Kind: artifacts.KindZip, Member: "consul", Dest: "bin/consul"},
-		{Name: "doctl", Version: "1", URL: srv.URL + "/doctl.tgz", FileName: "doctl.tgz", SHA256: sum(doctlTgz), Kind: artifacts.KindTarGz, Member: "doctl", Dest: "bin/doctl"},
-		{Name: "docker-compose", Version: "1", URL: srv.URL + "/compose", FileName: "compose", SHA256: sum(compose), Kind: artifacts.KindBinary, Dest: "bin/docker-compose"},
-		{Name: "docker-ce", Version: "1", URL: srv.URL + "/x.deb", FileName: "x.deb", SHA256: sum(deb), Kind: artifacts.KindDeb, Dest: "debs/x.deb"},
+		{Name: "consul", Source: artifacts.SourceVendor, Version: "1", URL: srv.URL + "/consul.zip", FileName: "consul.zip", SHA256: sum(consulZip), Kind: artifacts.KindZip, Member: "consul", Dest: "bin/consul"},
+		{Name: "doctl", Source: artifacts.SourceVendor, Version: "1", URL: srv.URL + "/doctl.tgz", FileName: "doctl.tgz", SHA256: sum(doctlTgz), Kind: artifacts.KindTarGz, Member: "doctl", Dest: "bin/doctl"},
+		{Name: "docker-compose", Source: artifacts.SourceVendor, Version: "1", URL: srv.URL + "/compose", FileName: "compose", SHA256: sum(compose), Kind: artifacts.KindBinary, Dest: "bin/docker-compose"},
+		{Name: "docker-ce", Source: artifacts.SourceVendor, Version: "1", URL: srv.URL + "/x.deb", FileName: "x.deb", SHA256: sum(deb), Kind: artifacts.KindBinary, Dest: "debs/x.deb"},
 	}
 	cache := &artifacts.Cache{Dir: t.TempDir()}
 	payload := t.TempDir()

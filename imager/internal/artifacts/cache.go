@@ -19,6 +19,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/codelab-app/infra/imager/internal/fileutil"
 )
 
 // HashFile returns the hex SHA-256 of the file at p.
@@ -129,10 +131,14 @@ func (c *Cache) download(ctx context.Context, a Artifact, dst string) error {
 	return nil
 }
 
-// Stage fetches and verifies every artifact and writes what the droplet installs into
-// payloadDir (binaries extracted from their archives, packages as they are).
+// Stage fetches and verifies every downloaded or local artifact and writes the binaries
+// the droplet installs into payloadDir (extracted from their archives). Go-module and
+// apt artifacts are not staged here.
 func (c *Cache) Stage(ctx context.Context, arts []Artifact, payloadDir string) error {
 	for _, a := range arts {
+		if a.Source != SourceVendor && a.Source != SourceLocal {
+			continue // built (doctl) or installed by apt on the droplet
+		}
 		src, err := c.Fetch(ctx, a)
 		if err != nil {
 			return err
@@ -146,8 +152,8 @@ func (c *Cache) Stage(ctx context.Context, arts []Artifact, payloadDir string) e
 			mode = 0o755
 		}
 		switch a.Kind {
-		case KindBinary, KindDeb:
-			err = copyFile(src, dst, mode)
+		case KindBinary:
+			err = fileutil.CopyFile(src, dst, mode)
 		case KindZip:
 			err = extractZip(src, a.Member, dst, mode)
 		case KindTarGz:
@@ -160,30 +166,6 @@ func (c *Cache) Stage(ctx context.Context, arts []Artifact, payloadDir string) e
 		}
 	}
 	return nil
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	return writeFrom(in, dst, mode)
-}
-
-func writeFrom(r io.Reader, dst string, mode os.FileMode) error {
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, r); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Chmod(dst, mode)
 }
 
 func extractZip(src, member, dst string, mode os.FileMode) error {
@@ -201,7 +183,7 @@ func extractZip(src, member, dst string, mode os.FileMode) error {
 			return fmt.Errorf("open %s in %s: %w", member, src, err)
 		}
 		defer rc.Close()
-		return writeFrom(rc, dst, mode)
+		return fileutil.WriteFrom(rc, dst, mode)
 	}
 	return fmt.Errorf("%s has no file %q", src, member)
 }
@@ -226,7 +208,7 @@ func extractTarGz(src, member, dst string, mode os.FileMode) error {
 			return fmt.Errorf("read %s: %w", src, err)
 		}
 		if h.Typeflag == tar.TypeReg && path.Clean(h.Name) == member {
-			return writeFrom(tr, dst, mode)
+			return fileutil.WriteFrom(tr, dst, mode)
 		}
 	}
 }

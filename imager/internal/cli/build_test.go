@@ -3,7 +3,9 @@ package cli_test
 import (
 	"context"
 	"debug/elf"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,8 @@ import (
 	"github.com/codelab-app/infra/imager/internal/artifacts"
 	"github.com/codelab-app/infra/imager/internal/cli"
 	"github.com/codelab-app/infra/imager/internal/images"
+	"github.com/codelab-app/infra/imager/versions"
+	"github.com/codelab-app/infra/internal/exitcode"
 	"github.com/codelab-app/infra/tools/testenv"
 )
 
@@ -28,23 +32,25 @@ func fakeAgent(content string) cli.AgentBuilder {
 	}
 }
 
-// fakePackerBin answers `packer version` like Packer 1.6.6 and runs buildBody for
-// `packer build`, with its arguments in "$@" and one per line in $ARGS_FILE. It is only
-// for checking arguments, variables and output prefixing.
+// fakePackerBin answers `packer version` like Packer 1.9.4, accepts `packer init`, and
+// runs buildBody for `packer build`, with its arguments in "$@" and one per line in
+// $ARGS_FILE; it writes the image manifest where manifest_out says. It is only for
+// checking arguments, variables and output prefixing.
 func fakePackerBin(t *testing.T, buildBody string) (bin, argsDir string) {
 	dir := t.TempDir()
 	bin = filepath.Join(dir, "packer")
 	script := `#!/bin/sh
 case "$1" in
-version) echo "Packer v1.6.6"; exit 0 ;;
+version) echo "Packer v1.9.4"; exit 0 ;;
+init) exit 0 ;;
 build) ;;
 *) echo "fake packer: unexpected command $1" >&2; exit 99 ;;
 esac
-for a in "$@"; do case "$a" in snapshot_name=*|build_id=*) ;; esac; done
+for a in "$@"; do case "$a" in manifest_out=*) printf '{"packages":{"docker-ce":"5:24.0.7-1~debian.12~bookworm","containerd.io":"1.6.26-1"}}' > "${a#manifest_out=}" ;; esac; done
 name=$(basename "$(eval echo \${$#})")
 ARGS_FILE="` + dir + `/args-$name"
 printf '%s\n' "$@" > "$ARGS_FILE"
-echo "token=$DIGITALOCEAN_API_TOKEN url=$DIGITALOCEAN_API_URL" >> "$ARGS_FILE"
+echo "token=$DIGITALOCEAN_TOKEN url=$DIGITALOCEAN_API_URL" >> "$ARGS_FILE"
 ls "$(eval echo \${$#})" >> "$ARGS_FILE"
 ` + buildBody
 	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
@@ -60,15 +66,21 @@ func buildOptions(t *testing.T, srv *localdotest.Server, repo, packerBin, target
 	g.Stdout, g.Stderr = &out, &errb
 	g.Repo, g.APIURL, g.Packer = repo, srv.URL, packerBin
 	return &cli.BuildOptions{
-		Globals: g, Target: target, Region: "nyc3", AgentVersion: "v1.2.3", GitSHA: "0123456789abcdef",
-		BuildAgent: fakeAgent("agent-v1"),
-		Now:        func() time.Time { return time.Date(2026, 11, 27, 18, 30, 0, 0, time.UTC) },
+		Globals: g, Target: target, Regions: []string{"nyc3"}, AgentVersion: "v1.2.3", GitSHA: "0123456789abcdef",
+		BuildAgent:  fakeAgent("agent-v1"),
+		BuildModule: fakeModule,
+		Now:         func() time.Time { return time.Date(2026, 11, 27, 18, 30, 0, 0, time.UTC) },
 	}, &out, &errb
+}
+
+// fakeModule stands in for building doctl from its module (TestBuildModuleForReal builds it).
+func fakeModule(_ context.Context, _ string, a artifacts.Artifact, out string, _ io.Writer) error {
+	return os.WriteFile(out, []byte("built "+a.Name+" "+a.Version), 0o755)
 }
 
 // fingerprints computes what a build of repo would store, the way RunBuild does.
 func fingerprint(t *testing.T, repo, family, agent, localDir string) string {
-	v, err := artifacts.LoadVersions(filepath.Join(repo, artifacts.VersionsFile))
+	v, err := versions.Load(filepath.Join(repo, versions.File))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +120,9 @@ func TestBuildSkipsSameFingerprint(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil {
 		t.Fatal("packer build ran although the fingerprint matched")
 	}
-	if n := srv.Count("POST") + srv.Count("PUT") + srv.Count("DELETE"); n != 0 {
+	// The one write is the write-scope check: creating the codelab-imager tag, which
+	// changes nothing once it exists.
+	if n := srv.Count("POST") + srv.Count("PUT") + srv.Count("DELETE"); n != 1 || srv.Count("POST /v2/tags") != 1 {
 		t.Fatalf("a skipped build changed the account: %v", srv.Requests())
 	}
 
@@ -127,11 +141,11 @@ func TestBuildSkipsSameFingerprint(t *testing.T) {
 // localArtifacts is a folder with every artifact as a local file (no downloads).
 func localArtifacts(t *testing.T, repo string) string {
 	dir := t.TempDir()
-	v, _ := artifacts.LoadVersions(filepath.Join(repo, artifacts.VersionsFile))
 	for _, s := range artifacts.Catalog {
-		name := strings.ReplaceAll(s.LocalName, "{version}", v[s.VersionVar])
-		if err := os.WriteFile(filepath.Join(dir, name), []byte("local "+s.Name), 0o755); err != nil {
-			t.Fatal(err)
+		if s.LocalName != "" {
+			if err := os.WriteFile(filepath.Join(dir, s.LocalName), []byte("local "+s.Name), 0o755); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	return dir
@@ -174,7 +188,7 @@ echo "2,digitalocean,artifact,0,id,nyc3:$id"
 			"-var-file=" + filepath.Join(repo, "packer", "versions.pkrvars.hcl") + "\n",
 			"api_url=" + srv.URL + "\n",
 			"scripts_dir=" + filepath.Join(repo, "packer", "scripts") + "\n",
-			"region=nyc3\n", "snapshot_time=2026-11-27-1830\n", "agent_version=v1.2.3\n", "git_sha=0123456789abcdef\n",
+			"region=nyc3\n", `snapshot_regions=["nyc3"]` + "\n", "base_image=debian-12-x64\n", "local_artifacts=true\n", "snapshot_time=2026-11-27-1830\n", "agent_version=v1.2.3\n", "git_sha=0123456789abcdef\n",
 			"build_id=" + fam + "-20261127-183000-",
 			"token=tok url=" + srv.URL,
 			"variables.pkr.hcl\n", fam + ".pkr.hcl\n",
@@ -183,8 +197,8 @@ echo "2,digitalocean,artifact,0,id,nyc3:$id"
 				t.Errorf("%s: packer args lack %q:\n%s", fam, want, a)
 			}
 		}
-		if strings.Contains(a, "plugins.pkr.hcl") || strings.Contains(a, "-debug") {
-			t.Errorf("%s: Packer 1.6 must not get the plugin file or -debug:\n%s", fam, a)
+		if !strings.Contains(a, "plugins.pkr.hcl\n") || strings.Contains(a, "-debug") || strings.Contains(a, "PACKER_LOG") {
+			t.Errorf("%s: Packer gets the plugin file, and no -debug or log unless asked:\n%s", fam, a)
 		}
 		if strings.Contains(a, "tok\n") || strings.Contains(a, "=tok\n") {
 			t.Errorf("%s: the token must not be on the command line", fam)
@@ -195,9 +209,13 @@ echo "2,digitalocean,artifact,0,id,nyc3:$id"
 	}
 	for id, fam := range map[int]string{801: "services-base", 802: "neo4j-base"} {
 		tags := srv.Image(id).Tags
-		if !slices.Contains(tags, "codelab-image:"+fam) || !slices.Contains(tags, "codelab-agent:v1_2_3") || !slices.Contains(tags, "codelab-git:0123456789abcdef") || len(tags) != 4 {
+		if !slices.Contains(tags, "codelab-image:"+fam) || !slices.Contains(tags, "codelab-agent:v1_2_3") || !slices.Contains(tags, "codelab-git:0123456789abcdef") ||
+			!slices.Contains(tags, "codelab-pkg:docker-ce:5:24_0_7-1_debian_12_bookworm") || !slices.Contains(tags, "codelab-local-artifacts") || len(tags) != 7 {
 			t.Errorf("snapshot %d tags = %v", id, tags)
 		}
+	}
+	if !strings.Contains(out.String(), "LOCAL-ARTIFACTS BUILD") || !strings.Contains(out.String(), "[LOCAL-ARTIFACTS build, not a production image]") {
+		t.Errorf("a local-artifacts build must say so: %s", out)
 	}
 	if !strings.Contains(out.String(), "services-base: built codelab-services-base-2026-11-27-1830 (id 801, regions nyc3)") {
 		t.Errorf("summary: %s", out)
@@ -224,7 +242,7 @@ func TestBuildFailureCleansUpLeftovers(t *testing.T) {
 	// Like a Packer that dies after creating its droplet: the droplet stays behind.
 	bin, _ := fakePackerBin(t, `
 for a in "$@"; do case "$a" in build_id=*) id=${a#build_id=} ;; esac; done
-curl -sf -X POST -H "Authorization: Bearer $DIGITALOCEAN_API_TOKEN" -H 'Content-Type: application/json' \
+curl -sf -X POST -H "Authorization: Bearer $DIGITALOCEAN_TOKEN" -H 'Content-Type: application/json' \
   -d "{\"name\":\"packer-x\",\"region\":\"nyc3\",\"size\":\"s-2vcpu-4gb\",\"image\":\"debian-12-x64\",\"tags\":[\"codelab-imager\",\"codelab-build:$id\"]}" "${DIGITALOCEAN_API_URL%/}/v2/droplets" >/dev/null || exit 98
 echo "1,,ui,error,Build 'digitalocean' errored: provisioner failed"
 exit 1
@@ -253,15 +271,15 @@ exit 1
 
 func TestBuildRefusesUnpinnedArtifacts(t *testing.T) {
 	repo := fixtureRepo(t)
-	versions := regexp.MustCompile(`(?m)^consul_sha256 *= *".*"$`).ReplaceAllString(readFile(t, filepath.Join(repoRoot(t), artifacts.VersionsFile)), `consul_sha256 = ""`)
-	if err := os.WriteFile(filepath.Join(repo, artifacts.VersionsFile), []byte(versions), 0o644); err != nil {
+	vf := regexp.MustCompile(`(?m)^consul_sha256 *= *".*"$`).ReplaceAllString(readFile(t, filepath.Join(repoRoot(t), versions.File)), `consul_sha256 = ""`)
+	if err := os.WriteFile(filepath.Join(repo, versions.File), []byte(vf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
 	bin, _ := fakePackerBin(t, mustNotBuild)
 	o, _, _ := buildOptions(t, srv, repo, bin, "all")
 	err := cli.RunBuild(t.Context(), o)
-	if err == nil || !strings.Contains(err.Error(), "artifact consul 1.17.1: no SHA-256 pinned") {
+	if err == nil || !regexp.MustCompile(`versions.pkrvars.hcl:\d+: consul_sha256: empty`).MatchString(err.Error()) {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -334,5 +352,142 @@ func TestGoBuildAgentForReal(t *testing.T) {
 	v, err := exec.Command(out, "--version").CombinedOutput()
 	if err != nil || !strings.Contains(string(v), "v0.0.0-test") || !strings.Contains(string(v), "c0ffee") {
 		t.Fatalf("codelab-agent --version = %q, %v", v, err)
+	}
+}
+
+// --plan --json lists every artifact with a verification method, builds nothing, and
+// needs no token.
+func TestBuildPlanJSON(t *testing.T) {
+	repo := fixtureRepo(t)
+	bin, dir := fakePackerBin(t, mustNotBuild)
+	g, out, errb := globals(t, env{})
+	g.Repo, g.Packer = repo, bin
+	o := &cli.BuildOptions{Globals: g, Target: "all", Plan: true, JSON: true, AgentVersion: "v9", GitSHA: "abc",
+		Regions: []string{"nyc3", "fra1"}, BuildAgent: fakeAgent("agent"), BuildModule: fakeModule}
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errb)
+	}
+	var p cli.PlanOutput
+	if err := json.Unmarshal(out.Bytes(), &p); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if p.SchemaVersion != 1 || p.BaseImage != "debian-12-x64" || p.BuildRegion != "nyc3" || strings.Join(p.Regions, ",") != "nyc3,fra1" || p.LocalArtifacts {
+		t.Errorf("plan header: %+v", p)
+	}
+	if len(p.Images) != 2 || p.Images[0].Action != "unknown" || len(p.Images[0].Fingerprint) != 32 {
+		t.Errorf("images: %+v", p.Images)
+	}
+	names := map[string]bool{}
+	for _, a := range p.Artifacts {
+		names[a.Name] = true
+		if a.Verified == "" || a.Source == "" || a.Version == "" {
+			t.Errorf("artifact without source, version or verification: %+v", a)
+		}
+	}
+	for _, n := range []string{"consul", "consul-template", "doctl", "docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"} {
+		if !names[n] {
+			t.Errorf("plan lacks %s", n)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil {
+		t.Fatal("--plan ran packer build")
+	}
+}
+
+// transferSh is a shell function doing what the DigitalOcean plugin does for
+// snapshot_regions: `transfer ID REGION` starts the image's transfer action and waits
+// until the API lists the region.
+const transferSh = `transfer() {
+  curl -sf -X POST -H "Authorization: Bearer $DIGITALOCEAN_TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"type\":\"transfer\",\"region\":\"$2\"}" "${DIGITALOCEAN_API_URL%/}/v2/images/$1/actions" >/dev/null || exit 97
+  for i in $(seq 100); do
+    curl -sf -H "Authorization: Bearer $DIGITALOCEAN_TOKEN" "${DIGITALOCEAN_API_URL%/}/v2/images/$1" | grep -q "\"$2\"" && return 0
+    sleep 0.1
+  done
+  echo "transfer of $1 to $2 did not complete" >&2
+  exit 96
+}
+`
+
+// build --json prints what it built for the next CI step, and only JSON on stdout.
+func TestBuildJSON(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	srv.AddSnapshot(localdotest.Snapshot{ID: 901, Name: "codelab-services-base-2026-11-27-1830", Created: time.Now()})
+	// Like the plugin 1.4.1: it transfers the snapshot through the API, and its artifact
+	// names only the build region; the API knows the rest.
+	bin, _ := fakePackerBin(t, transferSh+`transfer 901 fra1
+echo "2,digitalocean,artifact,0,id,nyc3:901"`)
+	o, out, errb := buildOptions(t, srv, repo, bin, "app")
+	o.JSON, o.LocalArtifacts, o.Regions = true, localArtifacts(t, repo), []string{"nyc3", "fra1"}
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errb)
+	}
+	var got cli.BuildOutput
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, out)
+	}
+	if len(got.Images) != 1 || got.Images[0].Status != "built" || got.Images[0].ID != 901 || strings.Join(got.Images[0].Regions, ",") != "nyc3,fra1" ||
+		got.Images[0].Packages["containerd.io"] != "1.6.26-1" || !got.LocalArtifacts || got.Images[0].Name != "codelab-services-base-2026-11-27-1830" {
+		t.Fatalf("build JSON: %s", out)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	g, out, _ := globals(t, env{})
+	if err := run(t, g, "--version"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "imager ") || !strings.Contains(out.String(), "(commit ") {
+		t.Fatalf("--version = %q", out)
+	}
+}
+
+func TestStepNeedsOneImage(t *testing.T) {
+	g, _, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok"})
+	err := run(t, g, "build", "all", "--step")
+	if exitcode.Code(err) != exitcode.Usage || !strings.Contains(err.Error(), "one image at a time") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// A snapshot missing from a region --regions asked for fails the build, naming it.
+func TestBuildChecksTheSnapshotRegions(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	srv.AddSnapshot(localdotest.Snapshot{ID: 901, Name: "codelab-services-base-2026-11-27-1830", Created: time.Now(), Regions: []string{"nyc3"}})
+	bin, dir := fakePackerBin(t, `echo "2,digitalocean,artifact,0,id,nyc3:901"`)
+	o, _, errb := buildOptions(t, srv, repo, bin, "app")
+	o.LocalArtifacts, o.Regions = localArtifacts(t, repo), []string{"nyc3", "fra1"}
+	err := cli.RunBuild(t.Context(), o)
+	if err == nil || !strings.Contains(err.Error(), "snapshot 901 is in nyc3 but not in fra1") {
+		t.Fatalf("err = %v\n%s", err, errb)
+	}
+	args := readFile(t, filepath.Join(dir, "args-"+filepathBaseStage(t, dir, "services-base")))
+	if !strings.Contains(args, `snapshot_regions=["nyc3","fra1"]`+"\n") || !strings.Contains(args, "region=nyc3\n") {
+		t.Errorf("packer args:\n%s", args)
+	}
+}
+
+// --debug: Packer's log and the imager's debug logs, both under the image's prefix; no
+// pausing -debug (that is --step).
+func TestBuildDebugStreamsLogsWithThePrefix(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	srv.AddSnapshot(localdotest.Snapshot{ID: 901, Name: "codelab-services-base-2026-11-27-1830", Created: time.Now(), Regions: []string{"nyc3"}})
+	bin, dir := fakePackerBin(t, `echo "packer log: PACKER_LOG=$PACKER_LOG" >&2
+echo "2,digitalocean,artifact,0,id,nyc3:901"`)
+	o, out, errb := buildOptions(t, srv, repo, bin, "app")
+	o.Debug, o.LocalArtifacts = true, localArtifacts(t, repo)
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out, errb)
+	}
+	for _, want := range []string{"services-base | packer log: PACKER_LOG=1\n", "services-base | time=", "level=DEBUG msg=\"packer build\""} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, errb)
+		}
+	}
+	if args := readFile(t, filepath.Join(dir, "args-"+filepathBaseStage(t, dir, "services-base"))); strings.Contains(args, "-debug\n") {
+		t.Errorf("--debug must not pass Packer's pausing -debug:\n%s", args)
 	}
 }

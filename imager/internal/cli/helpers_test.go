@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -85,23 +84,13 @@ func copyTree(t *testing.T, src, dst string) {
 	}
 }
 
-var emptySHA = regexp.MustCompile(`(?m)^(\w+_sha256\s*=\s*)""`)
-
-// fixtureRepo is a repository with the committed packer/ folder (checksums filled with
-// a placeholder so artifacts resolve), systemd units and role files.
+// fixtureRepo is a repository with the committed packer/ folder and doctl's pinning
+// module, systemd units and role files.
 func fixtureRepo(t *testing.T) string {
 	t.Helper()
 	repo := t.TempDir()
 	copyTree(t, filepath.Join(repoRoot(t), "packer"), filepath.Join(repo, "packer"))
-	vf := filepath.Join(repo, "packer", "versions.pkrvars.hcl")
-	b, err := os.ReadFile(vf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = emptySHA.ReplaceAll(b, []byte(`${1}"`+strings.Repeat("ab", 32)+`"`))
-	if err := os.WriteFile(vf, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	copyTree(t, filepath.Join(repoRoot(t), "tools", "doctl"), filepath.Join(repo, "tools", "doctl"))
 	if err := os.MkdirAll(filepath.Join(repo, "systemd"), 0o755); err != nil {
 		t.Fatal(err)
 	}

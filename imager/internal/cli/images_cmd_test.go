@@ -29,7 +29,8 @@ func doneWhenServer(t *testing.T, web bool) (*localdotest.Server, int) {
 	}
 	for i := range 5 {
 		c := base.AddDate(0, 0, i).Add(time.Hour)
-		srv.AddSnapshot(localdotest.Snapshot{ID: 201 + i, Name: images.SnapshotName("neo4j-base", c), Created: c, SizeGB: 4, Regions: []string{"nyc3", "sfo3"}})
+		srv.AddSnapshot(localdotest.Snapshot{ID: 201 + i, Name: images.SnapshotName("neo4j-base", c), Created: c, SizeGB: 4, Regions: []string{"nyc3", "sfo3"},
+			Tags: []string{"codelab-pkg:docker-ce:5:24_0_7-1_debian_12_bookworm", "codelab-local-artifacts"}})
 	}
 	api1 := srv.CreateDroplet("api-1", 101)
 	if web {
@@ -138,13 +139,16 @@ func TestListImages(t *testing.T) {
 	if len(lines) != 13 {
 		t.Fatalf("%d lines, want header + 12:\n%s", len(lines), out)
 	}
-	for _, h := range []string{"ID", "NAME", "FAMILY", "CREATED", "SIZE", "REGIONS", "FINGERPRINT", "IN USE"} {
+	for _, h := range []string{"ID", "NAME", "FAMILY", "CREATED", "SIZE", "REGIONS", "FINGERPRINT", "PACKAGES", "IN USE"} {
 		if !strings.Contains(lines[0], h) {
 			t.Errorf("header lacks %s: %q", h, lines[0])
 		}
 	}
 	if !strings.Contains(out.String(), "yes (api-1)") || !strings.Contains(out.String(), "nyc3,sfo3") || !strings.Contains(out.String(), "fpg") {
 		t.Errorf("table lacks use, regions or fingerprint:\n%s", out)
+	}
+	if !strings.Contains(out.String(), "docker-ce=5:24_0_7-1_debian_12_bookworm") || !strings.Contains(out.String(), "(local-artifacts)") {
+		t.Errorf("table lacks the packages or the local-artifacts mark:\n%s", out)
 	}
 
 	out.Reset()
@@ -159,7 +163,7 @@ func TestListImages(t *testing.T) {
 		t.Fatalf("json = %+v", res)
 	}
 	first := res.Images[0]
-	if first.Family != "neo4j-base" || first.ID != 205 || len(first.Regions) != 2 {
+	if first.Family != "neo4j-base" || first.ID != 205 || len(first.Regions) != 2 || first.Packages["docker-ce"] == "" || !first.LocalArtifacts {
 		t.Errorf("first image = %+v", first)
 	}
 	var used []int

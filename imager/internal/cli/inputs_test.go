@@ -92,7 +92,7 @@ func TestValidateWithModernPackerInitsPlugins(t *testing.T) {
 case "$1" in
 version) echo "Packer v1.9.4" ;;
 init) echo "init $2" >> ` + dir + `/calls; ls "$2" >> ` + dir + `/calls ;;
-validate) eval "last=\${$#}"; echo "validate $last" >> ` + dir + `/calls; echo "token=$DIGITALOCEAN_API_TOKEN" >> ` + dir + `/calls ;;
+validate) eval "last=\${$#}"; echo "validate $last" >> ` + dir + `/calls; echo "token=$DIGITALOCEAN_TOKEN" >> ` + dir + `/calls ;;
 *) echo "unexpected $1" >&2; exit 99 ;;
 esac
 `
@@ -112,5 +112,40 @@ esac
 	}
 	if strings.Index(calls, "init ") > strings.Index(calls, "validate ") {
 		t.Errorf("init must run before validate:\n%s", calls)
+	}
+}
+
+// validate checks the versions file before Packer: a bad pin fails it, naming the line.
+func TestValidateRejectsABadPin(t *testing.T) {
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"short checksum", `consul_sha256  = "388889321d6aaf389ee87acc247ea9885e684a1581c8ebfbeab7348abd7c0214"`, `consul_sha256 = "38888932"`, `versions.pkrvars.hcl:14: consul_sha256: "38888932" has 8 hex digits; a SHA-256 has 64`},
+		{"unknown variable", `doctl_version = "1.104.0"`, "doctl_version = \"1.104.0\"\ndoctl_sha256 = \"\"", `versions.pkrvars.hcl:25: doctl_sha256: unknown variable`},
+		{"doctl pin drifts from tools/doctl", `doctl_version = "1.104.0"`, `doctl_version = "1.105.0"`, `requires github.com/digitalocean/doctl v1.104.0 but the versions file says 1.105.0`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			bin := filepath.Join(dir, "packer")
+			if err := os.WriteFile(bin, []byte("#!/bin/sh\ntouch "+dir+"/RAN\necho Packer v1.9.4\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			repo := fixtureRepo(t)
+			vf := filepath.Join(repo, "packer", "versions.pkrvars.hcl")
+			b := readFile(t, vf)
+			if !strings.Contains(b, tc.old) {
+				t.Fatalf("versions file lacks %q", tc.old)
+			}
+			if err := os.WriteFile(vf, []byte(strings.Replace(b, tc.old, tc.new, 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			g, _, _ := globals(t, env{})
+			g.Repo, g.Packer = repo, bin
+			err := run(t, g, "validate", "all")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "RAN")); err == nil {
+				t.Error("packer ran although the versions file is bad")
+			}
+		})
 	}
 }

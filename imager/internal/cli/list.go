@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -64,13 +66,26 @@ func RunList(ctx context.Context, o *ListOptions) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tFAMILY\tCREATED\tSIZE\tREGIONS\tFINGERPRINT\tIN USE")
+	fmt.Fprintln(tw, "ID\tNAME\tFAMILY\tCREATED\tSIZE\tREGIONS\tFINGERPRINT\tPACKAGES\tIN USE")
 	for _, s := range snaps {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Name, dash(s.Family),
+		name := s.Name
+		if s.LocalArtifacts {
+			name += " (local-artifacts)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, name, dash(s.Family),
 			created(s.Created), fmt.Sprintf("%.2f GB", s.SizeGB), dash(strings.Join(s.Regions, ",")),
-			dash(s.Fingerprint), inUse(s))
+			dash(s.Fingerprint), dash(packages(s.Packages)), inUse(s))
 	}
 	return tw.Flush()
+}
+
+// packages is "name=version,..." sorted by name.
+func packages(p map[string]string) string {
+	var out []string
+	for _, n := range slices.Sorted(maps.Keys(p)) {
+		out = append(out, n+"="+p[n])
+	}
+	return strings.Join(out, ",")
 }
 
 func dash(s string) string {

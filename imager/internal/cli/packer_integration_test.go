@@ -43,7 +43,7 @@ func TestFmtCheckListsUnformattedFilesAndFmtFixesThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bad, []byte(strings.Replace(string(b), "  region        = var.region", "  region = var.region", 1)), 0o644); err != nil {
+	if err := os.WriteFile(bad, []byte(strings.Replace(string(b), "    name          = \"neo4j-base\"", "    name = \"neo4j-base\"", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	vf := filepath.Join(repo, "packer", "versions.pkrvars.hcl")
@@ -88,8 +88,8 @@ func TestValidateFailsOnABrokenTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	broken := strings.Replace(string(b), `ssh_username  = "root"`, `ssh_username  = "root"
-  no_such_option = true`, 1)
+	broken := strings.Replace(string(b), `name          = "services-base"`, `name          = "services-base"
+    no_such_option = true`, 1)
 	if err := os.WriteFile(tpl, []byte(broken), 0o644); err != nil {
 		t.Fatal(err)
 	}

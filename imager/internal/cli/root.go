@@ -17,6 +17,7 @@ import (
 
 	"github.com/codelab-app/infra/imager/internal/images"
 	"github.com/codelab-app/infra/imager/internal/packer"
+	"github.com/codelab-app/infra/imager/internal/version"
 	"github.com/codelab-app/infra/internal/cliconv"
 	"github.com/codelab-app/infra/internal/exitcode"
 )
@@ -176,7 +177,7 @@ func NewRootCmd(g *Globals) *cobra.Command {
 		Short: "Build and manage the codelab DigitalOcean images (Packer snapshots)",
 		Long: `imager builds the codelab base images with Packer and manages their snapshots.
 
-  imager build app|neo4j|all [--force] [--debug]
+  imager build app|neo4j|all [--plan] [--json] [--force] [--regions nyc3,fra1] [--debug]
   imager validate app|neo4j|all
   imager fmt [--check]
   imager list-images [--json]
@@ -186,12 +187,17 @@ The DigitalOcean token comes from DIGITALOCEAN_API_TOKEN (or DIGITALOCEAN_TOKEN)
 API URL from --api-url or DIGITALOCEAN_API_URL (default ` + images.DefaultAPIURL + `).
 
 ` + exitcode.Doc,
+		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	if g.Level == nil {
 		g.Level = new(slog.LevelVar)
 	}
+	root.SetVersionTemplate("imager {{.Version}}\n")
+	// Declared here (cobra would add it only at Execute) so the flag is part of the
+	// command tree the tests parse.
+	root.Flags().Bool("version", false, "print the imager's version and commit")
 	root.PersistentPreRun = func(*cobra.Command, []string) {
 		if g.Verbose {
 			g.Level.Set(slog.LevelDebug)

@@ -1,17 +1,14 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
-	"github.com/codelab-app/infra/imager/internal/artifacts"
-	"github.com/codelab-app/infra/imager/internal/packer"
+	"github.com/codelab-app/infra/imager/internal/fileutil"
+	"github.com/codelab-app/infra/imager/versions"
 )
 
 // Template locations relative to the repository root.
@@ -22,74 +19,49 @@ const (
 	scriptsDir = "packer/scripts"
 )
 
-// stageTemplate copies the image's templates and the shared ones into a fresh folder
-// (plus the plugin declaration for Packer 1.7+) and returns it. Packer validates and
-// builds a folder, and Packer 1.6 rejects required_plugins, hence staging.
-func stageTemplate(repo, family string, v packer.Version) (string, error) {
+// stageTemplate copies the image's templates, the shared ones and the plugin declaration
+// into a fresh folder and returns it: Packer validates and builds a folder.
+func stageTemplate(repo, family string) (string, error) {
 	dir, err := os.MkdirTemp("", "imager-"+family+"-")
 	if err != nil {
 		return "", fmt.Errorf("stage %s template: %w", family, err)
 	}
-	srcs := []string{commonDir, filepath.Join(packerDir, family)}
-	if v.NeedsPluginInit() {
-		srcs = append(srcs, pluginsDir)
-	}
+	own := filepath.Join(packerDir, family)
 	n := 0
-	for _, src := range srcs {
+	for _, src := range []string{commonDir, pluginsDir, own} {
 		files, err := filepath.Glob(filepath.Join(repo, src, "*.pkr.hcl"))
 		if err != nil {
 			return "", err
 		}
 		for _, f := range files {
-			if err := copyFile(f, filepath.Join(dir, filepath.Base(f)), 0o644); err != nil {
+			if err := fileutil.CopyFile(f, filepath.Join(dir, filepath.Base(f)), 0o644); err != nil {
 				return "", fmt.Errorf("stage %s template: %w", family, err)
 			}
-			if strings.HasPrefix(src, filepath.Join(packerDir, family)) {
+			if src == own {
 				n++
 			}
 		}
 	}
 	if n == 0 {
-		return "", fmt.Errorf("stage %s template: no *.pkr.hcl in %s", family, filepath.Join(repo, packerDir, family))
+		return "", fmt.Errorf("stage %s template: no *.pkr.hcl in %s", family, filepath.Join(repo, own))
 	}
 	return dir, nil
 }
 
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
+// packerVars are the -var-file/-var arguments every validate and build passes: the
+// versions file, then the local override (which wins), then the build variables.
+func packerVars(repo, apiURL, payloadDir, override string, extra map[string]string) []string {
+	args := []string{"-var-file=" + filepath.Join(repo, versions.File)}
+	if override != "" {
+		args = append(args, "-var-file="+override)
 	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-// packerVars are the -var-file/-var arguments every validate and build passes.
-func packerVars(repo, apiURL, payloadDir string, extra map[string]string) []string {
-	args := []string{
-		"-var-file=" + filepath.Join(repo, artifacts.VersionsFile),
-		"-var", "api_url=" + apiURL,
-		"-var", "payload_dir=" + payloadDir,
-		"-var", "scripts_dir=" + filepath.Join(repo, scriptsDir),
-	}
+	args = append(args,
+		"-var", "api_url="+apiURL,
+		"-var", "payload_dir="+payloadDir,
+		"-var", "scripts_dir="+filepath.Join(repo, scriptsDir),
+	)
 	for _, k := range slices.Sorted(maps.Keys(extra)) {
 		args = append(args, "-var", k+"="+extra[k])
 	}
 	return args
-}
-
-// initPlugins runs `packer init` for Packer 1.7+.
-func initPlugins(ctx context.Context, r *packer.Runner, v packer.Version, dir string, out io.Writer) error {
-	if !v.NeedsPluginInit() {
-		return nil
-	}
-	return r.Init(ctx, dir, out)
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/codelab-app/infra/imager/internal/artifacts"
+	"github.com/codelab-app/infra/imager/versions"
 	"github.com/spf13/cobra"
 )
 
@@ -44,17 +45,33 @@ func RunValidate(ctx context.Context, o *ValidateOptions) error {
 	if err != nil {
 		return err
 	}
-	if _, err := artifacts.LoadVersions(filepath.Join(repo, artifacts.VersionsFile)); err != nil {
+	vers, err := versions.Load(filepath.Join(repo, versions.File))
+	if err != nil {
 		return err
+	}
+	// Every pin resolves: an empty or malformed one fails validate, not only build.
+	arts, err := artifacts.Resolve(vers, artifacts.Catalog, "")
+	if err != nil {
+		return err
+	}
+	for _, a := range arts {
+		if a.Source == artifacts.SourceGoModule {
+			if err := artifacts.CheckModulePin(repo, a); err != nil {
+				return err
+			}
+		}
 	}
 	env := []string{}
 	if _, err := o.token(); err != nil {
-		env = append(env, "DIGITALOCEAN_API_TOKEN="+validateToken)
+		env = append(env, "DIGITALOCEAN_TOKEN="+validateToken)
 	}
 	r := o.packer(env...)
 	v, err := r.Version(ctx)
 	if err != nil {
 		return err
+	}
+	if !v.NeedsPluginInit() {
+		return fmt.Errorf("packer %s is too old: the templates need Packer 1.9 with the DigitalOcean plugin (make deps builds both)", v)
 	}
 	payload, err := os.MkdirTemp("", "imager-validate-payload-")
 	if err != nil {
@@ -63,15 +80,15 @@ func RunValidate(ctx context.Context, o *ValidateOptions) error {
 	defer os.RemoveAll(payload)
 	var failed []string
 	for _, im := range imgs {
-		dir, err := stageTemplate(repo, im.Family, v)
+		dir, err := stageTemplate(repo, im.Family)
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		if err := initPlugins(ctx, r, v, dir, o.Stderr); err != nil {
+		if err := r.Init(ctx, dir, o.Stderr); err != nil {
 			return fmt.Errorf("validate %s: %w", im.Family, err)
 		}
-		args := packerVars(repo, o.apiURL(), payload, nil)
+		args := packerVars(repo, o.apiURL(), payload, "", nil)
 		if err := r.Validate(ctx, dir, args, o.Stderr); err != nil {
 			fmt.Fprintf(o.Stdout, "%s: INVALID (%v)\n", im.Family, err)
 			failed = append(failed, im.Family)

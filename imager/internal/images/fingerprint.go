@@ -42,13 +42,26 @@ func TagValue(s string) string {
 	}, s)
 }
 
-// Tags are the tags stored on a new snapshot.
-func Tags(family, fingerprint, agentVersion, gitSHA string) []string {
+// Tags are the tags stored on a new snapshot: family, fingerprint, agent version, git
+// commit, each apt package's installed version (packages, by name) and, for a
+// --local-artifacts build, TagLocalArtifacts.
+func Tags(family, fingerprint, agentVersion, gitSHA string, packages map[string]string, local bool) []string {
 	t := []string{
 		TagFamily + TagValue(family),
 		TagFingerprint + fingerprint,
 		TagAgent + TagValue(agentVersion),
 		TagGit + TagValue(gitSHA),
+	}
+	names := make([]string, 0, len(packages))
+	for n := range packages {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t = append(t, TagPackage+TagValue(n)+":"+TagValue(packages[n]))
+	}
+	if local {
+		t = append(t, TagLocalArtifacts)
 	}
 	for i := range t {
 		if len(t[i]) > 255 {

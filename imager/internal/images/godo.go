@@ -100,6 +100,28 @@ func (g *Godo) CheckToken(ctx context.Context) error {
 	return wrap("check API token", err)
 }
 
+// ErrReadOnly means the token may read but not write.
+var ErrReadOnly = errors.New("the DigitalOcean API token has no write scope (403 on a write); a build creates a droplet, a snapshot and tags: use a token with read and write scope")
+
+// CheckWrite implements API: it creates the codelab-imager tag, which every build's
+// droplet carries anyway.
+func (g *Godo) CheckWrite(ctx context.Context) error {
+	_, resp, err := g.c.Tags.Create(ctx, &godo.TagCreateRequest{Name: "codelab-imager"})
+	if resp != nil && resp.StatusCode == http.StatusForbidden {
+		return ErrReadOnly
+	}
+	return wrap("check the token's write scope", err)
+}
+
+// ImageRegions implements API.
+func (g *Godo) ImageRegions(ctx context.Context, id int) ([]string, error) {
+	im, _, err := g.c.Images.GetByID(ctx, id)
+	if err != nil {
+		return nil, wrap(fmt.Sprintf("get image %d", id), err)
+	}
+	return im.Regions, nil
+}
+
 // ListSnapshots implements API.
 func (g *Godo) ListSnapshots(ctx context.Context) ([]Snapshot, error) {
 	var out []Snapshot

@@ -20,6 +20,11 @@ const (
 	TagAgent       = "codelab-agent:"
 	TagGit         = "codelab-git:"
 	TagFamily      = "codelab-image:"
+	// TagPackage records a package version apt installed: codelab-pkg:<name>:<version>.
+	TagPackage = "codelab-pkg:"
+	// TagLocalArtifacts marks a --local-artifacts build (stand-ins, a test apt key):
+	// such an image can never pass for a production one.
+	TagLocalArtifacts = "codelab-local-artifacts"
 )
 
 // Snapshot is one codelab snapshot.
@@ -34,7 +39,12 @@ type Snapshot struct {
 	Fingerprint  string    `json:"fingerprint,omitempty"`
 	AgentVersion string    `json:"agentVersion,omitempty"`
 	GitSHA       string    `json:"gitSha,omitempty"`
-	UsedBy       []Droplet `json:"usedBy"`
+	// Packages are the apt package versions the build installed (from TagPackage tags;
+	// characters tags cannot hold are '_').
+	Packages map[string]string `json:"packages,omitempty"`
+	// LocalArtifacts is true for a --local-artifacts build.
+	LocalArtifacts bool      `json:"localArtifacts,omitempty"`
+	UsedBy         []Droplet `json:"usedBy"`
 }
 
 // InUse says whether a live droplet was created from the snapshot.
@@ -81,6 +91,15 @@ func (s *Snapshot) FromTags() {
 			s.AgentVersion = strings.TrimPrefix(t, TagAgent)
 		case strings.HasPrefix(t, TagGit):
 			s.GitSHA = strings.TrimPrefix(t, TagGit)
+		case strings.HasPrefix(t, TagPackage):
+			if name, v, ok := strings.Cut(strings.TrimPrefix(t, TagPackage), ":"); ok {
+				if s.Packages == nil {
+					s.Packages = map[string]string{}
+				}
+				s.Packages[name] = v
+			}
+		case t == TagLocalArtifacts:
+			s.LocalArtifacts = true
 		}
 	}
 }
@@ -89,8 +108,13 @@ func (s *Snapshot) FromTags() {
 type API interface {
 	// CheckToken fails with ErrUnauthorized when the token is rejected.
 	CheckToken(ctx context.Context) error
+	// CheckWrite fails with ErrReadOnly when the token cannot write (no write scope),
+	// through a write that changes nothing: creating the codelab-imager tag.
+	CheckWrite(ctx context.Context) error
 	// ListSnapshots returns every private snapshot whose name starts with NamePrefix.
 	ListSnapshots(ctx context.Context) ([]Snapshot, error)
+	// ImageRegions returns the regions an image is available in.
+	ImageRegions(ctx context.Context, id int) ([]string, error)
 	ListDroplets(ctx context.Context) ([]Droplet, error)
 	ListDropletsByTag(ctx context.Context, tag string) ([]Droplet, error)
 	DeleteDroplet(ctx context.Context, id int) error

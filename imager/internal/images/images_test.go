@@ -61,14 +61,17 @@ func TestFingerprint(t *testing.T) {
 }
 
 func TestTags(t *testing.T) {
-	tags := images.Tags("services-base", "0123abcd", "v1.2.3-4-gabc+dirty", "deadbeef")
-	want := []string{"codelab-image:services-base", "codelab-fp:0123abcd", "codelab-agent:v1_2_3-4-gabc_dirty", "codelab-git:deadbeef"}
+	tags := images.Tags("services-base", "0123abcd", "v1.2.3-4-gabc+dirty", "deadbeef",
+		map[string]string{"docker-ce": "5:24.0.7-1~debian.12~bookworm", "containerd.io": "1.6.26-1"}, true)
+	want := []string{"codelab-image:services-base", "codelab-fp:0123abcd", "codelab-agent:v1_2_3-4-gabc_dirty", "codelab-git:deadbeef",
+		"codelab-pkg:containerd_io:1_6_26-1", "codelab-pkg:docker-ce:5:24_0_7-1_debian_12_bookworm", "codelab-local-artifacts"}
 	if !slices.Equal(tags, want) {
 		t.Fatalf("Tags = %q, want %q", tags, want)
 	}
 	s := images.Snapshot{Tags: tags}
 	s.FromTags()
-	if s.Fingerprint != "0123abcd" || s.AgentVersion != "v1_2_3-4-gabc_dirty" || s.GitSHA != "deadbeef" {
+	if s.Fingerprint != "0123abcd" || s.AgentVersion != "v1_2_3-4-gabc_dirty" || s.GitSHA != "deadbeef" ||
+		s.Packages["docker-ce"] != "5:24_0_7-1_debian_12_bookworm" || s.Packages["containerd_io"] != "1_6_26-1" || !s.LocalArtifacts {
 		t.Fatalf("FromTags = %+v", s)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,7 +49,10 @@ func (r *Runner) logger() *slog.Logger {
 func (r *Runner) command(ctx context.Context, dir string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, r.bin(), args...)
 	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), "CHECKPOINT_DISABLE=1", "PACKER_NO_COLOR=1"), r.Env...)
+	// The DigitalOcean plugin 1.4 reads DIGITALOCEAN_TOKEN and warns about the older
+	// DIGITALOCEAN_API_TOKEN, which the imager reads: Packer gets the token only as the former.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "DIGITALOCEAN_API_TOKEN=") })
+	cmd.Env = append(append(env, "CHECKPOINT_DISABLE=1", "PACKER_NO_COLOR=1"), r.Env...)
 	return cmd
 }
 
@@ -155,7 +159,8 @@ func (r *Runner) Fmt(ctx context.Context, target string, check bool) ([]string, 
 type BuildRequest struct {
 	Dir     string    // the staged template folder
 	Args    []string  // -var / -var-file arguments
-	Debug   bool      // Packer's -debug: pauses between steps, keeps the temporary key in WorkDir
+	Step    bool      // Packer's -debug: pauses for Enter at every step, keeps the temporary key in WorkDir
+	Log     bool      // PACKER_LOG=1: Packer's own log, streamed with its output
 	Stdin   io.Reader // for -debug's prompts
 	WorkDir string    // Packer's working folder (where -debug writes the key)
 	Out     io.Writer // human output, one line per message
@@ -171,7 +176,7 @@ type Result struct {
 // BuildArgs are the arguments Build passes to packer.
 func BuildArgs(req BuildRequest) []string {
 	args := []string{"build", "-machine-readable", "-color=false"}
-	if req.Debug {
+	if req.Step {
 		args = append(args, "-debug")
 	}
 	args = append(args, req.Args...)
@@ -179,17 +184,29 @@ func BuildArgs(req BuildRequest) []string {
 }
 
 // Build runs `packer build` and streams its messages to req.Out. When ctx is cancelled
-// Packer gets an interrupt (so it destroys its droplet and temporary key) and
-// InterruptGrace to finish before it is killed.
+// Packer gets one interrupt (exec.Cmd.Cancel), so it destroys its droplet and temporary
+// key, and InterruptGrace (exec.Cmd.WaitDelay) to finish before it is killed.
 func (r *Runner) Build(ctx context.Context, req BuildRequest) (Result, error) {
-	cmd := r.command(context.WithoutCancel(ctx), req.WorkDir, BuildArgs(req)...)
-	if req.Debug {
+	cmd := r.command(ctx, req.WorkDir, BuildArgs(req)...)
+	if req.Log {
+		cmd.Env = append(cmd.Env, "PACKER_LOG=1")
+	}
+	if req.Step {
 		cmd.Stdin = req.Stdin
 	} else {
 		// Own process group: a terminal's Ctrl-C reaches the imager, which forwards one
 		// interrupt, instead of Packer receiving it twice.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
+	grace := r.InterruptGrace
+	if grace == 0 {
+		grace = 10 * time.Minute
+	}
+	cmd.Cancel = func() error {
+		r.logger().Warn("interrupting packer so it cleans up its droplet and key", "grace", grace)
+		return cmd.Process.Signal(os.Interrupt)
+	}
+	cmd.WaitDelay = grace
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return Result{}, fmt.Errorf("packer build: %w", err)
@@ -200,33 +217,10 @@ func (r *Runner) Build(ctx context.Context, req BuildRequest) (Result, error) {
 	if err := cmd.Start(); err != nil {
 		return Result{}, fmt.Errorf("start packer build: %w", err)
 	}
-	grace := r.InterruptGrace
-	if grace == 0 {
-		grace = 10 * time.Minute
-	}
-	done := make(chan struct{})
-	interrupted := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			close(interrupted)
-			r.logger().Warn("interrupting packer so it cleans up its droplet and key", "grace", grace)
-			_ = cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-done:
-			case <-time.After(grace):
-				_ = cmd.Process.Kill()
-			}
-		case <-done:
-		}
-	}()
 	res, perr := ParseMachineReadable(stdout, out)
 	werr := cmd.Wait()
-	close(done)
-	select {
-	case <-interrupted:
+	if ctx.Err() != nil {
 		return res, fmt.Errorf("packer build interrupted: %w", context.Cause(ctx))
-	default:
 	}
 	if werr != nil {
 		return res, fmt.Errorf("packer build failed: %w", werr)

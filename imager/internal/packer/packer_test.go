@@ -158,8 +158,54 @@ echo "2,x,artifact,0,id,nyc3:555"
 			t.Errorf("output %q lacks %q", buf.String(), want)
 		}
 	}
-	if got := packer.BuildArgs(packer.BuildRequest{Dir: "d", Debug: true}); !slices.Contains(got, "-debug") {
-		t.Errorf("debug args = %v", got)
+	if got := packer.BuildArgs(packer.BuildRequest{Dir: "d", Step: true}); !slices.Contains(got, "-debug") {
+		t.Errorf("step args = %v", got)
+	}
+	if got := packer.BuildArgs(packer.BuildRequest{Dir: "d", Log: true}); slices.Contains(got, "-debug") {
+		t.Errorf("--debug must not pause Packer: args %v", got)
+	}
+}
+
+// Log (imager build --debug) switches on Packer's log; it reaches the output.
+func TestBuildLogSetsPackerLog(t *testing.T) {
+	bin, _ := fakePacker(t, `
+echo "packer log: PACKER_LOG=$PACKER_LOG" >&2
+echo "2,x,artifact,0,id,nyc3:555"
+`)
+	var buf bytes.Buffer
+	if _, err := (&packer.Runner{Bin: bin}).Build(context.Background(), packer.BuildRequest{Dir: "d", Log: true, Out: &buf}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "packer log: PACKER_LOG=1") {
+		t.Fatalf("output %q", buf.String())
+	}
+}
+
+// A Packer that ignores the interrupt is killed once the grace is over.
+func TestBuildKillsPackerAfterTheGrace(t *testing.T) {
+	bin, _ := fakePacker(t, `
+trap '' INT
+echo "1,,ui,say,==> waiting"
+while :; do sleep 0.05; done
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	var buf syncBuf
+	done := make(chan error)
+	go func() {
+		_, err := (&packer.Runner{Bin: bin, InterruptGrace: 300 * time.Millisecond}).Build(ctx, packer.BuildRequest{Dir: "d", Out: &buf})
+		done <- err
+	}()
+	for !strings.Contains(buf.String(), "waiting") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "interrupted") {
+			t.Fatalf("err = %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("packer was not killed after the grace")
 	}
 }
 

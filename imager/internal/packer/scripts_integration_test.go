@@ -46,7 +46,7 @@ func testPayload(t *testing.T, units ...string) string {
 			t.Fatal(err)
 		}
 	}
-	for _, b := range []string{"consul", "consul-template", "docker-compose", "doctl", "codelab-agent"} {
+	for _, b := range []string{"consul", "consul-template", "doctl", "codelab-agent"} {
 		if err := os.WriteFile(filepath.Join(dir, "bin", b), []byte("#!/bin/sh\necho "+b+" stub\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -72,8 +72,8 @@ var allUnits = []string{"codelab-agent.service", "consul.service", "consul-templ
 //
 // The container cannot reach the internet, so the scripts run with
 // CODELAB_SKIP_APT=1 and CODELAB_SKIP_DOCKER_INSTALL=1: apt-get and the Docker Engine
-// packages are skipped here (production installs the pinned Docker packages; the local
-// DigitalOcean e2e suite runs the scripts on a real droplet image).
+// packages are skipped here (TestInstallDockerFromSignedRepository runs the apt path
+// against a signed file: repository; the e2e suite runs it on a droplet over HTTP).
 func inDebian(t *testing.T, payload, script string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -102,7 +102,7 @@ cp -a /mnt/payload /tmp/codelab-payload
 `
 
 const provision = `
-/scripts/install-base.sh && /scripts/install-neo4j.sh && /scripts/cleanup.sh && /scripts/hygiene-gate.sh
+/scripts/install-docker.sh && /scripts/install-base.sh && /scripts/install-neo4j.sh && /scripts/cleanup.sh && /scripts/hygiene-gate.sh
 echo "PROVISION rc=$?"
 `
 
@@ -127,8 +127,7 @@ func TestProvisioningScriptsAndHygieneGate(t *testing.T) {
 	script.WriteString(dirty + provision)
 	// What the image must contain after provisioning.
 	script.WriteString(`
-for f in /usr/local/bin/consul /usr/local/bin/consul-template /usr/local/bin/doctl /usr/local/bin/codelab-agent \
-	/usr/local/lib/docker/cli-plugins/docker-compose /usr/local/bin/docker-compose; do
+for f in /usr/local/bin/consul /usr/local/bin/consul-template /usr/local/bin/doctl /usr/local/bin/codelab-agent; do
 	[ -x "$f" ] || echo "MISSING $f"
 done
 for d in /etc/consul.d /opt/consul /etc/consul-template /root/docker /root/.config/doctl /opt/neo4j/data /var/backups/neo4j; do
@@ -142,6 +141,7 @@ grep -q '^allow_userdata: false' /etc/cloud/cloud.cfg.d/99-codelab.cfg || echo "
 [ -f /usr/share/codelab/roles/api/docker-compose.yml ] || echo "MISSING role files"
 grep -q '^CODELAB_AGENT_VERSION=v9.9.9$' /etc/codelab/image.env || echo "MISSING image.env"
 grep -qx 'codelab-neo4j-base-2026-11-27-1200' /etc/codelab/image || echo "MISSING /etc/codelab/image"
+grep -q '"agentVersion":"v9.9.9"' /etc/codelab/image.json || echo "MISSING image.json"
 `)
 	for i, p := range plants {
 		fmt.Fprintf(&script, "( %s ) && /scripts/hygiene-gate.sh; echo \"PLANT %d rc=$?\"\n/scripts/cleanup.sh >/dev/null\n", p.plant, i)
