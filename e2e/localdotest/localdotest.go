@@ -31,6 +31,9 @@ import (
 type Options struct {
 	// Token is the only API token accepted; others get DigitalOcean's 401.
 	Token string
+	// ReadOnlyTokens are accepted for reads only (a token with read scope alone): any
+	// write with one answers 403 {"id":"forbidden",...} and changes nothing.
+	ReadOnlyTokens []string
 	// PageSize caps per_page, so a few items span several pages (default 200, the API's cap).
 	PageSize int
 }
@@ -56,7 +59,7 @@ func New(t testing.TB, o Options) *Server {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := localdo.New(localdo.Config{
 		Runtime: newMemRuntime(), Networks: networks, MetadataTarget: "10.250.0.1:80",
-		Token: o.Token, MaxPerPage: o.PageSize, Log: log,
+		Token: o.Token, ReadOnlyTokens: o.ReadOnlyTokens, MaxPerPage: o.PageSize, Log: log,
 	})
 	if err != nil {
 		t.Fatalf("local DigitalOcean: %v", err)

@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -79,6 +80,9 @@ type Config struct {
 	// Token, when set, is the only API token accepted (401 otherwise, as DigitalOcean
 	// answers a bad token); empty accepts any non-empty token.
 	Token string
+	// ReadOnlyTokens are accepted for reads only, like DigitalOcean tokens with read
+	// scope alone: any other request with one answers 403 forbidden and changes nothing.
+	ReadOnlyTokens []string
 	// MaxPerPage caps per_page (default 200, DigitalOcean's cap); tests lower it so a
 	// few items span several pages.
 	MaxPerPage int
@@ -201,6 +205,11 @@ func notFound() *apiError {
 	return &apiError{http.StatusNotFound, "not_found", "The resource you were accessing could not be found."}
 }
 
+// forbidden is DigitalOcean's answer to a write with a token that has read scope only.
+func forbidden() *apiError {
+	return &apiError{http.StatusForbidden, "forbidden", "You do not have access for the attempted action."}
+}
+
 func unprocessable(format string, a ...any) *apiError {
 	return &apiError{http.StatusUnprocessableEntity, "unprocessable_entity", fmt.Sprintf(format, a...)}
 }
@@ -281,8 +290,14 @@ func (s *Server) wrap(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth := r.Header.Get("Authorization")
 		token := strings.TrimSpace(strings.TrimPrefix(auth, "Bearer "))
-		if !strings.HasPrefix(auth, "Bearer ") || token == "" || (s.cfg.Token != "" && token != s.cfg.Token) {
+		readOnly := token != "" && slices.Contains(s.cfg.ReadOnlyTokens, token)
+		if !strings.HasPrefix(auth, "Bearer ") || token == "" || (s.cfg.Token != "" && token != s.cfg.Token && !readOnly) {
 			s.writeError(w, r, &apiError{http.StatusUnauthorized, "unauthorized", "Unable to authenticate you"})
+			return
+		}
+		if readOnly && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.writeError(w, r, forbidden())
+			s.log.Warn("api", "method", r.Method, "path", r.URL.RequestURI(), "status", http.StatusForbidden, "error", "a read-only token may not write")
 			return
 		}
 		start := time.Now()

@@ -481,3 +481,53 @@ func TestMetadataPerDroplet(t *testing.T) {
 		t.Fatalf("unknown source address got %d", code)
 	}
 }
+
+// A read-only token reads everything and writes nothing: every write answers 403 in
+// DigitalOcean's error shape, the account unchanged; a full token still writes.
+func TestReadOnlyTokenMayOnlyRead(t *testing.T) {
+	fake := newFake(t)
+	srv, err := New(Config{Runtime: fake, Networks: testNets, MetadataTarget: "10.250.0.1:9999",
+		Token: "rw", ReadOnlyTokens: []string{"ro"}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { hs.Close(); srv.Close() })
+	f := &fixture{srv: srv, fake: fake, http: hs}
+	img, err := srv.AddSnapshot(Snapshot{Name: "codelab-services-base-2026-11-01-0000", Created: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/v2/account", "/v2/images?private=true", "/v2/droplets", fmt.Sprintf("/v2/images/%d", img)} {
+		if code, body := f.raw(t, "GET", path, "ro", ""); code != 200 {
+			t.Errorf("GET %s with the read-only token: %d %v", path, code, body)
+		}
+	}
+	for _, w := range []struct{ method, path, body string }{
+		{"POST", "/v2/tags", `{"name":"codelab-imager"}`},
+		{"POST", "/v2/droplets", `{"name":"a","region":"nyc3","size":"s-1vcpu-1gb","image":"debian-12-x64"}`},
+		{"POST", "/v2/tags/codelab-x/resources", fmt.Sprintf(`{"resources":[{"resource_id":"%d","resource_type":"image"}]}`, img)},
+		{"POST", fmt.Sprintf("/v2/images/%d/actions", img), `{"type":"transfer","region":"fra1"}`},
+		{"PUT", fmt.Sprintf("/v2/images/%d", img), `{"name":"renamed"}`},
+		{"DELETE", fmt.Sprintf("/v2/images/%d", img), ""},
+	} {
+		code, body := f.raw(t, w.method, w.path, "ro", w.body)
+		if code != 403 || body["id"] != "forbidden" || body["message"] != "You do not have access for the attempted action." {
+			t.Errorf("%s %s with the read-only token: %d %v, want 403 forbidden", w.method, w.path, code, body)
+		}
+	}
+	_, im := f.raw(t, "GET", fmt.Sprintf("/v2/images/%d", img), "rw", "")
+	image, _ := im["image"].(map[string]any)
+	if image["name"] != "codelab-services-base-2026-11-01-0000" || fmt.Sprint(image["regions"]) != "[nyc3]" || fmt.Sprint(image["tags"]) != "[]" {
+		t.Errorf("a refused write changed the image: %v", image)
+	}
+	if _, ds := f.raw(t, "GET", "/v2/droplets", "rw", ""); fmt.Sprint(ds["droplets"]) != "[]" {
+		t.Errorf("a refused write created a droplet: %v", ds)
+	}
+	if code, body := f.raw(t, "GET", "/v2/account", "other", ""); code != 401 {
+		t.Errorf("an unknown token: %d %v, want 401", code, body)
+	}
+	if code, body := f.raw(t, "POST", "/v2/tags", "rw", `{"name":"codelab-imager"}`); code != 201 {
+		t.Errorf("the full token cannot write: %d %v", code, body)
+	}
+}

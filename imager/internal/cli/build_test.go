@@ -4,6 +4,7 @@ import (
 	"context"
 	"debug/elf"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -391,6 +392,29 @@ func TestBuildPlanJSON(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil {
 		t.Fatal("--plan ran packer build")
+	}
+}
+
+// A token that cannot write (read scope only: the local DigitalOcean answers its writes
+// with 403 forbidden) fails before Packer starts, naming the missing scope.
+func TestBuildRefusesReadOnlyToken(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "rw", ReadOnlyTokens: []string{"tok"}})
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "packer")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\ntouch "+dir+"/RAN\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o, _, _ := buildOptions(t, srv, repo, bin, "app")
+	err := cli.RunBuild(t.Context(), o)
+	if !errors.Is(err, images.ErrReadOnly) || !strings.Contains(err.Error(), "no write scope") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "RAN")); err == nil {
+		t.Fatal("packer ran")
+	}
+	if n := srv.Count("POST /v2/tags"); n != 1 || srv.Count("POST /v2/droplets") != 0 || len(srv.Droplets()) != 0 {
+		t.Fatalf("want one refused write (the scope check) and nothing else: %v", srv.Requests())
 	}
 }
 
