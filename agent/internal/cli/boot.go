@@ -99,6 +99,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 	})
 	rec.Notify = notify
 	rec.Now = func() time.Time { return time.Now().UTC() }
+	stopPublisher := startFleetPublisher(ctx, log, o.ConsulAddr, rec, root)
 	facts := &boot.Facts{}
 
 	validators := []render.Validator{render.TemplateValidator{}}
@@ -169,6 +170,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 		// reports the failure and the unit shows failed.
 		notify("READY=1")
 	}
+	stopPublisher() // the final record, within 5 s; the boot's result is already sent
 	if err := rec.Err(); err != nil {
 		log.Error("state file not written", slog.String("err", err.Error()))
 		if bootErr == nil {
