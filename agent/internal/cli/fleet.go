@@ -133,7 +133,9 @@ func RunFleet(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error 
 				_, err := stdio.Out.Write(b)
 				return err
 			},
-			OnError: func(err error) { log.Warn("fleet view: Consul query failed; retrying", slog.String("err", err.Error())) },
+			OnError: func(err error) {
+				log.Warn("fleet view: Consul query failed; retrying", slog.String("err", err.Error()))
+			},
 		})
 	}
 
