@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -48,10 +49,19 @@ func WriteTable(w io.Writer, v View) error {
 	if marked {
 		notes = append(notes, "* agent version differs from the majority ("+v.AgentMajority+")")
 	}
+	stale := map[string]int{}
+	var newest []string
 	for _, d := range v.Droplets {
 		if d.StaleImage {
-			notes = append(notes, fmt.Sprintf("%s runs %s; the newest of its family is %s", d.Node, d.Image, d.NewestImage))
+			if stale[d.NewestImage] == 0 {
+				newest = append(newest, d.NewestImage)
+			}
+			stale[d.NewestImage]++
 		}
+	}
+	sort.Strings(newest)
+	for _, n := range newest {
+		notes = append(notes, fmt.Sprintf("stale image: %d droplet(s) run an older snapshot than %s", stale[n], n))
 	}
 	src := "newest images from the DigitalOcean API"
 	if v.ImagesFrom == FromRecords {

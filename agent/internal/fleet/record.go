@@ -56,6 +56,9 @@ type Record struct {
 	PublishedAt time.Time  `json:"publishedAt"`
 }
 
+// Key is where the record lives.
+func (r Record) Key() string { return Key(r.Env, r.Node) }
+
 // AppImage is one of the role's application images.
 type AppImage struct {
 	Ref    string `json:"ref"`
@@ -130,5 +133,5 @@ func clip(s string) string {
 	if len(s) <= maxReason {
 		return s
 	}
-	return s[:maxReason-3] + "..."
+	return strings.ToValidUTF8(s[:maxReason-3], "") + "..."
 }
