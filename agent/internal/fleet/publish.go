@@ -150,8 +150,9 @@ func (p *Publisher) Publish(ctx context.Context) error {
 	return nil
 }
 
-// errHeld is returned when another node's session holds the key.
-var errHeld = errors.New("the key is held by another node's session")
+// ErrHeld is returned when another node's session holds the key (two
+// droplets with one node name).
+var ErrHeld = errors.New("the key is held by another node's session")
 
 func (p *Publisher) acquire(ctx context.Context, key string, value []byte) error {
 	kv := p.Client.KV()
@@ -200,7 +201,7 @@ func (p *Publisher) acquire(ctx context.Context, key string, value []byte) error
 			return fmt.Errorf("read the holding session: %w", ierr)
 		}
 		if other != nil && other.Node != p.node {
-			return fmt.Errorf("%w (%s)", errHeld, other.Node)
+			return fmt.Errorf("%w (%s)", ErrHeld, other.Node)
 		}
 		// An earlier boot of this node still holds it: end that session.
 		if _, err := p.Client.Session().Destroy(pair.Session, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
