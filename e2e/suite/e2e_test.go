@@ -348,4 +348,6 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("neo4j data volume lost the marker: %q, want %q", got, marker)
 		}
 	})
+
+	testFleetView(ctx, t, c) // last: it stops a container and powers a droplet off (fleet_test.go)
 }
