@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"time"
 
 	"github.com/digitalocean/godo"
+	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -74,11 +76,16 @@ func checkFleetFlags(cmd *cobra.Command, o *StatusOptions) error {
 	return nil
 }
 
-// newConsulClient is the Consul client of the agent's commands.
-func newConsulClient(addr string) (*api.Client, error) {
+// newConsulClient is the Consul client of the agent's commands. timeout
+// bounds every request (0: none, for blocking queries bounded by their
+// context).
+func newConsulClient(addr string, timeout time.Duration) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	if addr != "" {
 		cfg.Address = addr
+	}
+	if timeout > 0 {
+		cfg.HttpClient = &http.Client{Timeout: timeout, Transport: cleanhttp.DefaultPooledTransport()}
 	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
@@ -89,7 +96,7 @@ func newConsulClient(addr string) (*api.Client, error) {
 
 // RunFleet is `status --fleet`.
 func RunFleet(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error {
-	c, err := newConsulClient(o.ConsulAddr)
+	c, err := newConsulClient(o.ConsulAddr, 0)
 	if err != nil {
 		return err
 	}
@@ -236,7 +243,7 @@ func dropletDOToken(ctx context.Context) (string, error) {
 // that stops it and makes a last, bounded attempt to publish the final
 // state. Nothing here can block or fail the boot.
 func startFleetPublisher(ctx context.Context, log *slog.Logger, consulAddr string, rec *boot.Recorder, root fsutil.Root) (stop func()) {
-	c, err := newConsulClient(consulAddr)
+	c, err := newConsulClient(consulAddr, 10*time.Second)
 	if err != nil {
 		log.Warn("fleet record will not be published", slog.String("err", err.Error()))
 		return func() {}
@@ -263,11 +270,20 @@ func startFleetPublisher(ctx context.Context, log *slog.Logger, consulAddr strin
 	}()
 	return func() {
 		cancel()
-		<-done
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := pub.Publish(fctx); err != nil {
-			log.Warn("final fleet record not published", slog.String("err", err.Error()))
+		final := make(chan error, 1)
+		go func() {
+			<-done
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			final <- pub.Publish(fctx)
+		}()
+		select {
+		case err := <-final:
+			if err != nil {
+				log.Warn("final fleet record not published", slog.String("err", err.Error()))
+			}
+		case <-time.After(6 * time.Second):
+			log.Warn("final fleet record not published: Consul did not answer within 6s")
 		}
 	}
 }
