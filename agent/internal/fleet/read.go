@@ -3,7 +3,6 @@ package fleet
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -53,8 +52,12 @@ func Read(ctx context.Context, c *api.Client, env string) (Snapshot, error) {
 	var kerr error
 	s.Pairs, _, kerr = readKV(ctx, c, env, 0, 0)
 	herr := <-errc
-	if err := errors.Join(kerr, herr); err != nil {
-		return Snapshot{}, err
+	// Both fail together when Consul is down: one error says it.
+	if kerr != nil {
+		return Snapshot{}, kerr
+	}
+	if herr != nil {
+		return Snapshot{}, herr
 	}
 	return s, nil
 }
