@@ -101,7 +101,12 @@ type Snapshot struct {
 type nodeHealth struct {
 	serf    string // serfHealth's status; empty when the node is not in the catalog
 	output  string
-	failing []string
+	failing []failingCheck
+}
+
+type failingCheck struct {
+	name    string // "web HTTP /healthz critical"
+	service string // the check's service; "" for a node check
 }
 
 func healthByNode(checks api.HealthChecks) map[string]*nodeHealth {
@@ -121,11 +126,11 @@ func healthByNode(checks api.HealthChecks) map[string]*nodeHealth {
 			if name == "" {
 				name = c.CheckID
 			}
-			h.failing = append(h.failing, name+" "+c.Status)
+			h.failing = append(h.failing, failingCheck{name: name + " " + c.Status, service: c.ServiceName})
 		}
 	}
 	for _, h := range m {
-		sort.Strings(h.failing)
+		sort.Slice(h.failing, func(i, j int) bool { return h.failing[i].name < h.failing[j].name })
 	}
 	return m
 }
@@ -260,8 +265,20 @@ func fill(d *Droplet, r Record) {
 
 // judge decides a droplet's state from its record and Consul's health.
 func judge(d *Droplet, r Record, h *nodeHealth) {
+	// The checks of the role's own service (and node checks) decide
+	// degraded, as they decide whether Consul hands the service to its
+	// clients; the checks of other services on the node (the neo4j
+	// monitor's backup-age alert) are reported, and leave the state alone.
+	var degrading, alerting []string
 	if h != nil {
-		d.FailingChecks = h.failing
+		for _, c := range h.failing {
+			d.FailingChecks = append(d.FailingChecks, c.name)
+			if c.service == "" || c.service == r.Role {
+				degrading = append(degrading, c.name)
+			} else {
+				alerting = append(alerting, c.name)
+			}
+		}
 	}
 	was := r.State
 	if r.Summary != "" {
@@ -293,14 +310,17 @@ func judge(d *Droplet, r Record, h *nodeHealth) {
 			d.Summary = "booting"
 		}
 	case Ready:
-		if len(d.FailingChecks) > 0 {
+		if len(degrading) > 0 {
 			d.State = Degraded
-			d.Summary = "failing: " + strings.Join(d.FailingChecks, ", ")
+			d.Summary = "failing: " + strings.Join(degrading, ", ")
 		} else {
 			d.State, d.Summary = Ready, r.Summary
 		}
 	default:
 		d.State, d.Summary = Unknown, fmt.Sprintf("record has an unrecognised state %q", r.State)
+	}
+	if len(alerting) > 0 && d.State != Degraded {
+		d.Summary += "; alerting: " + strings.Join(alerting, ", ")
 	}
 	if !d.Held {
 		d.Summary += " (published before Consul last lost the node)"

@@ -47,7 +47,8 @@ func serf(node, status string) *api.HealthCheck {
 }
 
 func check(node, name, status string) *api.HealthCheck {
-	return &api.HealthCheck{Node: node, CheckID: name, Name: name, Status: status}
+	service, _, _ := strings.Cut(name, " ")
+	return &api.HealthCheck{Node: node, CheckID: name, Name: name, Status: status, ServiceName: service}
 }
 
 func find(t *testing.T, v View, node string) Droplet {
@@ -76,6 +77,7 @@ func fixture(t *testing.T) Snapshot {
 				r.FailedStep, r.Reason, r.Summary = "compose-up", "neo4j unhealthy", "failed: compose up"
 				r.AgentVersion = "1.1.0 (old)"
 			})),
+			pair(t, rec("neo4j-2", "neo4j", Ready, func(r *Record) { r.Image = "codelab-neo4j-base-2026-11-20-0800" })),
 			{Key: Key("prod", "broken-1"), Value: []byte("{not json"), Session: "s"},
 			{Key: Key("prod", "future-1"), Value: []byte(`{"schemaVersion":99,"state":"ready"}`), Session: "s"},
 			{Key: Prefix + "prod/", Value: nil}, // a folder: not a record
@@ -86,6 +88,7 @@ func fixture(t *testing.T) Snapshot {
 			serf("landing-1", api.HealthCritical),
 			serf("sites-1", api.HealthPassing),
 			serf("neo4j-1", api.HealthPassing),
+			serf("neo4j-2", api.HealthPassing), check("neo4j-2", "neo4j-monitor backup age", api.HealthCritical),
 		},
 	}
 }
@@ -94,7 +97,7 @@ func TestBuildStates(t *testing.T) {
 	v := Build(fixture(t), nil, Filter{}, now)
 	want := map[string]string{
 		"api-1": Ready, "web-1": Degraded, "landing-1": Unreachable, "sites-1": Booting,
-		"neo4j-1": Failed, "broken-1": Unknown, "future-1": Unknown,
+		"neo4j-1": Failed, "neo4j-2": Ready, "broken-1": Unknown, "future-1": Unknown,
 	}
 	if len(v.Droplets) != len(want) {
 		t.Fatalf("droplets = %d, want %d: %+v", len(v.Droplets), len(want), v.Droplets)
@@ -110,6 +113,11 @@ func TestBuildStates(t *testing.T) {
 	if d := find(t, v, "web-1"); !strings.Contains(d.Summary, "web HTTP /healthz critical") {
 		t.Errorf("degraded summary = %q", d.Summary)
 	}
+	// Another service's check on the node (the backup-age alert) is
+	// reported without degrading the droplet.
+	if d := find(t, v, "neo4j-2"); d.Summary != "ready in 41.2s; alerting: neo4j-monitor backup age critical" || len(d.FailingChecks) != 1 {
+		t.Errorf("neo4j-2 = %+v", d)
+	}
 	if d := find(t, v, "neo4j-1"); d.Summary != "boot failed at compose-up: neo4j unhealthy" || !d.AgentDiffers {
 		t.Errorf("neo4j-1 = %+v", d)
 	}
@@ -122,7 +130,7 @@ func TestBuildStates(t *testing.T) {
 	if v.AgentMajority != "1.2.0 (abc)" {
 		t.Errorf("majority = %q", v.AgentMajority)
 	}
-	if v.Summary != "7 droplets: 1 ready, 1 booting, 1 degraded, 2 unknown, 1 unreachable, 1 failed" {
+	if v.Summary != "8 droplets: 2 ready, 1 booting, 1 degraded, 2 unknown, 1 unreachable, 1 failed" {
 		t.Errorf("summary = %q", v.Summary)
 	}
 }
@@ -147,7 +155,7 @@ func TestWorstStateWins(t *testing.T) {
 			s.Checks = append(s.Checks, serf(node, api.HealthPassing))
 			switch st {
 			case Degraded:
-				s.Checks = append(s.Checks, check(node, "x", api.HealthWarning))
+				s.Checks = append(s.Checks, check(node, "api HTTP", api.HealthWarning))
 			case Unreachable:
 				s.Checks[len(s.Checks)-1] = serf(node, api.HealthCritical)
 			case Booting, Failed:
