@@ -122,7 +122,18 @@ func RunFleet(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error 
 		}
 		return v, b.Bytes(), err
 	}
+	unreachable := func(err error) error {
+		return exitcode.With(exitcode.Failed, fmt.Errorf("fleet view: Consul at %s does not answer (is the local agent running? systemctl status consul): %w", o.ConsulAddr, err))
+	}
 	if fo.Watch {
+		// Consul down at the start is an error, as without --watch; once
+		// watching, a failed query is retried.
+		rctx, cancel := context.WithTimeout(ctx, fleetConsulTimeout)
+		_, err := fleet.Read(rctx, c, fo.Env)
+		cancel()
+		if err != nil {
+			return unreachable(err)
+		}
 		log := g.Logger(stdio.ErrOut)
 		return fleet.Watch(ctx, c, fleet.WatchOptions{
 			Env: fo.Env,
@@ -156,7 +167,7 @@ func RunFleet(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error 
 	snap, err := fleet.Read(rctx, c, fo.Env)
 	cancel()
 	if err != nil {
-		return exitcode.With(exitcode.Failed, fmt.Errorf("fleet view: Consul at %s does not answer (is the local agent running? systemctl status consul): %w", o.ConsulAddr, err))
+		return unreachable(err)
 	}
 	<-imgDone
 	v, b, err := render(ctx, snap)
@@ -191,8 +202,8 @@ func (c *imageCache) get(ctx context.Context, now time.Time) *fleet.Images {
 	return c.imgs
 }
 
-// lookup returns the account's snapshots from the API, or nil (judge from
-// the records) with the reason.
+// lookup returns the account's snapshots from the API, or NoImages (judge
+// from the records) with the reason.
 func (c *imageCache) lookup(ctx context.Context) *fleet.Images {
 	fallback := fleet.NoImages
 	tokenFn := c.o.DOToken

@@ -23,6 +23,10 @@ func TestFleetConsulUnreachable(t *testing.T) {
 	if code != exitcode.Failed || out != "" || !strings.Contains(stderr, "fleet view: Consul at "+addr+" does not answer") {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, stderr)
 	}
+	code, _, stderr = run(t, "", "status", "--fleet", "--watch", "--consul-addr", addr)
+	if code != exitcode.Failed || !strings.Contains(stderr, "does not answer") {
+		t.Fatalf("--watch: exit %d: %s", code, stderr)
+	}
 	if fleetConsulTimeout >= 2*time.Second {
 		t.Fatalf("fleetConsulTimeout %s must stay under 2s", fleetConsulTimeout)
 	}
