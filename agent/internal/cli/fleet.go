@@ -178,7 +178,11 @@ func RunFleet(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error 
 		return err
 	}
 	if len(v.Droplets) == 0 {
-		return exitcode.With(exitcode.Failed, fmt.Errorf("fleet view: no record under %s%s", fleet.Prefix, fo.Env))
+		what := fleet.Prefix + fo.Env
+		if fo.Role != "" {
+			what += " for role " + fo.Role
+		}
+		return exitcode.With(exitcode.Failed, fmt.Errorf("fleet view: no record under %s", what))
 	}
 	if v.ExitCode != exitcode.OK {
 		return exitcode.With(v.ExitCode, errors.New(v.Summary))
