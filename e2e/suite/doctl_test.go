@@ -35,7 +35,9 @@ func doctlSubtests(t *testing.T, ctx context.Context, c *cluster.Cluster) {
 	// The version from the binary's build information (`doctl version` would also ask
 	// GitHub for the latest release).
 	info, err := buildinfo.ReadFile(bin)
-	isDoctl := func(m *debug.Module) bool { return m.Path == "github.com/digitalocean/doctl" && m.Version == "v1.104.0" }
+	isDoctl := func(m *debug.Module) bool {
+		return m.Path == "github.com/digitalocean/doctl" && m.Version == "v1.104.0"
+	}
 	if err != nil || !(isDoctl(&info.Main) || slices.ContainsFunc(info.Deps, isDoctl)) {
 		t.Fatalf("%s is not doctl v1.104.0 built from its module (make deps builds it): %v", bin, err)
 	}
