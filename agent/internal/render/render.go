@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/template"
 
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/userdata"
@@ -249,7 +248,7 @@ func execRoleFile(fsys fs.FS, name string, d roles.Data) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read role %s file %s: %w", d.Role, name, err)
 	}
-	t, err := template.New(name).Delims(roles.LeftDelim, roles.RightDelim).Option("missingkey=error").Parse(string(src))
+	t, err := roles.Parse(name, src)
 	if err != nil {
 		return nil, fmt.Errorf("parse role %s file %s: %w", d.Role, name, err)
 	}
