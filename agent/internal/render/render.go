@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"net"
 	"path"
 	"sort"
 	"strconv"
@@ -26,6 +27,13 @@ const (
 	TemplateConfig    = TemplateDir + "/config.hcl"
 	TemplateSourceDir = TemplateDir + "/templates"
 	ComposeRoot       = "/root/docker"
+	// NodeExporterDefaults is the environment file of Debian's
+	// prometheus-node-exporter package (its unit runs the exporter with
+	// $ARGS from it). The agent renders it so the exporter listens on the
+	// VPC address only, never on the public interface.
+	NodeExporterDefaults = "/etc/default/prometheus-node-exporter"
+	// NodeExporterPort is the exporter's port.
+	NodeExporterPort = 9100
 )
 
 // Consumer names the program that reads a file, and so validates it.
@@ -35,6 +43,7 @@ const (
 	ConsumerConsul         Consumer = "consul"
 	ConsumerConsulTemplate Consumer = "consul-template"
 	ConsumerCompose        Consumer = "compose"
+	ConsumerNodeExporter   Consumer = "prometheus-node-exporter"
 )
 
 // File is one rendered file.
@@ -99,6 +108,8 @@ func Render(in Input) ([]File, error) {
 	add(ConsulDir+"/consul.hcl", consulConfig(in, data), 0o640, ConsumerConsul)
 	add(ConsulDir+"/encrypt.hcl", hclFile(fmt.Sprintf("encrypt = %s\n", quote(u.GossipKey.Reveal()))), 0o600, ConsumerConsul)
 	add(ConsulDir+"/join.hcl", joinConfig(in), 0o600, ConsumerConsul)
+
+	add(NodeExporterDefaults, nodeExporterDefaults(data.PrivateIP), 0o644, ConsumerNodeExporter)
 
 	roleFS, err := roles.FS(u.Role)
 	if err != nil {
@@ -186,6 +197,14 @@ func consulConfig(in Input, d roles.Data) []byte {
 		b.WriteString("}\n")
 	}
 	return hclFile(b.String())
+}
+
+// nodeExporterDefaults binds the node exporter to the VPC address. The file
+// replaces the package's, whose only setting is ARGS.
+func nodeExporterDefaults(ip string) []byte {
+	addr := net.JoinHostPort(ip, strconv.Itoa(NodeExporterPort))
+	return []byte(header + "# prometheus-node-exporter listens on the droplet's VPC address only.\n" +
+		"ARGS=" + quote("--web.listen-address="+addr) + "\n")
 }
 
 // joinConfig is its own 0600 file because cloud auto-join carries the API
