@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,10 @@ func TestBootInSystemdContainer(t *testing.T) {
 	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service"} {
 		c.CopyIn(t, filepath.Join(testenv.RepoDir(), "systemd", u), "/etc/systemd/system/"+u)
 	}
+	// The folders install-base.sh creates: the hardened units may write only
+	// there (ProtectSystem=strict with ReadWritePaths=).
+	c.MustExec(t, "install", "-d", "-m", "0750", "/etc/consul.d", "/opt/consul")
+	c.MustExec(t, "install", "-d", "-m", "0755", "/etc/consul-template", "/root/docker", "/etc/codelab")
 	c.WriteFile(t, "/etc/systemd/system/codelab-agent.service.d/test.conf",
 		[]byte(fmt.Sprintf("[Service]\nEnvironment=CODELAB_METADATA_URL=http://%s/metadata/v1.json\n", l.Addr())), 0o644)
 	c.WriteFile(t, "/etc/docker/daemon.json", []byte(fmt.Sprintf(`{"insecure-registries": [%q]}`+"\n", inner)), 0o644)
@@ -167,6 +172,21 @@ func TestBootInSystemdContainer(t *testing.T) {
 	if got := c.MustExec(t, "systemctl", "show", "-p", "StatusText", "--value", "codelab-agent"); !strings.HasPrefix(got, "ready in") {
 		t.Errorf("systemctl StatusText = %q, want the agent's ready line", got)
 	}
+	// The hardened units run hardened: no new privileges, no core dumps,
+	// the root file system read-only but for the unit's ReadWritePaths.
+	for _, u := range []string{"consul", "consul-template"} {
+		pid := strings.TrimSpace(c.MustExec(t, "systemctl", "show", "-p", "MainPID", "--value", u))
+		got := c.MustExec(t, "sh", "-c", fmt.Sprintf(`grep '^NoNewPrivs:' /proc/%[1]s/status; grep '^Max core' /proc/%[1]s/limits; awk '$5 == "/" {print "root", $6}' /proc/%[1]s/mountinfo`, pid))
+		for _, want := range []string{"NoNewPrivs:\t1", "root ro"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s (pid %s) is not hardened: no %q in\n%s", u, pid, want, got)
+			}
+		}
+		if !regexp.MustCompile(`Max core file size\s+0\s+0`).MatchString(got) {
+			t.Errorf("%s (pid %s) may dump core:\n%s", u, pid, got)
+		}
+	}
+
 	// The env file consul-template rendered reached the container.
 	env := c.MustExec(t, "curl", "-fsS", "http://127.0.0.1:3000/env")
 	if !strings.Contains(env, `"CODELAB_ENV":"prod"`) || !strings.Contains(env, `"GREETING":"hello"`) {
