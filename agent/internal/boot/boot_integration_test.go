@@ -123,16 +123,25 @@ func TestBootInSystemdContainer(t *testing.T) {
 	// 1. First boot: ready, with per-step timings. The role's env template
 	// reads Consul KV codelab/prod/api/ and requires some keys there
 	// (consul-template blocks until they exist): seed them, as operators
-	// do, once Consul is up.
+	// do, once Consul is up, in one transaction, so that consul-template
+	// sees them all at one index and renders the env file once (keys put
+	// one by one could let it render, then render again and recreate the
+	// container right after the boot said ready).
+	var txn []map[string]any
+	for _, kv := range [][2]string{{"GREETING", "hello"}, {"NEO4J_USER", "neo4j"}, {"NEO4J_PASSWORD", "test-password"}} {
+		txn = append(txn, map[string]any{"KV": map[string]string{"Verb": "set", "Key": "codelab/prod/api/" + kv[0], "Value": base64.StdEncoding.EncodeToString([]byte(kv[1]))}})
+	}
+	txnJSON, err := json.Marshal(txn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WriteFile(t, "/tmp/kv-txn.json", txnJSON, 0o600)
 	c.MustExec(t, "systemctl", "start", "--no-block", "codelab-agent.service")
 	seedCtx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for {
-		out, err := c.Exec(seedCtx, "consul", "kv", "put", "codelab/prod/api/GREETING", "hello")
+		out, err := c.Exec(seedCtx, "curl", "-fsS", "-X", "PUT", "--data-binary", "@/tmp/kv-txn.json", "http://127.0.0.1:8500/v1/txn")
 		if err == nil {
-			for _, kv := range [][2]string{{"NEO4J_USER", "neo4j"}, {"NEO4J_PASSWORD", "test-password"}} {
-				c.MustExec(t, "consul", "kv", "put", "codelab/prod/api/"+kv[0], kv[1])
-			}
 			break
 		}
 		if seedCtx.Err() != nil {
