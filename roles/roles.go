@@ -7,7 +7,9 @@
 //	<role>/required              KV keys the role cannot start without
 //
 // Every file is a Go text/template with [[ ]] delimiters (so consul-template's
-// {{ }} passes through untouched), executed by the agent with Data.
+// {{ }} passes through untouched), executed by the agent with Data. The
+// partials in settings.tmpl (settings: a role's KV keys as env-file lines)
+// are available to every file; Parse adds them.
 package roles
 
 import (
@@ -19,10 +21,14 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"text/template"
 )
 
 //go:embed all:api all:web all:landing all:sites all:neo4j
 var files embed.FS
+
+//go:embed settings.tmpl
+var partials string
 
 // Names lists the roles.
 var Names = []string{"api", "web", "landing", "sites", "neo4j"}
@@ -43,6 +49,19 @@ const (
 	LeftDelim  = "[["
 	RightDelim = "]]"
 )
+
+// Parse parses a role file's source, named name, with the role-file
+// delimiters, missing keys as errors, and the shared partials.
+func Parse(name string, src []byte) (*template.Template, error) {
+	t := template.New(name).Delims(LeftDelim, RightDelim).Option("missingkey=error")
+	if _, err := t.New("settings.tmpl").Parse(partials); err != nil {
+		return nil, fmt.Errorf("parse role partials: %w", err)
+	}
+	if _, err := t.Parse(string(src)); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", name, err)
+	}
+	return t, nil
+}
 
 // FS returns the role's folder.
 func FS(role string) (fs.FS, error) {

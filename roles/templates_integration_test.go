@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/codelab-app/infra/tools/testenv"
@@ -30,7 +29,7 @@ func execute(t *testing.T, role, name string, d Data) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm, err := template.New(name).Delims(LeftDelim, RightDelim).Option("missingkey=error").Parse(string(src))
+	tm, err := Parse(name, src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +159,7 @@ func TestRoleTemplatesWithConsulIntegration(t *testing.T) {
 	if !done {
 		t.Fatal("api.env still waiting with every required key present")
 	}
-	for _, want := range []string{"NEO4J_USER=v-NEO4J_USER", "LOG_LEVEL=debug", "CODELAB_ROLE=api"} {
+	for _, want := range []string{`NEO4J_USER="v-NEO4J_USER"`, `LOG_LEVEL="debug"`, "CODELAB_ROLE=api"} {
 		if !strings.Contains(string(out), want+"\n") {
 			t.Errorf("api.env lacks %q:\n%s", want, out)
 		}

@@ -349,6 +349,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	testFleetView(ctx, t, c) // it stops a container and powers a droplet off, then restores both (fleet_test.go)
 	doctlSubtests(t, ctx, c)
 	faults{ctx: ctx, c: c}.run(t)
 }

@@ -270,7 +270,9 @@ func (f faults) backupFailures(t *testing.T) {
 	}
 
 	// 2. The upload cut halfway: Spaces reached through a proxy that cuts
-	// every connection after 512 KiB.
+	// every connection after 512 KiB, with 2 MiB of incompressible data in
+	// the database so that the dump is four times that.
+	f.exec(t, neo, "sh", "-c", "head -c 2097152 /dev/urandom > /tmp/e2e-blob && docker cp /tmp/e2e-blob neo4j-neo4j-1:/data/databases/neo4j/e2e-blob")
 	gw := f.c.Info.Networks.Public.Gateway.String()
 	_, target := hostPort(t, f.c.Spaces.Endpoint)
 	proxy := testenv.StartProxy(t, gw, net.JoinHostPort(gw, target), 512<<10)

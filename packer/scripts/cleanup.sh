@@ -42,7 +42,39 @@ if [ -e /etc/machine-id ]; then
 fi
 rm -f /var/lib/dbus/machine-id
 
+log "removing tokens and credentials (registry token, doctl config)"
+rm -f /etc/codelab/registry-token
+find /root/.config/doctl -mindepth 1 -delete 2>/dev/null || true
+
+log "removing known_hosts"
+rm -f /root/.ssh/known_hosts /root/.ssh/known_hosts.old /etc/ssh/ssh_known_hosts
+for home in /home/*; do
+	rm -f "$home/.ssh/known_hosts" "$home/.ssh/known_hosts.old"
+done
+
+log "removing the Docker engine id and the systemd random seed (both regenerated at first boot)"
+rm -f /var/lib/docker/engine-id /var/lib/systemd/random-seed
+
 if command -v apt-get >/dev/null 2>&1; then
 	apt-get -y -q clean || true
 fi
+log "removing apt lists"
+find /var/lib/apt/lists -mindepth 1 ! -path /var/lib/apt/lists/lock ! -path /var/lib/apt/lists/partial -delete 2>/dev/null || true
+
+log "removing temporary files"
+# Not the running script (Packer's shell provisioner uploads it to /tmp), nor the PrivateTmp
+# folders of running services.
+self="$(readlink -f "${BASH_SOURCE[0]}")"
+find /tmp /var/tmp -mindepth 1 -maxdepth 1 ! -name 'systemd-private-*' -print0 2>/dev/null |
+	while IFS= read -r -d '' p; do
+		[ "$(readlink -f "$p")" = "$self" ] || rm -rf -- "$p"
+	done
+
+log "removing logs: journal files, rotated logs, and the content of every other log"
+if command -v journalctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+	journalctl --rotate >/dev/null 2>&1 || true
+fi
+find /var/log/journal -mindepth 1 -delete 2>/dev/null || true
+find /var/log -type f \( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \) -delete 2>/dev/null || true
+find /var/log -type f -size +0 -exec truncate -s 0 {} + 2>/dev/null || true
 log "done"

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,10 @@ func TestBootInSystemdContainer(t *testing.T) {
 	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service"} {
 		c.CopyIn(t, filepath.Join(testenv.RepoDir(), "systemd", u), "/etc/systemd/system/"+u)
 	}
+	// The folders install-base.sh creates: the hardened units may write only
+	// there (ProtectSystem=strict with ReadWritePaths=).
+	c.MustExec(t, "install", "-d", "-m", "0750", "/etc/consul.d", "/opt/consul")
+	c.MustExec(t, "install", "-d", "-m", "0755", "/etc/consul-template", "/root/docker", "/etc/codelab")
 	c.WriteFile(t, "/etc/systemd/system/codelab-agent.service.d/test.conf",
 		[]byte(fmt.Sprintf("[Service]\nEnvironment=CODELAB_METADATA_URL=http://%s/metadata/v1.json\n", l.Addr())), 0o644)
 	c.WriteFile(t, "/etc/docker/daemon.json", []byte(fmt.Sprintf(`{"insecure-registries": [%q]}`+"\n", inner)), 0o644)
@@ -118,16 +123,25 @@ func TestBootInSystemdContainer(t *testing.T) {
 	// 1. First boot: ready, with per-step timings. The role's env template
 	// reads Consul KV codelab/prod/api/ and requires some keys there
 	// (consul-template blocks until they exist): seed them, as operators
-	// do, once Consul is up.
+	// do, once Consul is up, in one transaction, so that consul-template
+	// sees them all at one index and renders the env file once (keys put
+	// one by one could let it render, then render again and recreate the
+	// container right after the boot said ready).
+	var txn []map[string]any
+	for _, kv := range [][2]string{{"GREETING", "hello"}, {"NEO4J_USER", "neo4j"}, {"NEO4J_PASSWORD", "test-password"}} {
+		txn = append(txn, map[string]any{"KV": map[string]string{"Verb": "set", "Key": "codelab/prod/api/" + kv[0], "Value": base64.StdEncoding.EncodeToString([]byte(kv[1]))}})
+	}
+	txnJSON, err := json.Marshal(txn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WriteFile(t, "/tmp/kv-txn.json", txnJSON, 0o600)
 	c.MustExec(t, "systemctl", "start", "--no-block", "codelab-agent.service")
 	seedCtx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for {
-		out, err := c.Exec(seedCtx, "consul", "kv", "put", "codelab/prod/api/GREETING", "hello")
+		out, err := c.Exec(seedCtx, "curl", "-fsS", "-X", "PUT", "--data-binary", "@/tmp/kv-txn.json", "http://127.0.0.1:8500/v1/txn")
 		if err == nil {
-			for _, kv := range [][2]string{{"NEO4J_USER", "neo4j"}, {"NEO4J_PASSWORD", "test-password"}} {
-				c.MustExec(t, "consul", "kv", "put", "codelab/prod/api/"+kv[0], kv[1])
-			}
 			break
 		}
 		if seedCtx.Err() != nil {
@@ -167,6 +181,21 @@ func TestBootInSystemdContainer(t *testing.T) {
 	if got := c.MustExec(t, "systemctl", "show", "-p", "StatusText", "--value", "codelab-agent"); !strings.HasPrefix(got, "ready in") {
 		t.Errorf("systemctl StatusText = %q, want the agent's ready line", got)
 	}
+	// The hardened units run hardened: no new privileges, no core dumps,
+	// the root file system read-only but for the unit's ReadWritePaths.
+	for _, u := range []string{"consul", "consul-template"} {
+		pid := strings.TrimSpace(c.MustExec(t, "systemctl", "show", "-p", "MainPID", "--value", u))
+		got := c.MustExec(t, "sh", "-c", fmt.Sprintf(`grep '^NoNewPrivs:' /proc/%[1]s/status; grep '^Max core' /proc/%[1]s/limits; awk '$5 == "/" {print "root", $6}' /proc/%[1]s/mountinfo`, pid))
+		for _, want := range []string{"NoNewPrivs:\t1", "root ro"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s (pid %s) is not hardened: no %q in\n%s", u, pid, want, got)
+			}
+		}
+		if !regexp.MustCompile(`Max core file size\s+0\s+0`).MatchString(got) {
+			t.Errorf("%s (pid %s) may dump core:\n%s", u, pid, got)
+		}
+	}
+
 	// The env file consul-template rendered reached the container.
 	env := c.MustExec(t, "curl", "-fsS", "http://127.0.0.1:3000/env")
 	if !strings.Contains(env, `"CODELAB_ENV":"prod"`) || !strings.Contains(env, `"GREETING":"hello"`) {

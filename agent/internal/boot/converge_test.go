@@ -237,3 +237,33 @@ func composeStep(rec *Recorder) StepState {
 	s, _ := st.Step(StepComposeUp)
 	return s
 }
+
+// TestNodeExporterRestartsWhenItsAddressChanges: the rendered
+// /etc/default/prometheus-node-exporter maps to the exporter's unit, which
+// the units step restarts (optional: images without it skip it).
+func TestNodeExporterRestartsWhenItsAddressChanges(t *testing.T) {
+	if got := UnitsFor([]string{render.NodeExporterDefaults}); !slices.Equal(got, []string{NodeExporterUnit}) {
+		t.Fatalf("UnitsFor(%s) = %v", render.NodeExporterDefaults, got)
+	}
+	root := fsutil.Root{Dir: t.TempDir()}
+	ctx := context.Background()
+	exporter := func(ip string) []render.File {
+		return append(consulFiles("false"), render.File{Path: render.NodeExporterDefaults, Data: []byte(`ARGS="--web.listen-address=` + ip + `:9100"` + "\n"), Mode: 0o644, Consumer: render.ConsumerNodeExporter})
+	}
+	for i, tc := range []struct {
+		ip      string
+		restart bool
+	}{{"10.0.0.5", true}, {"10.0.0.5", false}, {"10.0.0.6", true}} {
+		f := &Facts{Files: exporter(tc.ip)}
+		if err := (&Render{Facts: f, Root: root}).Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		u := &recordingUnits{}
+		if err := (&UnitsStep{Facts: f, Root: root, Units: u}).Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(u.restarts, NodeExporterUnit) != tc.restart {
+			t.Errorf("boot %d (%s): restarted %v, want node exporter restarted=%v", i, tc.ip, u.restarts, tc.restart)
+		}
+	}
+}

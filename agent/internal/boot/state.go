@@ -143,6 +143,10 @@ type Recorder struct {
 	// Notify, when set, receives sd_notify lines (STATUS=...).
 	Notify func(state string)
 	Now    func() time.Time
+	// OnChange, when set, is called with a copy of the state after every
+	// save (the fleet publisher). It runs under the Recorder's lock: it
+	// must not block or call back into the Recorder.
+	OnChange func(State)
 
 	mu       sync.Mutex
 	st       State
@@ -211,7 +215,11 @@ func (r *Recorder) SetStatus(line string) {
 }
 
 func (r *Recorder) saveLocked() error {
-	b, err := json.MarshalIndent(r.copyLocked(), "", "  ")
+	st := r.copyLocked()
+	if r.OnChange != nil {
+		defer r.OnChange(st)
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}

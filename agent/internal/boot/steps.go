@@ -212,6 +212,8 @@ func UnitsFor(paths []string) []string {
 			u = ConsulUnit
 		case strings.HasPrefix(p, render.TemplateDir+"/"):
 			u = ConsulTemplateUnit
+		case p == render.NodeExporterDefaults:
+			u = NodeExporterUnit
 		}
 		if u != "" && !slices.Contains(out, u) {
 			out = append(out, u)
@@ -333,6 +335,9 @@ const (
 	DockerUnit         = "docker.service"
 	ConsulUnit         = "consul.service"
 	ConsulTemplateUnit = "consul-template.service"
+	// NodeExporterUnit is Debian's prometheus-node-exporter, on the images
+	// that install it; it reads render.NodeExporterDefaults.
+	NodeExporterUnit = "prometheus-node-exporter.service"
 )
 
 // DockerStep makes sure dockerd is enabled and active. It needs nothing
@@ -350,7 +355,8 @@ func (s *DockerStep) Run(ctx context.Context) error {
 	return unitErr(err)
 }
 
-// UnitsStep enables and starts consul and consul-template, restarting each
+// UnitsStep enables and starts consul, consul-template and, where the image
+// has it, prometheus-node-exporter, restarting each
 // when render changed its config, or when a previous boot changed it and
 // was killed before restarting it (RestartPendingFile).
 type UnitsStep struct {
@@ -370,6 +376,7 @@ func (s *UnitsStep) Run(ctx context.Context) error {
 	wants := []units.Want{
 		{Name: ConsulUnit, Restart: s.Facts.ChangedUnder(render.ConsulDir) || slices.Contains(pending, ConsulUnit)},
 		{Name: ConsulTemplateUnit, Restart: s.Facts.ChangedUnder(render.TemplateDir) || slices.Contains(pending, ConsulTemplateUnit)},
+		{Name: NodeExporterUnit, Restart: slices.Contains(s.Facts.Changed, render.NodeExporterDefaults) || slices.Contains(pending, NodeExporterUnit), Optional: true},
 	}
 	out, err := s.Units.Converge(ctx, wants, s.Timeout)
 	detail(s.Rec, StepUnits, out)
@@ -385,6 +392,9 @@ func detail(rec *Recorder, step string, out []units.Outcome) {
 	}
 	var parts []string
 	for _, o := range out {
+		if o.Action == units.Absent {
+			continue // an optional unit this image does not have
+		}
 		parts = append(parts, strings.TrimSuffix(o.Unit, ".service")+" "+string(o.Action))
 	}
 	rec.SetDetail(step, strings.Join(parts, ", "))

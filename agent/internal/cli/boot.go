@@ -110,8 +110,10 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 	rec := boot.NewRecorder(root, base)
 	rec.Notify = notify
 	rec.Now = func() time.Time { return time.Now().UTC() }
+	stopPublisher := startFleetPublisher(ctx, log, o.ConsulAddr, rec, root)
 	if delay > 0 {
 		if err := backoff(ctx, rec, log, delay); err != nil {
+			stopPublisher()
 			return err
 		}
 	}
@@ -188,6 +190,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 		// reports the failure and the unit shows failed.
 		notify("READY=1")
 	}
+	stopPublisher() // the final record, within 5 s; the boot's result is already sent
 	if err := rec.Err(); err != nil {
 		log.Error("state file not written", slog.String("err", err.Error()))
 		if bootErr == nil {

@@ -35,6 +35,9 @@ type StatusOptions struct {
 	// Table forces the table format; nil decides by whether Out is a
 	// terminal.
 	Table *bool
+	// Fleet shows every droplet's published record instead (fleet.go).
+	Fleet bool
+	FleetOptions
 }
 
 func newStatusCmd(g *Global, stdio IO) *cobra.Command {
@@ -65,6 +68,12 @@ Exit codes:
   codelab-agent status --wait --timeout 10m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFleetFlags(cmd, o); err != nil {
+				return err
+			}
+			if o.Fleet {
+				return RunFleet(cmd.Context(), g, o, stdio)
+			}
 			if o.Timeout < 0 {
 				return exitcode.UsageError("--timeout must not be negative")
 			}
@@ -79,6 +88,8 @@ Exit codes:
 	f.BoolVar(&o.Wait, "wait", false, "block until ready or failed (booting and degraded are waited out), or until --timeout")
 	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "with --wait: give up after this long")
 	f.StringVar(&o.ConsulAddr, "consul-addr", consul.DefaultAddr, "the local Consul agent's HTTP address")
+	f.BoolVar(&o.Fleet, "fleet", false, "every droplet's boot and health, from the records they publish to Consul")
+	o.FleetOptions.flags(f)
 	return cmd
 }
 

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-cleanhttp"
+
 	"github.com/hashicorp/consul/api"
 )
 
@@ -66,6 +68,23 @@ func (c Client) api(ctx context.Context) (*api.Client, error) {
 		return nil, fmt.Errorf("consul client for %s: %w", c.Addr(), err)
 	}
 	return cl, nil
+}
+
+// NewAPI is a consul/api client for addr (default DefaultAddr), for the
+// callers that need more of the API than Client wraps (the fleet view's
+// sessions and KV records). timeout bounds every request; 0 leaves them to
+// their contexts (blocking queries).
+func NewAPI(addr string, timeout time.Duration) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = New(addr).Addr()
+	if timeout > 0 {
+		cfg.HttpClient = &http.Client{Timeout: timeout, Transport: cleanhttp.DefaultPooledTransport()}
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+	}
+	return c, nil
 }
 
 // ctxTransport gives requests without a cancellable context its own.

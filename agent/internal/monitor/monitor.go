@@ -52,8 +52,37 @@ type Monitor struct {
 	Probes Probes
 	Log    *slog.Logger
 	Now    func() time.Time
-	// Timeout bounds one scrape's probes; default 5s.
+	// Timeout bounds one collection's probes; default 5s.
 	Timeout time.Duration
+	// MaxStale is how long /metrics and /view serve one collection before
+	// the next request collects again; default (and at most) 15s. A scrape
+	// storm therefore walks the store at most once per MaxStale.
+	MaxStale time.Duration
+
+	mu     sync.Mutex
+	cached *View
+}
+
+// DefaultMaxStale is the cache lifetime of a collection, and its maximum.
+const DefaultMaxStale = 15 * time.Second
+
+// Cached returns the last collection when it is younger than MaxStale, and
+// otherwise collects again. Concurrent callers share one collection.
+func (m *Monitor) Cached(ctx context.Context) View {
+	stale := m.MaxStale
+	if stale <= 0 || stale > DefaultMaxStale {
+		stale = DefaultMaxStale
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cached != nil {
+		if age := m.now().Sub(m.cached.At); age >= 0 && age < stale {
+			return *m.cached
+		}
+	}
+	v := m.Collect(ctx)
+	m.cached = &v
+	return v
 }
 
 func (m *Monitor) now() time.Time {
@@ -192,7 +221,8 @@ func (m *Monitor) Collect(ctx context.Context) View {
 	return v
 }
 
-// Handler serves /metrics, /health/backup and /view.
+// Handler serves /metrics and /view from the cached collection (Cached),
+// and /health/backup.
 func (m *Monitor) Handler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{m})
@@ -205,7 +235,7 @@ func (m *Monitor) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /view", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(m.Collect(r.Context()))
+		json.NewEncoder(w).Encode(m.Cached(r.Context()))
 	})
 	return mux
 }

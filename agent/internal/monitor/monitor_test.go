@@ -206,3 +206,71 @@ func TestRenderLagWatchSeesChangesAtOnce(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestScrapesShareACachedCollection: /metrics and /view walk the store at
+// most once per 15 s, however often they are asked; after that the next
+// request collects again.
+func TestScrapesShareACachedCollection(t *testing.T) {
+	m := testMonitor(t, nil)
+	clock := now
+	m.Now = func() time.Time { return clock }
+	store := t.TempDir()
+	walks := 0
+	m.Probes = Probes{StorePath: func(context.Context) (string, error) { walks++; return store, nil }}
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	get := func(path string) string {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for _, step := range []struct {
+		advance time.Duration
+		path    string
+		walks   int
+		size    string
+	}{
+		{0, "/metrics", 1, "0"},
+		{5 * time.Second, "/metrics", 1, "0"},
+		{5 * time.Second, "/view", 1, "0"},
+		{4 * time.Second, "/metrics", 1, "0"},  // 14 s: still the first collection
+		{1 * time.Second, "/metrics", 2, "10"}, // 15 s: stale, collects again
+		{10 * time.Second, "/view", 2, "10"},
+	} {
+		clock = clock.Add(step.advance)
+		if step.walks == 2 && walks == 1 {
+			// The store changed since the first collection: only a new
+			// collection can see it.
+			if err := os.WriteFile(filepath.Join(store, "f"), make([]byte, 10), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		body := get(step.path)
+		if walks != step.walks {
+			t.Errorf("at +%s %s: the store was walked %d times, want %d", clock.Sub(now), step.path, walks, step.walks)
+		}
+		want := "codelab_neo4j_store_size_bytes " + step.size + "\n"
+		if step.path == "/view" {
+			want = `"storeSizeBytes":` + step.size + ","
+		}
+		if !strings.Contains(body, want) {
+			t.Errorf("at +%s %s lacks %q:\n%s", clock.Sub(now), step.path, want, body)
+		}
+	}
+
+	// A configured MaxStale above 15 s is capped.
+	m.MaxStale = time.Hour
+	clock = clock.Add(DefaultMaxStale)
+	get("/metrics")
+	if walks != 3 {
+		t.Errorf("MaxStale=1h: walks %d after 15 s, want 3 (capped at 15 s)", walks)
+	}
+}

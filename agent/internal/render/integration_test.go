@@ -204,7 +204,7 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 		if err != nil {
 			return fmt.Errorf("consul-template: %w\n%s", err, out)
 		}
-		if !strings.Contains(string(out), "GREETING=hello from kv") {
+		if !strings.Contains(string(out), `GREETING="hello from kv"`) {
 			return fmt.Errorf("KV value not rendered yet:\n%s", out)
 		}
 		return nil
@@ -212,7 +212,7 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"> " + dest, "GREETING=hello from kv", "CODELAB_ROLE=api", "CODELAB_ENV=prod"} {
+	for _, want := range []string{"> " + dest, `GREETING="hello from kv"`, "CODELAB_ROLE=api", "CODELAB_ENV=prod"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("consul-template output lacks %q:\n%s", want, out)
 		}

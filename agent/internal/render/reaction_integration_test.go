@@ -271,4 +271,30 @@ func TestKVChangeReachesContainerIntegration(t *testing.T) {
 	if id, _, _ := container(); id != second || dockerOut(t, "inspect", "-f", "{{.State.StartedAt}}", second) != started {
 		t.Error("an unchanged render restarted the container")
 	}
+
+	// A value with a newline would add a variable: the template refuses
+	// it with an error naming the key, writes nothing and runs nothing,
+	// so the old env file and container stay.
+	oldEnv, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kvPut(consul, "codelab/prod/api/GREETING", "three\nINJECTED=1"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, func() error {
+		if !strings.Contains(logs.String(), "codelab/prod/api/GREETING holds a newline or another control character") {
+			return fmt.Errorf("consul-template has not refused the value")
+		}
+		return nil
+	})
+	if strings.Contains(logs.String(), "INJECTED") {
+		t.Error("consul-template's error shows the value")
+	}
+	if now, err := os.ReadFile(envFile); err != nil || !bytes.Equal(now, oldEnv) {
+		t.Errorf("a refused render changed the env file (%v):\n%s", err, now)
+	}
+	if id, greeting, err := container(); err != nil || id != second || greeting != "two" {
+		t.Errorf("after a refused render the container is %s with GREETING=%q (%v), want %s with two", id, greeting, err, second)
+	}
 }

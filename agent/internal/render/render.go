@@ -8,11 +8,11 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"net"
 	"path"
 	"sort"
 	"strconv"
 	"strings"
-	"text/template"
 
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/userdata"
@@ -27,6 +27,13 @@ const (
 	TemplateConfig    = TemplateDir + "/config.hcl"
 	TemplateSourceDir = TemplateDir + "/templates"
 	ComposeRoot       = "/root/docker"
+	// NodeExporterDefaults is the environment file of Debian's
+	// prometheus-node-exporter package (its unit runs the exporter with
+	// $ARGS from it). The agent renders it so the exporter listens on the
+	// VPC address only, never on the public interface.
+	NodeExporterDefaults = "/etc/default/prometheus-node-exporter"
+	// NodeExporterPort is the exporter's port.
+	NodeExporterPort = 9100
 )
 
 // Consumer names the program that reads a file, and so validates it.
@@ -36,6 +43,7 @@ const (
 	ConsumerConsul         Consumer = "consul"
 	ConsumerConsulTemplate Consumer = "consul-template"
 	ConsumerCompose        Consumer = "compose"
+	ConsumerNodeExporter   Consumer = "prometheus-node-exporter"
 )
 
 // File is one rendered file.
@@ -100,6 +108,8 @@ func Render(in Input) ([]File, error) {
 	add(ConsulDir+"/consul.hcl", consulConfig(in, data), 0o640, ConsumerConsul)
 	add(ConsulDir+"/encrypt.hcl", hclFile(fmt.Sprintf("encrypt = %s\n", quote(u.GossipKey.Reveal()))), 0o600, ConsumerConsul)
 	add(ConsulDir+"/join.hcl", joinConfig(in), 0o600, ConsumerConsul)
+
+	add(NodeExporterDefaults, nodeExporterDefaults(data.PrivateIP), 0o644, ConsumerNodeExporter)
 
 	roleFS, err := roles.FS(u.Role)
 	if err != nil {
@@ -189,6 +199,14 @@ func consulConfig(in Input, d roles.Data) []byte {
 	return hclFile(b.String())
 }
 
+// nodeExporterDefaults binds the node exporter to the VPC address. The file
+// replaces the package's, whose only setting is ARGS.
+func nodeExporterDefaults(ip string) []byte {
+	addr := net.JoinHostPort(ip, strconv.Itoa(NodeExporterPort))
+	return []byte(header + "# prometheus-node-exporter listens on the droplet's VPC address only.\n" +
+		"ARGS=" + quote("--web.listen-address="+addr) + "\n")
+}
+
 // joinConfig is its own 0600 file because cloud auto-join carries the API
 // token.
 func joinConfig(in Input) []byte {
@@ -249,7 +267,7 @@ func execRoleFile(fsys fs.FS, name string, d roles.Data) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read role %s file %s: %w", d.Role, name, err)
 	}
-	t, err := template.New(name).Delims(roles.LeftDelim, roles.RightDelim).Option("missingkey=error").Parse(string(src))
+	t, err := roles.Parse(name, src)
 	if err != nil {
 		return nil, fmt.Errorf("parse role %s file %s: %w", d.Role, name, err)
 	}

@@ -71,6 +71,9 @@ func (m *Manager) log() *slog.Logger {
 type Want struct {
 	Name    string // full unit name: consul.service
 	Restart bool   // its config changed: restart it if it is already running
+	// Optional units are installed on some images only: when systemd does
+	// not know one, Converge skips it (Outcome Absent) instead of failing.
+	Optional bool
 }
 
 // Action is what Converge did to a unit.
@@ -80,6 +83,7 @@ const (
 	Started   Action = "started"   // was not running, started
 	Restarted Action = "restarted" // config changed, restarted
 	Unchanged Action = "unchanged" // already active, nothing changed
+	Absent    Action = "absent"    // optional and not installed: skipped
 )
 
 // Outcome is one unit's result.
@@ -150,20 +154,27 @@ func (m *Manager) States(ctx context.Context, units []string) ([]State, error) {
 // running) and wait until it is active. Each unit gets timeout to become
 // active.
 func (m *Manager) Converge(ctx context.Context, wants []Want, timeout time.Duration) ([]Outcome, error) {
-	names := make([]string, len(wants))
+	all := make([]string, len(wants))
 	for i, w := range wants {
-		names[i] = w.Name
+		all[i] = w.Name
 	}
-	if err := m.ReloadIfNeeded(ctx, names); err != nil {
+	if err := m.ReloadIfNeeded(ctx, all); err != nil {
 		return nil, err
 	}
-	for _, n := range names {
-		s, err := m.Get(ctx, n)
+	var names []string
+	absent := map[string]bool{}
+	for _, w := range wants {
+		s, err := m.Get(ctx, w.Name)
 		if err != nil {
 			return nil, err
 		}
-		if s.LoadState != "loaded" {
-			return nil, &UnitError{Unit: n, Err: fmt.Errorf("not installed (load state %q); the image should ship it", s.LoadState)}
+		switch {
+		case s.LoadState == "loaded":
+			names = append(names, w.Name)
+		case w.Optional:
+			absent[w.Name] = true
+		default:
+			return nil, &UnitError{Unit: w.Name, Err: fmt.Errorf("not installed (load state %q); the image should ship it", s.LoadState)}
 		}
 	}
 	_, changes, err := m.Conn.EnableUnitFilesContext(ctx, names, false, false)
@@ -181,6 +192,10 @@ func (m *Manager) Converge(ctx context.Context, wants []Want, timeout time.Durat
 	}
 	var out []Outcome
 	for _, w := range wants {
+		if absent[w.Name] {
+			out = append(out, Outcome{Unit: w.Name, Action: Absent})
+			continue
+		}
 		o, err := m.converge(ctx, w, timeout)
 		if err != nil {
 			return out, err

@@ -148,3 +148,28 @@ func TestClose(t *testing.T) {
 		t.Fatal("Close did not close the D-Bus connection")
 	}
 }
+
+func TestConvergeSkipsAnAbsentOptionalUnit(t *testing.T) {
+	sim := &unitSim{active: map[string]string{"consul.service": "active"}}
+	m := &Manager{Conn: sim.conn()}
+	out, err := m.Converge(context.Background(), []Want{
+		{Name: "consul.service"},
+		{Name: "prometheus-node-exporter.service", Restart: true, Optional: true},
+	}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 2 || out[1].Action != Absent || len(sim.started)+len(sim.restarted) != 0 {
+		t.Fatalf("outcomes %v, started %v, restarted %v; want the optional unit skipped", out, sim.started, sim.restarted)
+	}
+	// Installed, it is restarted like any other unit whose config changed.
+	sim.active["prometheus-node-exporter.service"] = "active"
+	out, err = m.Converge(context.Background(), []Want{{Name: "prometheus-node-exporter.service", Restart: true, Optional: true}}, 5*time.Second)
+	if err != nil || out[0].Action != Restarted {
+		t.Fatalf("installed optional unit: %v, %v; want restarted", out, err)
+	}
+	// Not optional, absence is an error naming the unit.
+	if _, err := m.Converge(context.Background(), []Want{{Name: "missing.service"}}, 5*time.Second); err == nil || !strings.Contains(err.Error(), "missing.service") {
+		t.Fatalf("a missing required unit: %v", err)
+	}
+}

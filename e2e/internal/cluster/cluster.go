@@ -445,9 +445,13 @@ func (c *Cluster) UserData(n NodeSpec, join []string, gossip string) string {
 	if n.Consul == "server" {
 		line += fmt.Sprintf(" bootstrap=%d", len(join))
 	}
-	return line + fmt.Sprintf(" join=%s registry=%s version=%s gossip=%s",
-		strings.Join(join, ","), c.Info.RegistryPull, c.Opts.Version, gossip)
+	return line + fmt.Sprintf(" join=%s registry=%s version=%s gossip=%s do_token=%s",
+		strings.Join(join, ","), c.Info.RegistryPull, c.Opts.Version, gossip, DOToken)
 }
+
+// DOToken is the demo droplets' read-only DigitalOcean token (the local
+// DigitalOcean accepts any): `status --fleet` lists the snapshots with it.
+const DOToken = "demo-read-only"
 
 func (c *Cluster) boot(ctx context.Context) error {
 	snaps, err := c.Snapshots(ctx)

@@ -27,7 +27,7 @@ func TestFreeAddrsMatchesTheServersAllocation(t *testing.T) {
 func TestUserDataLine(t *testing.T) {
 	c := &Cluster{Opts: Options{Env: "demo", Version: "v1"}, Info: localdo.Info{RegistryPull: "10.250.0.1:8766"}}
 	srv := c.UserData(Plan[0], []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"}, "KEY")
-	want := "#codelab v1 role=neo4j env=demo consul=server bootstrap=3 join=10.0.0.1,10.0.0.2,10.0.0.3 registry=10.250.0.1:8766 version=v1 gossip=KEY"
+	want := "#codelab v1 role=neo4j env=demo consul=server bootstrap=3 join=10.0.0.1,10.0.0.2,10.0.0.3 registry=10.250.0.1:8766 version=v1 gossip=KEY do_token=demo-read-only"
 	if srv != want {
 		t.Fatalf("server line\n got %s\nwant %s", srv, want)
 	}

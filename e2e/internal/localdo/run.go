@@ -38,11 +38,15 @@ type Options struct {
 
 // Info is written to StateDir/localdo.json while the server runs.
 type Info struct {
-	APIURL      string            `json:"apiUrl"`
-	MetadataURL string            `json:"metadataUrl"`
-	PID         int               `json:"pid"`
-	Instance    string            `json:"instance"`
-	Networks    droplets.Networks `json:"networks"`
+	APIURL string `json:"apiUrl"`
+	// DropletAPIURL is the API as droplets reach it: on the public network's
+	// gateway, next to the metadata service (a droplet's read-only token
+	// talks to it, as on DigitalOcean).
+	DropletAPIURL string            `json:"dropletApiUrl"`
+	MetadataURL   string            `json:"metadataUrl"`
+	PID           int               `json:"pid"`
+	Instance      string            `json:"instance"`
+	Networks      droplets.Networks `json:"networks"`
 	// RegistryPush is where the host pushes images; RegistryPull where droplets pull
 	// the same images from.
 	RegistryPush string `json:"registryPush,omitempty"`
@@ -120,13 +124,14 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 	}
 	r := &Running{
 		Info: Info{
-			APIURL:      "http://" + apiL.Addr().String() + "/",
-			MetadataURL: "http://" + metaL.Addr().String() + "/metadata/v1.json",
-			PID:         os.Getpid(), Instance: o.Instance, Networks: nets,
+			APIURL:        "http://" + apiL.Addr().String() + "/",
+			DropletAPIURL: "http://" + metaL.Addr().String() + "/",
+			MetadataURL:   "http://" + metaL.Addr().String() + "/metadata/v1.json",
+			PID:           os.Getpid(), Instance: o.Instance, Networks: nets,
 		},
 		Server:  srv,
 		api:     &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second},
-		meta:    &http.Server{Handler: srv.MetadataHandler(), ReadHeaderTimeout: 10 * time.Second},
+		meta:    &http.Server{Handler: dropletHandler(srv), ReadHeaderTimeout: 10 * time.Second},
 		errc:    make(chan error, 2),
 		infoDir: o.StateDir,
 	}
@@ -151,6 +156,15 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 	o.Log.Info("local DigitalOcean serving", "api", r.APIURL, "metadata", r.MetadataURL,
 		"public", nets.Public.Subnet, "vpc", nets.Private.Subnet, "state", o.StateDir)
 	return r, nil
+}
+
+// dropletHandler is what droplets reach on the public network's gateway: the
+// metadata service, and the API.
+func dropletHandler(s *Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metadata/", s.MetadataHandler())
+	mux.Handle("/v2/", s.Handler())
+	return mux
 }
 
 // Wait blocks until ctx ends or a listener fails.

@@ -98,6 +98,20 @@ echo '{}' > /var/lib/codelab/state.json
 echo 1234 > /opt/consul/node-id
 echo 'ls' > /root/.bash_history
 echo 0123456789abcdef0123456789abcdef > /etc/machine-id
+mkdir -p /var/lib/dbus /etc/codelab /root/.config/doctl /var/log/journal/0123 /var/lib/apt/lists/partial /var/lib/docker /var/lib/systemd /var/tmp/x
+echo 0123456789abcdef0123456789abcdef > /var/lib/dbus/machine-id
+echo token > /etc/codelab/registry-token
+echo 'access-token: x' > /root/.config/doctl/config.yaml
+echo journal > /var/log/journal/0123/system.journal
+echo 'Accepted publickey' > /var/log/auth.log
+echo 'status installed' > /var/log/dpkg.log
+echo 'Release' > /var/lib/apt/lists/deb.example_dists_bookworm_InRelease
+touch /var/lib/apt/lists/lock /var/lib/apt/lists/partial/x
+echo id > /var/lib/docker/engine-id
+echo seed > /var/lib/systemd/random-seed
+echo 'host ssh-ed25519 AAAA' > /root/.ssh/known_hosts
+echo 'host ssh-ed25519 AAAA' > /etc/ssh/ssh_known_hosts
+touch /tmp/build.log /var/tmp/x/y
 cp -a /mnt/payload /tmp/codelab-payload
 `
 
@@ -122,6 +136,19 @@ func TestProvisioningScriptsAndHygieneGate(t *testing.T) {
 		{"registry credentials", "mkdir -p /root/.docker && touch /root/.docker/config.json", "registry credentials: /root/.docker/config.json"},
 		{"machine-id", "echo abc > /etc/machine-id", "machine-id: /etc/machine-id is not empty"},
 		{"payload", "mkdir -p /tmp/codelab-payload", "uploaded payload: /tmp/codelab-payload"},
+		{"registry token", "mkdir -p /etc/codelab && echo t > /etc/codelab/registry-token", "registry token: /etc/codelab/registry-token"},
+		{"doctl config", "mkdir -p /root/.config/doctl && echo 'access-token: x' > /root/.config/doctl/config.yaml", "doctl credentials: /root/.config/doctl is not empty"},
+		{"dbus machine-id", "mkdir -p /var/lib/dbus && echo abc > /var/lib/dbus/machine-id", "machine-id: /var/lib/dbus/machine-id is not empty"},
+		{"journal", "mkdir -p /var/log/journal/abc && touch /var/log/journal/abc/system.journal", "journal file: /var/log/journal/abc/system.journal"},
+		{"auth.log", "echo 'sshd: Accepted publickey for root' > /var/log/auth.log", "log with content: /var/log/auth.log"},
+		{"dpkg.log", "echo 'status installed x' > /var/log/dpkg.log", "log with content: /var/log/dpkg.log"},
+		{"apt lists", "mkdir -p /var/lib/apt/lists && touch /var/lib/apt/lists/deb.example_dists_bookworm_InRelease", "apt lists: /var/lib/apt/lists/deb.example_dists_bookworm_InRelease"},
+		{"tmp file", "touch /tmp/build.log", "temporary file: /tmp/build.log"},
+		{"var tmp file", "mkdir -p /var/tmp/cache", "temporary file: /var/tmp/cache"},
+		{"docker engine id", "mkdir -p /var/lib/docker && echo id > /var/lib/docker/engine-id", "Docker engine id: /var/lib/docker/engine-id"},
+		{"random seed", "mkdir -p /var/lib/systemd && head -c 32 /dev/urandom > /var/lib/systemd/random-seed", "systemd random seed: /var/lib/systemd/random-seed"},
+		{"root known_hosts", "mkdir -p /root/.ssh && echo 'host ssh-ed25519 AAAA' > /root/.ssh/known_hosts", "known_hosts: /root/.ssh/known_hosts"},
+		{"system known_hosts", "echo 'host ssh-ed25519 AAAA' > /etc/ssh/ssh_known_hosts", "known_hosts: /etc/ssh/ssh_known_hosts"},
 	}
 	var script strings.Builder
 	script.WriteString(dirty + provision)

@@ -9,7 +9,7 @@ service {
     id       = "api-http"
     name     = "api HTTP /healthz"
     http     = "http://127.0.0.1:3000/healthz"
-    interval = "10s"
+    interval = "5s"
     timeout  = "3s"
   }
 }

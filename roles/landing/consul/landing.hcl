@@ -9,7 +9,7 @@ service {
     id       = "landing-http"
     name     = "landing HTTP /healthz"
     http     = "http://127.0.0.1:3002/healthz"
-    interval = "10s"
+    interval = "5s"
     timeout  = "3s"
   }
 }

@@ -9,7 +9,7 @@ service {
     id       = "sites-http"
     name     = "sites HTTP /healthz"
     http     = "http://127.0.0.1:3003/healthz"
-    interval = "10s"
+    interval = "5s"
     timeout  = "3s"
   }
 }

@@ -9,7 +9,7 @@ service {
     id       = "web-http"
     name     = "web HTTP /healthz"
     http     = "http://127.0.0.1:3001/healthz"
-    interval = "10s"
+    interval = "5s"
     timeout  = "3s"
   }
 }
