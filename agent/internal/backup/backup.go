@@ -445,8 +445,11 @@ type Listed struct {
 	At       time.Time
 	Complete bool     // has a valid manifest
 	Manifest Manifest // when Complete
-	Keys     []string
-	Size     int64
+	// Err says why a manifest that is there cannot be used (a
+	// *ManifestError); nil when Complete or when there is no manifest.
+	Err  error
+	Keys []string
+	Size int64
 }
 
 // List returns the bucket's backups, newest first.
@@ -494,8 +497,14 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read manifest of %s: %w", l.ID, err)
 			}
-			if l.Manifest, err = decodeManifest(b); err != nil || l.Manifest.ID != l.ID || !l.Manifest.Verified {
-				l.Complete = false
+			key := r.prefix() + l.ID + "/" + ManifestName
+			switch l.Manifest, err = decodeManifest(key, b); {
+			case err != nil:
+				l.Complete, l.Err = false, err
+			case l.Manifest.ID != l.ID:
+				l.Complete, l.Err = false, &ManifestError{Key: key, Field: "id", Err: fmt.Errorf("%q is not the backup's folder %s", l.Manifest.ID, l.ID)}
+			case !l.Manifest.Verified:
+				l.Complete, l.Err = false, &ManifestError{Key: key, Field: "verified", Err: errors.New("false: the dumps were never checked")}
 			}
 		}
 		out = append(out, *l)
@@ -640,8 +649,11 @@ func (r *Runner) findBackup(ctx context.Context, id string) (Store, *Listed, err
 		if all[i].ID != id {
 			continue
 		}
+		if all[i].Err != nil {
+			return nil, nil, fmt.Errorf("backup %s cannot be restored: %w", id, all[i].Err)
+		}
 		if !all[i].Complete {
-			return nil, nil, fmt.Errorf("backup %s has no valid manifest: it is incomplete", id)
+			return nil, nil, fmt.Errorf("backup %s has no manifest: it is incomplete", id)
 		}
 		return store, &all[i], nil
 	}
@@ -673,6 +685,10 @@ func (r *Runner) restoreDir(id string, size int64) (string, error) {
 // fetch downloads the backup's files into dir, verifying each one.
 func (r *Runner) fetch(ctx context.Context, store Store, b *Listed, dir string) error {
 	for _, f := range b.Manifest.Files {
+		// decodeManifest accepts plain names only; this keeps it so.
+		if err := ValidFileName(f.Name); err != nil {
+			return fmt.Errorf("backup %s: %w", b.ID, err)
+		}
 		if err := download(ctx, store, r.prefix()+b.ID+"/"+f.Name, filepath.Join(dir, f.Name), f); err != nil {
 			return err
 		}
@@ -685,6 +701,9 @@ func (r *Runner) fetch(ctx context.Context, store Store, b *Listed, dir string) 
 func (r *Runner) load(ctx context.Context, b *Listed, dir string, log *slog.Logger) error {
 	c := r.Config
 	for _, db := range b.Manifest.Databases {
+		if err := ValidDatabaseName(db); err != nil { // checked by decodeManifest too
+			return fmt.Errorf("backup %s: %w", b.ID, err)
+		}
 		args := []string{"database", "load", db, "--from-path=/backups", "--overwrite-destination=true"}
 		if b.Manifest.Edition == Enterprise {
 			file := ""

@@ -459,3 +459,94 @@ func TestStateSummary(t *testing.T) {
 		}
 	}
 }
+
+// tamper rewrites backup id's manifest in the bucket with edit applied.
+func tamper(t *testing.T, store *memStore, id string, edit func(m map[string]any)) string {
+	t.Helper()
+	key := "neo4j/" + id + "/" + ManifestName
+	var m map[string]any
+	if err := json.Unmarshal(store.objs[key], &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.objs[key] = b
+	return key
+}
+
+func TestRestoreRefusesTamperedManifests(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  func(m map[string]any)
+		field string
+	}{
+		{"traversal file name", func(m map[string]any) {
+			f := m["files"].([]any)[0].(map[string]any)
+			f["name"] = "../../etc/cron.d/x"
+		}, "files[0].name"},
+		{"absolute file name", func(m map[string]any) { m["files"].([]any)[1].(map[string]any)["name"] = "/etc/passwd" }, "files[1].name"},
+		{"hidden file name", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["name"] = ".ssh" }, "files[0].name"},
+		{"NUL in a file name", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["name"] = "a\x00b" }, "files[0].name"},
+		{"empty file name", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["name"] = "" }, "files[0].name"},
+		{"dot-dot", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["name"] = ".." }, "files[0].name"},
+		{"database name as an option", func(m map[string]any) { m["databases"] = []any{"system", "--from-path=/etc"} }, "databases[1]"},
+		{"database name with a slash", func(m map[string]any) { m["databases"] = []any{"../neo4j"} }, "databases[0]"},
+		{"upper-case database name", func(m map[string]any) { m["databases"] = []any{"Neo4j"} }, "databases[0]"},
+		{"short database name", func(m map[string]any) { m["databases"] = []any{"ab"} }, "databases[0]"},
+		{"database name starting with a digit", func(m map[string]any) { m["databases"] = []any{"4neo"} }, "databases[0]"},
+		{"long database name", func(m map[string]any) { m["databases"] = []any{"a" + strings.Repeat("b", 63)} }, "databases[0]"},
+		{"unknown edition", func(m map[string]any) { m["edition"] = "--expand-commands" }, "edition"},
+		{"newer schema", func(m map[string]any) { m["schemaVersion"] = 99 }, "schemaVersion"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eng, store := fakeDB(t), newMemStore()
+			r := testRunner(t, eng, store, t0)
+			res, err := r.Run(context.Background(), RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := tamper(t, store, res.ID, tc.edit)
+			eng.calls = nil
+			err = r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true})
+			var me *ManifestError
+			if !errors.As(err, &me) || me.Field != tc.field || me.Key != key || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("err = %v, want a ManifestError naming %s and %s", err, key, tc.field)
+			}
+			if len(eng.calls) != 0 {
+				t.Errorf("a tampered manifest still ran %q", eng.calls)
+			}
+			// Nothing written anywhere below the root but the state and the
+			// empty backup folder.
+			filepath.WalkDir(r.Root.Dir, func(p string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					rel, _ := filepath.Rel(r.Root.Dir, p)
+					if !slices.Contains([]string{"var/lib/codelab/backup.json", "var/lib/codelab/backup.lock", "root/docker/neo4j/spaces.json"}, rel) {
+						t.Errorf("restore wrote %s", rel)
+					}
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestValidNames(t *testing.T) {
+	for _, ok := range []string{"neo4j", "system", "a.b-c", "abc", "a" + strings.Repeat("b", 62)} {
+		if err := ValidDatabaseName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, ok := range []string{"neo4j.dump", "system-2026-03-10T03-00-00.backup"} {
+		if err := ValidFileName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"a/b", `a\b`, "..", ".", "x\n", ""} {
+		if err := ValidFileName(bad); err == nil {
+			t.Errorf("file name %q accepted", bad)
+		}
+	}
+}

@@ -4,9 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -55,15 +58,124 @@ func (m Manifest) encode() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-func decodeManifest(b []byte) (Manifest, error) {
+// ManifestSchemaVersion is the newest manifest format this agent reads.
+const ManifestSchemaVersion = 1
+
+// ManifestError says what is wrong with a backup's manifest: Field names
+// the bad part ("files[2].name", "databases[0]", "schemaVersion").
+type ManifestError struct {
+	Key   string // the manifest's object key
+	Field string
+	Err   error
+}
+
+func (e *ManifestError) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("manifest %s: %v", e.Key, e.Err)
+	}
+	return fmt.Sprintf("manifest %s: %s: %v", e.Key, e.Field, e.Err)
+}
+
+func (e *ManifestError) Unwrap() error { return e.Err }
+
+// decodeManifest parses and validates the manifest at key: everything a
+// restore takes from it (file names, databases, edition) must be what
+// the agent itself would write, since the bucket is not trusted.
+func decodeManifest(key string, b []byte) (Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return Manifest{}, fmt.Errorf("parse manifest: %w", err)
+		return Manifest{}, &ManifestError{Key: key, Err: fmt.Errorf("not valid JSON: %w", err)}
 	}
-	if m.ID == "" || len(m.Files) == 0 {
-		return Manifest{}, fmt.Errorf("manifest has no id or no files")
+	if m.SchemaVersion < 1 || m.SchemaVersion > ManifestSchemaVersion {
+		return Manifest{}, &ManifestError{Key: key, Field: "schemaVersion", Err: fmt.Errorf("%d: this agent reads 1 to %d", m.SchemaVersion, ManifestSchemaVersion)}
+	}
+	if err := m.validate(); err != nil {
+		err.Key = key
+		return Manifest{}, err
 	}
 	return m, nil
+}
+
+// validate checks every field a restore uses.
+func (m Manifest) validate() *ManifestError {
+	bad := func(field string, format string, a ...any) *ManifestError {
+		return &ManifestError{Field: field, Err: fmt.Errorf(format, a...)}
+	}
+	if _, err := time.Parse(IDFormat, m.ID); err != nil {
+		return bad("id", "%q: want a backup id like 20260102T030405Z", m.ID)
+	}
+	if m.Edition != Community && m.Edition != Enterprise {
+		return bad("edition", "%q: want community or enterprise", m.Edition)
+	}
+	if len(m.Databases) == 0 {
+		return bad("databases", "empty")
+	}
+	dbs := map[string]bool{}
+	for i, db := range m.Databases {
+		if err := ValidDatabaseName(db); err != nil {
+			return bad(fmt.Sprintf("databases[%d]", i), "%w", err)
+		}
+		if dbs[db] {
+			return bad(fmt.Sprintf("databases[%d]", i), "%q is listed twice", db)
+		}
+		dbs[db] = true
+	}
+	if len(m.Files) == 0 {
+		return bad("files", "empty")
+	}
+	names := map[string]bool{}
+	for i, f := range m.Files {
+		if err := ValidFileName(f.Name); err != nil {
+			return bad(fmt.Sprintf("files[%d].name", i), "%w", err)
+		}
+		if names[f.Name] || f.Name == ManifestName {
+			return bad(fmt.Sprintf("files[%d].name", i), "%q is listed twice", f.Name)
+		}
+		names[f.Name] = true
+		if f.SizeBytes < 0 {
+			return bad(fmt.Sprintf("files[%d].sizeBytes", i), "%d is negative", f.SizeBytes)
+		}
+		if b, err := hex.DecodeString(f.SHA256); err != nil || len(b) != sha256.Size {
+			return bad(fmt.Sprintf("files[%d].sha256", i), "%q: want 64 hex digits", f.SHA256)
+		}
+	}
+	return nil
+}
+
+// ValidFileName accepts a plain file name: no folder, not "." or "..",
+// not hidden, no control character.
+func ValidFileName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty file name")
+	case len(name) > 255:
+		return fmt.Errorf("file name of %d bytes is too long", len(name))
+	case strings.ContainsAny(name, `/\`):
+		return fmt.Errorf("%q is not a plain file name (it has a path separator)", name)
+	case strings.HasPrefix(name, "."):
+		return fmt.Errorf("%q is not a plain file name (it starts with a dot)", name)
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Errorf("%q is not a plain file name (it has a control character)", name)
+	case !filepath.IsLocal(name):
+		return fmt.Errorf("%q is not a plain file name", name)
+	}
+	return nil
+}
+
+// ValidDatabaseName applies Neo4j's rules for database names: 3 to 63
+// characters, lowercase ASCII letters, digits, dots and dashes, starting
+// with a letter.
+func ValidDatabaseName(name string) error {
+	if len(name) < 3 || len(name) > 63 {
+		return fmt.Errorf("database name %q: want 3 to 63 characters", name)
+	}
+	for i, r := range name {
+		ok := r >= 'a' && r <= 'z' || i > 0 && (r >= '0' && r <= '9' || r == '.' || r == '-')
+		if !ok {
+			return fmt.Errorf("database name %q: want lowercase letters, digits, dots and dashes, starting with a letter", name)
+		}
+	}
+	return nil
 }
 
 // hashFile returns a file's size and SHA-256.
