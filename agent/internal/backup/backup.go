@@ -59,15 +59,19 @@ func (r *Runner) log() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func (r *Runner) store() (Store, error) {
+// store connects to the bucket; it also returns the manifest key ("" when
+// none is configured).
+func (r *Runner) store() (Store, string, error) {
 	sp, err := LoadSpaces(r.Root, r.Config.SecretFile)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if r.OpenStore != nil {
-		return r.OpenStore(sp)
+	open := r.OpenStore
+	if open == nil {
+		open = func(sp Spaces) (Store, error) { return NewS3(sp, nil) }
 	}
-	return NewS3(sp, nil)
+	s, err := open(sp)
+	return s, sp.ManifestKey, err
 }
 
 func (r *Runner) prefix() string { return strings.Trim(r.Config.Prefix, "/") + "/" }
@@ -173,6 +177,7 @@ type job struct {
 	dir       string // the backup folder
 	runDir    string // this run's folder in it
 	bucket    Store
+	key       string // the manifest key
 	manifest  Manifest
 	keepLocal bool    // the local copy is a verified backup not yet uploaded
 	newest    *Newest // the newest verified backup in the bucket
@@ -203,10 +208,15 @@ func (j *job) steps() []namedStep {
 // prepare connects to the bucket and makes this run's folder, when the
 // disk has room for a backup.
 func (j *job) prepare(ctx context.Context) error {
-	s, err := j.store()
+	s, key, err := j.store()
 	if err != nil {
 		return err
 	}
+	if key == "" {
+		// A backup that restore refuses is no backup: fail now.
+		return fmt.Errorf("backup secret file %s: %w", j.Config.SecretFile, ErrNoManifestKey)
+	}
+	j.key = key
 	if err := s.Check(ctx); err != nil {
 		return fmt.Errorf("spaces: %w", err)
 	}
@@ -242,7 +252,7 @@ func (j *job) checkRun(ctx context.Context) error {
 }
 
 func (j *job) writeManifest(context.Context) error {
-	m, err := j.Runner.manifest(j.runDir, *j.res)
+	m, err := j.Runner.manifest(j.runDir, *j.res, j.key)
 	j.manifest, j.res.SizeBytes = m, m.Size()
 	return err
 }
@@ -357,8 +367,9 @@ func (r *Runner) check(ctx context.Context, dir string) error {
 	return nil
 }
 
-// manifest hashes the folder's files and writes manifest.json there.
-func (r *Runner) manifest(dir string, res Run) (Manifest, error) {
+// manifest hashes the folder's files and writes manifest.json there,
+// signed with key.
+func (r *Runner) manifest(dir string, res Run, key string) (Manifest, error) {
 	m := Manifest{SchemaVersion: 1, ID: res.ID, CreatedAt: res.StartedAt, Edition: r.Config.Edition, Image: r.Config.Image,
 		Databases: r.Config.Databases, DowntimeMS: res.DowntimeMS, Verified: true}
 	entries, err := os.ReadDir(dir)
@@ -377,6 +388,9 @@ func (r *Runner) manifest(dir string, res Run) (Manifest, error) {
 	}
 	if len(m.Files) == 0 {
 		return m, errors.New("the dump produced no files")
+	}
+	if err := m.sign(key); err != nil {
+		return m, err
 	}
 	b, err := m.encode()
 	if err != nil {
@@ -454,7 +468,7 @@ type Listed struct {
 
 // List returns the bucket's backups, newest first.
 func (r *Runner) List(ctx context.Context) ([]Listed, error) {
-	store, err := r.store()
+	store, _, err := r.store()
 	if err != nil {
 		return nil, err
 	}
@@ -558,6 +572,11 @@ func (r *Runner) deleteBackup(ctx context.Context, store Store, b Listed) error 
 type RestoreOptions struct {
 	// Yes confirms stopping a running database and replacing its data.
 	Yes bool
+	// TrustUnsigned restores a backup whose manifest HMAC is missing or
+	// does not match (or cannot be checked), after a warning.
+	TrustUnsigned bool
+	// Warn, when set, is told the warning (besides the log).
+	Warn func(msg string)
 }
 
 // Restore downloads backup id, verifies its checksums and dumps, stops
@@ -584,9 +603,20 @@ func (r *Runner) restore(ctx context.Context, id string, opts RestoreOptions) er
 	if running && !opts.Yes {
 		return fmt.Errorf("the database is running; restoring %s replaces all its data: run again with --yes to stop it and restore", id)
 	}
-	store, b, err := r.findBackup(ctx, id)
+	store, b, key, err := r.findBackup(ctx, id)
 	if err != nil {
 		return err
+	}
+	if err := b.Manifest.verify(key, r.prefix()+b.ID+"/"+ManifestName); err != nil {
+		var se *SignatureError
+		if !opts.TrustUnsigned || !errors.As(err, &se) {
+			return fmt.Errorf("%w (restore it anyway with --trust-unsigned only if you know where it came from)", err)
+		}
+		msg := fmt.Sprintf("restoring backup %s although %v (--trust-unsigned)", id, err)
+		log.Warn("restore: untrusted manifest", "warning", msg)
+		if opts.Warn != nil {
+			opts.Warn(msg)
+		}
 	}
 	dir, err := r.restoreDir(id, b.Manifest.Size())
 	if err != nil {
@@ -635,29 +665,30 @@ func (r *Runner) database(ctx context.Context) (id string, running bool, err err
 	return id, running, err
 }
 
-// findBackup finds a complete backup id in the bucket.
-func (r *Runner) findBackup(ctx context.Context, id string) (Store, *Listed, error) {
-	store, err := r.store()
+// findBackup finds a complete backup id in the bucket; it also returns
+// the manifest key.
+func (r *Runner) findBackup(ctx context.Context, id string) (Store, *Listed, string, error) {
+	store, key, err := r.store()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	all, err := r.list(ctx, store)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	for i := range all {
 		if all[i].ID != id {
 			continue
 		}
 		if all[i].Err != nil {
-			return nil, nil, fmt.Errorf("backup %s cannot be restored: %w", id, all[i].Err)
+			return nil, nil, "", fmt.Errorf("backup %s cannot be restored: %w", id, all[i].Err)
 		}
 		if !all[i].Complete {
-			return nil, nil, fmt.Errorf("backup %s has no manifest: it is incomplete", id)
+			return nil, nil, "", fmt.Errorf("backup %s has no manifest: it is incomplete", id)
 		}
-		return store, &all[i], nil
+		return store, &all[i], key, nil
 	}
-	return nil, nil, fmt.Errorf("no backup %s in the bucket (see backup list)", id)
+	return nil, nil, "", fmt.Errorf("no backup %s in the bucket (see backup list)", id)
 }
 
 // restoreDir makes an empty folder for backup id, when the disk has room

@@ -167,7 +167,7 @@ func fakeDB(t *testing.T) *fakeEngine {
 
 func testRunner(t *testing.T, eng Engine, store Store, now time.Time) *Runner {
 	root := fsutil.Root{Dir: t.TempDir()}
-	if _, err := root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET"}`), 0o600); err != nil {
+	if _, err := root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET","manifestKey":"`+testManifestKey+`"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c := DefaultConfig()
@@ -178,6 +178,8 @@ func testRunner(t *testing.T, eng Engine, store Store, now time.Time) *Runner {
 	return &Runner{Root: root, Config: c, Engine: eng, Now: func() time.Time { return now },
 		OpenStore: func(Spaces) (Store, error) { return store, nil }}
 }
+
+const testManifestKey = "0123456789abcdef0123456789abcdef-test"
 
 var t0 = time.Date(2026, 3, 10, 3, 0, 0, 0, time.UTC)
 
@@ -548,5 +550,84 @@ func TestValidNames(t *testing.T) {
 		if err := ValidFileName(bad); err == nil {
 			t.Errorf("file name %q accepted", bad)
 		}
+	}
+}
+
+func TestManifestHMAC(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	res, err := r.Run(context.Background(), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m Manifest
+	json.Unmarshal(store.objs["neo4j/"+res.ID+"/"+ManifestName], &m)
+	if len(m.HMAC) != 64 {
+		t.Fatalf("manifest hmac = %q", m.HMAC)
+	}
+	good := store.objs["neo4j/"+res.ID+"/"+ManifestName]
+	otherSum := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		name   string
+		edit   func(m map[string]any)
+		reason string
+	}{
+		{"changed checksum", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["sha256"] = otherSum }, "does not match"},
+		{"changed database list", func(m map[string]any) { m["databases"] = []any{"neo4j"} }, "does not match"},
+		{"no hmac", func(m map[string]any) { delete(m, "hmac") }, "unsigned"},
+		{"garbage hmac", func(m map[string]any) { m["hmac"] = "zz" }, "does not match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store.objs["neo4j/"+res.ID+"/"+ManifestName] = good
+			key := tamper(t, store, res.ID, tc.edit)
+			eng.calls = nil
+			err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true})
+			var se *SignatureError
+			if !errors.As(err, &se) || se.Key != key || !strings.Contains(err.Error(), tc.reason) || !strings.Contains(err.Error(), "--trust-unsigned") {
+				t.Fatalf("err = %v, want a SignatureError (%s) naming %s", err, tc.reason, key)
+			}
+			if len(eng.calls) != 0 {
+				t.Errorf("a refused manifest still ran %q", eng.calls)
+			}
+		})
+	}
+	// --trust-unsigned restores an unsigned manifest, with a warning.
+	store.objs["neo4j/"+res.ID+"/"+ManifestName] = good
+	tamper(t, store, res.ID, func(m map[string]any) { delete(m, "hmac") })
+	var warned []string
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true, TrustUnsigned: true, Warn: func(s string) { warned = append(warned, s) }}); err != nil {
+		t.Fatal(err)
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "unsigned") || !strings.Contains(warned[0], res.ID) {
+		t.Errorf("warnings = %q", warned)
+	}
+	// A tampered checksum with --trust-unsigned still fails at the download.
+	store.objs["neo4j/"+res.ID+"/"+ManifestName] = good
+	tamper(t, store, res.ID, func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["sha256"] = otherSum })
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true, TrustUnsigned: true}); err == nil || !strings.Contains(err.Error(), "SHA-256") {
+		t.Errorf("trusted tampered checksum: err = %v", err)
+	}
+	// Without a key: restore cannot check, and says which KV key is missing.
+	store.objs["neo4j/"+res.ID+"/"+ManifestName] = good
+	r.Root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET"}`), 0o600)
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true}); err == nil || !strings.Contains(err.Error(), "codelab/<env>/backup/manifest_key") {
+		t.Errorf("restore without a key: err = %v", err)
+	}
+}
+
+func TestRunWithoutManifestKeyFails(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	r.Root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET"}`), 0o600)
+	res, err := r.Run(context.Background(), RunOptions{})
+	if !errors.Is(err, ErrNoManifestKey) || !strings.Contains(err.Error(), "codelab/<env>/backup/manifest_key") || res.Step != "prepare" {
+		t.Fatalf("err = %v, run = %+v", err, res)
+	}
+	if len(store.objs) != 0 || len(eng.calls) != 0 {
+		t.Errorf("a run without a key did %q and uploaded %q", eng.calls, store.keys())
+	}
+	r.Root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET","manifestKey":"short-SECRET"}`), 0o600)
+	if _, err := r.Run(context.Background(), RunOptions{}); err == nil || !strings.Contains(err.Error(), "at least 32") || strings.Contains(err.Error(), "short-SECRET") {
+		t.Errorf("short key: err = %v", err)
 	}
 }

@@ -99,7 +99,8 @@ func newEnv(t *testing.T) *env {
 }
 
 func (e *env) writeSecret(endpoint string) {
-	sec, err := json.Marshal(backup.Spaces{Endpoint: endpoint, Bucket: e.s3.Bucket, Region: e.s3.Region, AccessKey: e.s3.AccessKey, SecretKey: e.s3.Secret})
+	sec, err := json.Marshal(backup.Spaces{Endpoint: endpoint, Bucket: e.s3.Bucket, Region: e.s3.Region, AccessKey: e.s3.AccessKey, SecretKey: e.s3.Secret,
+		ManifestKey: "integration-manifest-key-0123456789abcdef"})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -32,6 +33,61 @@ type Manifest struct {
 	DowntimeMS    int64     `json:"downtimeMs"`
 	// Verified: every file passed neo4j-admin database check before upload.
 	Verified bool `json:"verified"`
+	// HMAC is the HMAC-SHA256, in hex, of the manifest's JSON encoding
+	// with HMAC empty, keyed with the manifest key (Spaces.ManifestKey).
+	HMAC string `json:"hmac,omitempty"`
+}
+
+// SignatureError is a manifest whose HMAC is missing or does not match,
+// or that cannot be checked because no manifest key is configured.
+type SignatureError struct {
+	Key    string // the manifest's object key
+	Reason string
+}
+
+func (e *SignatureError) Error() string {
+	return fmt.Sprintf("manifest %s: %s", e.Key, e.Reason)
+}
+
+// mac computes m's HMAC with key.
+func (m Manifest) mac(key string) ([]byte, error) {
+	m.HMAC = ""
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	h := hmac.New(sha256.New, []byte(key))
+	h.Write(b)
+	return h.Sum(nil), nil
+}
+
+// sign sets m's HMAC.
+func (m *Manifest) sign(key string) error {
+	if key == "" {
+		return ErrNoManifestKey
+	}
+	sum, err := m.mac(key)
+	m.HMAC = hex.EncodeToString(sum)
+	return err
+}
+
+// verify checks m's HMAC with key; objectKey names the manifest in errors.
+func (m Manifest) verify(key, objectKey string) error {
+	switch {
+	case key == "":
+		return &SignatureError{Key: objectKey, Reason: "cannot check its HMAC: " + ErrNoManifestKey.Error()}
+	case m.HMAC == "":
+		return &SignatureError{Key: objectKey, Reason: "unsigned (no hmac): it was not made by a backup run with this cluster's manifest key"}
+	}
+	want, err := m.mac(key)
+	if err != nil {
+		return err
+	}
+	got, err := hex.DecodeString(m.HMAC)
+	if err != nil || !hmac.Equal(got, want) {
+		return &SignatureError{Key: objectKey, Reason: "HMAC does not match: the manifest was changed, or signed with another key"}
+	}
+	return nil
 }
 
 // File is one file of a backup with its SHA-256.

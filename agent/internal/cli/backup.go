@@ -19,9 +19,10 @@ import (
 
 // BackupOptions are `codelab-agent backup`'s options.
 type BackupOptions struct {
-	IgnoreWindow bool
-	JSON         bool
-	Yes          bool
+	IgnoreWindow  bool
+	JSON          bool
+	Yes           bool
+	TrustUnsigned bool
 
 	// NewRunner builds the runner; nil means the real one (settings from
 	// backup.ConfigFile, Docker through the docker command, Spaces).
@@ -73,7 +74,13 @@ window a Community run does nothing and exits 0 (the timer fires daily).`,
 		Long: `restore downloads backup ID, verifies every file against the manifest's
 SHA-256 and checks the dumps before it touches the database; then it stops
 the database container, loads every database (replacing its data) and starts
-the container again. It refuses to stop a running database without --yes.`,
+the container again. It refuses to stop a running database without --yes.
+
+The manifest must be valid (plain file names, Neo4j database names) and
+carry a valid HMAC made with the manifest key (Consul KV
+codelab/<env>/backup/manifest_key, in the secret file); otherwise restore
+refuses, unless --trust-unsigned, which restores an unsigned or mis-signed
+backup after a warning on stderr (its checksums are still verified).`,
 		Example: `  codelab-agent backup list
   codelab-agent backup restore 20260102T030405Z --yes`,
 		Args: cobra.ExactArgs(1),
@@ -82,6 +89,7 @@ the container again. It refuses to stop a running database without --yes.`,
 		},
 	}
 	restore.Flags().BoolVar(&o.Yes, "yes", false, "stop the running database and replace its data")
+	restore.Flags().BoolVar(&o.TrustUnsigned, "trust-unsigned", false, "restore even when the manifest's HMAC is missing or does not match (warns)")
 	cmd.AddCommand(run, list, restore)
 	return cmd
 }
@@ -179,7 +187,9 @@ func RunBackupRestore(ctx context.Context, g *Global, o *BackupOptions, id strin
 	if err != nil {
 		return err
 	}
-	if err := r.Restore(ctx, id, backup.RestoreOptions{Yes: o.Yes}); err != nil {
+	opts := backup.RestoreOptions{Yes: o.Yes, TrustUnsigned: o.TrustUnsigned,
+		Warn: func(msg string) { fmt.Fprintf(stdio.ErrOut, "warning: %s\n", msg) }}
+	if err := r.Restore(ctx, id, opts); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdio.Out, "restored backup %s\n", id)

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
 	"github.com/codelab-app/infra/tools/testenv"
+	"github.com/minio/minio-go/v7"
 )
 
 // timerCommand is the ExecStart of the unit the backup timer starts,
@@ -77,7 +80,8 @@ func TestScheduledBackupIntegration(t *testing.T) {
 	}
 
 	root := fsutil.Root{Dir: t.TempDir()}
-	sec, err := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret})
+	sec, err := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret,
+		ManifestKey: backuptest.RandomName("manifest-key-") + backuptest.RandomName("-")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +121,28 @@ func TestScheduledBackupIntegration(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Backups) != 1 || list.Backups[0].ID != id || !list.Backups[0].Complete {
 		t.Fatalf("backup list: exit %d\n%s\n%s", code, out, errOut)
 	}
+
+	// A manifest without its HMAC: restore refuses it, and restores it
+	// with --trust-unsigned after a warning on stderr.
+	key := "neo4j/" + id + "/manifest.json"
+	var m map[string]any
+	if err := json.Unmarshal(s3.Get(t, key), &m); err != nil || m["hmac"] == nil {
+		t.Fatalf("manifest: %v %v", m, err)
+	}
+	delete(m, "hmac")
+	unsigned, _ := json.Marshal(m)
+	if _, err := s3.Client.PutObject(context.Background(), s3.Bucket, key, bytes.NewReader(unsigned), int64(len(unsigned)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = run(t, "", "backup", "restore", id, "--yes", "--root", root.Dir)
+	if code != 1 || !strings.Contains(errOut, "unsigned") || !strings.Contains(errOut, "--trust-unsigned") {
+		t.Fatalf("restore of an unsigned manifest: exit %d\n%s", code, errOut)
+	}
+	code, out, errOut = run(t, "", "backup", "restore", id, "--yes", "--trust-unsigned", "--root", root.Dir)
+	if code != 0 || !strings.Contains(out, "restored backup "+id) || !strings.Contains(errOut, "warning: restoring backup "+id) {
+		t.Fatalf("restore --trust-unsigned: exit %d\n%s\n%s", code, out, errOut)
+	}
+	db.WaitHealthy(t)
 
 	code, out, errOut = run(t, "", "monitor", "--once", "--root", root.Dir)
 	var v monitor.View
