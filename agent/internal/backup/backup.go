@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/codelab-app/infra/agent/internal/render"
 	"github.com/dustin/go-humanize"
 )
 
@@ -91,6 +92,23 @@ func (r *Runner) lock() (func(), error) {
 		return nil, fmt.Errorf("another backup or restore is running (%s is locked)", LockFile)
 	}
 	return func() { f.Close() }, nil
+}
+
+// composeLock takes the role's compose lock (render.ComposeLock of the
+// Compose project, which is the role), the flock(2) that consul-template's
+// exec and the boot's compose up hold around `docker compose up`. A dump or
+// restore holds it for as long as the database is stopped, so that no
+// compose up starts the database on the volume being dumped or loaded; a
+// compose up that is running is waited for.
+func (r *Runner) composeLock(ctx context.Context) (func(), error) {
+	p := r.Root.Path(render.ComposeLock(r.Config.Project))
+	unlock, err := fsutil.Lock(ctx, p, func() {
+		r.log().Info("waiting for the compose lock (a compose up is running)", "lock", render.ComposeLock(r.Config.Project))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("take the compose lock: %w", err)
+	}
+	return unlock, nil
 }
 
 // RunOptions tune one run.
@@ -310,6 +328,11 @@ func (r *Runner) chownForAdmin(dir string) error {
 // again (also when a dump fails), recording the downtime.
 func (r *Runner) dump(ctx context.Context, runDir string, res *Run) (err error) {
 	c := r.Config
+	unlock, err := r.composeLock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock() // after the database is started again
 	id, err := r.Engine.Find(ctx, c.Project, c.Service)
 	if err != nil {
 		return fmt.Errorf("find the database container: %w", err)
@@ -631,6 +654,11 @@ func (r *Runner) restore(ctx context.Context, id string, opts RestoreOptions) er
 	if err := r.check(ctx, dir); err != nil {
 		return err
 	}
+	unlock, err := r.composeLock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock() // after the database is started again
 	if running {
 		log.Info("restore: stopping the database", "container", short(container))
 		if err := r.Engine.Stop(ctx, container, c.StopTimeout.Duration); err != nil {

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -525,7 +526,7 @@ func TestRestoreRefusesTamperedManifests(t *testing.T) {
 			filepath.WalkDir(r.Root.Dir, func(p string, d os.DirEntry, err error) error {
 				if err == nil && !d.IsDir() {
 					rel, _ := filepath.Rel(r.Root.Dir, p)
-					if !slices.Contains([]string{"var/lib/codelab/backup.json", "var/lib/codelab/backup.lock", "root/docker/neo4j/spaces.json"}, rel) {
+					if !slices.Contains([]string{"var/lib/codelab/backup.json", "var/lib/codelab/backup.lock", "root/docker/neo4j/spaces.json", "run/lock/codelab-compose-neo4j.lock"}, rel) {
 						t.Errorf("restore wrote %s", rel)
 					}
 				}
@@ -630,4 +631,62 @@ func TestRunWithoutManifestKeyFails(t *testing.T) {
 	if _, err := r.Run(context.Background(), RunOptions{}); err == nil || !strings.Contains(err.Error(), "at least 32") || strings.Contains(err.Error(), "short-SECRET") {
 		t.Errorf("short key: err = %v", err)
 	}
+}
+
+// holdsComposeLock makes the engine check, at the admin call named
+// verb, that the compose lock is held: a second locker waits (its onWait
+// fires), and it is still waiting when the database is started again.
+func holdsComposeLock(t *testing.T, r *Runner, eng *fakeEngine, verb string) (check func()) {
+	lock := r.Root.Path("/run/lock/codelab-compose-neo4j.lock")
+	admin, start := eng.admin, eng.start
+	var acquired atomic.Bool
+	got := make(chan struct{})
+	eng.admin = func(a AdminRun) (string, error) {
+		if a.Args[1] == verb && a.Args[2] == "neo4j" {
+			waiting := make(chan struct{})
+			go func() {
+				defer close(got)
+				unlock, err := fsutil.Lock(context.Background(), lock, func() { close(waiting) })
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				acquired.Store(true)
+				unlock()
+			}()
+			select {
+			case <-waiting:
+			case <-got:
+				t.Errorf("a second locker got the compose lock during %s", verb)
+			}
+		}
+		return admin(a)
+	}
+	eng.start = func(id string) error {
+		if acquired.Load() {
+			t.Errorf("the compose lock was free before the database started again")
+		}
+		return start(id)
+	}
+	return func() {
+		<-got
+		eng.admin, eng.start = admin, start
+	}
+}
+
+func TestDumpAndRestoreHoldTheComposeLock(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	check := holdsComposeLock(t, r, eng, "dump")
+	res, err := r.Run(context.Background(), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check()
+	eng.calls = nil
+	check = holdsComposeLock(t, r, eng, "load")
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true}); err != nil {
+		t.Fatal(err)
+	}
+	check()
 }

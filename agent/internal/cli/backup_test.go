@@ -81,7 +81,7 @@ func TestScheduledBackupIntegration(t *testing.T) {
 
 	root := fsutil.Root{Dir: t.TempDir()}
 	sec, err := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret,
-		ManifestKey: backuptest.RandomName("manifest-key-") + backuptest.RandomName("-")})
+		ManifestKey: "cli-integration-manifest-key-0123456789abcdef"})
 	if err != nil {
 		t.Fatal(err)
 	}
