@@ -690,3 +690,35 @@ func TestDumpAndRestoreHoldTheComposeLock(t *testing.T) {
 	}
 	check()
 }
+
+func TestCancelledDumpStartsTheDatabaseAndFreesTheLocks(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	ctx, cancel := context.WithCancel(context.Background())
+	admin := eng.admin
+	eng.admin = func(a AdminRun) (string, error) {
+		if a.Args[1] == "dump" && a.Args[2] == "neo4j" {
+			cancel() // Ctrl-C while neo4j-admin runs: RunOnce removes its container
+			return "", context.Canceled
+		}
+		return admin(a)
+	}
+	res, err := r.Run(ctx, RunOptions{})
+	if !errors.Is(err, context.Canceled) || res.Step != "dump" {
+		t.Fatalf("err = %v, run = %+v", err, res)
+	}
+	if last := eng.calls[len(eng.calls)-1]; last != "start c0ffee" {
+		t.Errorf("calls = %q: the database must be started again", eng.calls)
+	}
+	for _, l := range []string{"/run/lock/codelab-compose-neo4j.lock", LockFile} {
+		unlock, err := fsutil.TryLock(r.Root.Path(l))
+		if err != nil {
+			t.Errorf("%s still held after a cancelled run: %v", l, err)
+			continue
+		}
+		unlock()
+	}
+	if len(store.objs) != 0 {
+		t.Errorf("a cancelled run uploaded %q", store.keys())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/backup/backuptest"
@@ -216,6 +222,30 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 		t.Fatal("the database lost data across the backup")
 	}
 
+	// A dump cancelled while neo4j-admin runs: its container is removed,
+	// the database runs again with its data, the bucket is untouched.
+	cctx, cancel := context.WithCancel(ctx)
+	api := &cancelOnStart{EngineAPI: e.docker.API, cancel: cancel}
+	rc := e.runner(e.config, -71*time.Hour, &logs)
+	rc.Engine = backup.Docker{Engine: &containers.Engine{API: api}}
+	res, err = rc.Run(cctx, backup.RunOptions{})
+	cancel()
+	if !errors.Is(err, context.Canceled) || res.Step != "dump" || len(api.created) == 0 {
+		t.Fatalf("cancelled dump: err = %v, run = %+v, %d admin containers", err, res, len(api.created))
+	}
+	for _, id := range api.created {
+		if _, err := e.docker.API.ContainerInspect(ctx, id); !errdefs.IsNotFound(err) {
+			t.Errorf("the cancelled dump's container %s is still there (%v)", id[:12], err)
+		}
+	}
+	e.db.WaitHealthy(t)
+	if got := nodes(t, e.db.HTTP); !mapsEqual(got, e.data) {
+		t.Fatal("the database lost data across the cancelled dump")
+	}
+	if got := e.s3.Keys(t, "neo4j/test/"); !slices.Equal(got, keys) {
+		t.Fatalf("bucket after the cancelled dump = %q", got)
+	}
+
 	t.Logf("%s", time.Now().Format(time.StampMilli))
 	// 2. Restore on a fresh volume gives back the same data; without --yes
 	// it refuses to touch a running database.
@@ -329,6 +359,30 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	if age := metric(t, body, "codelab_backup_age_seconds"); age > 600 {
 		t.Errorf("codelab_backup_age_seconds = %v after a fresh backup", age)
 	}
+}
+
+// cancelOnStart is the Engine API that cancels the run once a throwaway
+// (neo4j-admin) container has started.
+type cancelOnStart struct {
+	containers.EngineAPI
+	cancel  func()
+	created []string
+}
+
+func (c *cancelOnStart) ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, p *ocispec.Platform, name string) (container.CreateResponse, error) {
+	resp, err := c.EngineAPI.ContainerCreate(ctx, cfg, host, net, p, name)
+	if err == nil && cfg.Labels[containers.OneOffLabel] != "" {
+		c.created = append(c.created, resp.ID)
+	}
+	return resp, err
+}
+
+func (c *cancelOnStart) ContainerStart(ctx context.Context, id string, opts container.StartOptions) error {
+	err := c.EngineAPI.ContainerStart(ctx, id, opts)
+	if slices.Contains(c.created, id) {
+		c.cancel()
+	}
+	return err
 }
 
 // startMonitor serves the monitor with the real probes on the settings'
