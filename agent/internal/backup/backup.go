@@ -654,28 +654,138 @@ func (r *Runner) restore(ctx context.Context, id string, opts RestoreOptions) er
 	if err := r.check(ctx, dir); err != nil {
 		return err
 	}
+	volume, err := r.volumePath(ctx)
+	if err != nil {
+		return err
+	}
+	snap := filepath.Join(r.Root.Path(c.Dir), "rollback-"+id)
+	if err := r.roomForSnapshot(volume, snap); err != nil {
+		return err
+	}
 	unlock, err := r.composeLock(ctx)
 	if err != nil {
 		return err
 	}
-	defer unlock() // after the database is started again
+	defer unlock() // after the database is started again (or rolled back)
 	if running {
 		log.Info("restore: stopping the database", "container", short(container))
 		if err := r.Engine.Stop(ctx, container, c.StopTimeout.Duration); err != nil {
-			return fmt.Errorf("stop the database: %w", err)
+			return errors.Join(fmt.Errorf("stop the database: %w", err), r.Engine.Start(context.WithoutCancel(ctx), container, c.StartTimeout.Duration))
 		}
 	}
-	if err := r.load(ctx, b, dir, log); err != nil {
+	// The way back: a copy of the current data, taken while it is stopped.
+	if err := copyTree(volume, snap); err != nil {
+		err = fmt.Errorf("keep a copy of the current data in %s: %w (nothing was changed)", snap, err)
+		os.RemoveAll(snap)
+		if running {
+			err = errors.Join(err, r.Engine.Start(context.WithoutCancel(ctx), container, c.StartTimeout.Duration))
+		}
 		return err
 	}
+	log.Info("restore: kept a copy of the current data", "folder", snap)
+	err = r.load(ctx, b, dir, log)
+	if err == nil && container != "" {
+		if err = r.Engine.Start(ctx, container, c.StartTimeout.Duration); err != nil {
+			err = fmt.Errorf("start the database on the restored data: %w", err)
+		}
+	}
+	if err != nil {
+		log.Error("restore failed; putting the previous data back", "error", err)
+		if rerr := r.rollback(context.WithoutCancel(ctx), container, running, volume, snap); rerr != nil {
+			return &RollbackError{Err: err, RollbackErr: rerr, Kept: snap}
+		}
+		os.RemoveAll(snap)
+		return &RollbackError{Err: err, Running: running}
+	}
+	os.RemoveAll(snap)
 	if container == "" {
 		log.Info("restore: no database container to start; the data is on the volume", "volume", c.Volume)
 		return nil
 	}
-	if err := r.Engine.Start(ctx, container, c.StartTimeout.Duration); err != nil {
-		return fmt.Errorf("start the database: %w", err)
-	}
 	log.Info("restore: done", "duration", r.now().Sub(start).Round(time.Millisecond))
+	return nil
+}
+
+// RollbackError is a restore that failed after it began to change the
+// data. Either the previous data was put back (RollbackErr nil; Running:
+// the database runs on it again), or that failed too and the previous
+// data is kept in folder Kept.
+type RollbackError struct {
+	Err         error
+	Running     bool
+	RollbackErr error
+	Kept        string
+}
+
+func (e *RollbackError) Error() string {
+	switch {
+	case e.RollbackErr != nil:
+		return fmt.Sprintf("%v; putting the previous data back failed too: %v (the previous data is kept in %s)", e.Err, e.RollbackErr, e.Kept)
+	case e.Running:
+		return fmt.Sprintf("%v; rolled back: the database runs on its previous data", e.Err)
+	}
+	return fmt.Sprintf("%v; rolled back: the previous data is on the volume", e.Err)
+}
+
+func (e *RollbackError) Unwrap() error { return e.Err }
+
+// volumePath is the data volume's folder on the host.
+func (r *Runner) volumePath(ctx context.Context) (string, error) {
+	if p := r.Config.Monitor.StorePath; p != "" {
+		return r.Root.Path(p), nil
+	}
+	p, err := r.Engine.VolumePath(ctx, r.Config.Volume)
+	if err != nil {
+		return "", fmt.Errorf("find the data volume: %w", err)
+	}
+	return p, nil
+}
+
+// roomForSnapshot fails when the backup folder's disk cannot hold a copy
+// of the data volume.
+func (r *Runner) roomForSnapshot(volume, snap string) error {
+	size, err := treeSize(volume)
+	if err != nil {
+		return fmt.Errorf("size of the current data: %w", err)
+	}
+	os.RemoveAll(snap) // a copy a failed rollback kept is older than this data
+	free, err := FreeBytes(filepath.Dir(snap))
+	if err != nil {
+		return err
+	}
+	if free < size+r.Config.MinFreeBytes {
+		return fmt.Errorf("disk full: a restore first keeps a copy of the current data (%s), %s has %s free", human(size), r.Config.Dir, human(free))
+	}
+	return nil
+}
+
+// rollback puts the copy snap back on the volume and starts the database
+// again when it ran before.
+func (r *Runner) rollback(ctx context.Context, container string, wasRunning bool, volume, snap string) error {
+	c := r.Config
+	if container != "" {
+		running, err := r.Engine.Running(ctx, container)
+		if err != nil {
+			return err
+		}
+		if running {
+			if err := r.Engine.Stop(ctx, container, c.StopTimeout.Duration); err != nil {
+				return fmt.Errorf("stop the database: %w", err)
+			}
+		}
+	}
+	if err := emptyTree(volume); err != nil {
+		return fmt.Errorf("empty the volume: %w", err)
+	}
+	if err := copyTree(snap, volume); err != nil {
+		return fmt.Errorf("copy the previous data back: %w", err)
+	}
+	r.log().Info("restore: the previous data is back on the volume")
+	if wasRunning {
+		if err := r.Engine.Start(ctx, container, c.StartTimeout.Duration); err != nil {
+			return fmt.Errorf("start the database on the previous data: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -777,7 +887,7 @@ func (r *Runner) load(ctx context.Context, b *Listed, dir string, log *slog.Logg
 			args = []string{"database", "restore", "--from-path=/backups/" + file, "--overwrite-destination=true", db}
 		}
 		if _, err := r.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Volume: c.Volume, Dir: dir, Args: args}); err != nil {
-			return fmt.Errorf("load %s: %w (the database is left stopped)", db, err)
+			return fmt.Errorf("load %s: %w", db, err)
 		}
 		log.Info("restore: loaded", "database", db)
 	}

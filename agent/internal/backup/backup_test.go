@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,6 +30,7 @@ type fakeEngine struct {
 	stop    func(id string) error
 	start   func(id string) error
 	admin   func(r AdminRun) (string, error)
+	volume  string // the data volume's folder
 	calls   []string
 }
 
@@ -58,6 +60,12 @@ func (f *fakeEngine) Start(_ context.Context, id string, _ time.Duration) error 
 		f.t.Fatalf("unexpected Start(%s)", id)
 	}
 	return f.start(id)
+}
+func (f *fakeEngine) VolumePath(_ context.Context, name string) (string, error) {
+	if f.volume == "" {
+		f.t.Fatalf("unexpected VolumePath(%s)", name)
+	}
+	return f.volume, nil
 }
 func (f *fakeEngine) Admin(_ context.Context, r AdminRun) (string, error) {
 	f.call(strings.Join(r.Args[:3], " "))
@@ -138,11 +146,19 @@ func (m *memStore) keys() []string {
 	return ks
 }
 
-// fakeDB is a database container whose admin runs write or check dumps.
+// fakeDB is a database container whose admin runs write or check dumps;
+// a load writes the dump into the volume's folder as <db>.
 func fakeDB(t *testing.T) *fakeEngine {
 	running := true
+	volume := t.TempDir()
+	for _, db := range []string{"system", "neo4j"} {
+		if err := os.WriteFile(filepath.Join(volume, db), []byte("live "+db), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return &fakeEngine{
 		t:       t,
+		volume:  volume,
 		find:    func(string, string) (string, error) { return "c0ffee", nil },
 		running: func(string) (bool, error) { return running, nil },
 		stop:    func(string) error { running = false; return nil },
@@ -158,6 +174,12 @@ func fakeDB(t *testing.T) *fakeEngine {
 				b, err := os.ReadFile(filepath.Join(r.Dir, r.Args[2]+".dump"))
 				if err != nil || !bytes.HasPrefix(b, []byte("dump of ")) {
 					return "", fmt.Errorf("check %s: damaged", r.Args[2])
+				}
+				if r.Args[1] == "load" {
+					if running {
+						return "", errors.New("database in use")
+					}
+					return "", os.WriteFile(filepath.Join(volume, r.Args[2]), b, 0o640)
 				}
 				return "", nil
 			}
@@ -720,5 +742,104 @@ func TestCancelledDumpStartsTheDatabaseAndFreesTheLocks(t *testing.T) {
 	}
 	if len(store.objs) != 0 {
 		t.Errorf("a cancelled run uploaded %q", store.keys())
+	}
+}
+
+// volumeFiles reads every file of a volume folder.
+func volumeFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = string(b)
+	}
+	return out
+}
+
+func TestRestoreRollsBackOnAnyFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		breakIt func(e *fakeEngine)
+	}{
+		{"second load fails after writing", func(e *fakeEngine) {
+			admin := e.admin
+			e.admin = func(a AdminRun) (string, error) {
+				out, err := admin(a)
+				if a.Args[1] == "load" && a.Args[2] == "neo4j" {
+					return out, errors.New("no space left on device")
+				}
+				return out, err
+			}
+		}},
+		{"first load fails", func(e *fakeEngine) {
+			admin := e.admin
+			e.admin = func(a AdminRun) (string, error) {
+				if a.Args[1] == "load" {
+					return "", errors.New("bad store format")
+				}
+				return admin(a)
+			}
+		}},
+		{"restored database does not start", func(e *fakeEngine) {
+			start, n := e.start, 0
+			e.start = func(id string) error {
+				if n++; n == 1 {
+					return errors.New("container is unhealthy")
+				}
+				return start(id)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eng, store := fakeDB(t), newMemStore()
+			r := testRunner(t, eng, store, t0)
+			res, err := r.Run(context.Background(), RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := volumeFiles(t, eng.volume)
+			tc.breakIt(eng)
+			eng.calls = nil
+			err = r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true})
+			var rb *RollbackError
+			if !errors.As(err, &rb) || rb.RollbackErr != nil || !rb.Running || !strings.Contains(err.Error(), "rolled back") {
+				t.Fatalf("err = %v, want a rollback", err)
+			}
+			if got := volumeFiles(t, eng.volume); !maps.Equal(got, before) {
+				t.Errorf("volume after the rollback = %q, want %q", got, before)
+			}
+			if last := eng.calls[len(eng.calls)-1]; last != "start c0ffee" {
+				t.Errorf("calls = %q: the database must run again", eng.calls)
+			}
+			if left, _ := os.ReadDir(r.Root.Path(r.Config.Dir)); len(left) != 0 {
+				t.Errorf("left in the backup folder: %v", left)
+			}
+		})
+	}
+}
+
+func TestRestoreKeepsTheCopyWhenTheRollbackFails(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	res, err := r.Run(context.Background(), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := volumeFiles(t, eng.volume)
+	eng.start = func(string) error { return errors.New("container is unhealthy") }
+	err = r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true})
+	var rb *RollbackError
+	if !errors.As(err, &rb) || rb.RollbackErr == nil || rb.Kept == "" || !strings.Contains(err.Error(), rb.Kept) {
+		t.Fatalf("err = %v", err)
+	}
+	if got := volumeFiles(t, rb.Kept); !maps.Equal(got, before) {
+		t.Errorf("kept copy = %q, want %q", got, before)
 	}
 }

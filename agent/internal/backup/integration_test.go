@@ -60,15 +60,7 @@ func newEnv(t *testing.T) *env {
 	rand.Read(big)
 	e.data = map[string]string{"alice": "knows bob", "bob": "knows carol", "blob": base64.StdEncoding.EncodeToString(big)}
 	for k, v := range e.data {
-		req, err := http.NewRequest(http.MethodPut, e.db.HTTP+"/standin/nodes/"+k, strings.NewReader(v))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil || resp.StatusCode != http.StatusNoContent {
-			t.Fatalf("write %s: %v %v", k, err, resp)
-		}
-		resp.Body.Close()
+		putNode(t, e.db.HTTP, k, v)
 	}
 
 	e.writeSecret(e.s3.Endpoint)
@@ -268,6 +260,25 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 		t.Fatalf("restored data differs: %d keys, want %d", len(got), len(e.data))
 	}
 
+	// 2b. A restore whose second database fails after its load wrote to
+	// the volume: the previous data is put back and runs again.
+	putNode(t, fresh.HTTP, "dave", "knows erin")
+	previous := nodes(t, fresh.HTTP)
+	rf := e.runner(c2, 0, &logs)
+	rf.Engine = failLoad{Engine: rf.Engine, db: "neo4j"}
+	err = rf.Restore(ctx, first, backup.RestoreOptions{Yes: true})
+	var rb *backup.RollbackError
+	if !errors.As(err, &rb) || rb.RollbackErr != nil || !rb.Running {
+		t.Fatalf("restore with a failing second load: err = %v, want a rollback", err)
+	}
+	fresh.WaitHealthy(t)
+	if got := nodes(t, fresh.HTTP); !mapsEqual(got, previous) || got["dave"] != "knows erin" {
+		t.Fatalf("after the rollback the database has %d keys (dave: %q), want the %d it had", len(got), got["dave"], len(previous))
+	}
+	if left, _ := os.ReadDir(e.root.Path(e.config.Dir)); len(left) != 0 {
+		t.Errorf("left in the backup folder after the rollback: %v", left)
+	}
+
 	snapshot := func() map[string]string {
 		out := map[string]string{}
 		for _, k := range e.s3.Keys(t, "neo4j/test/"+first+"/") {
@@ -359,6 +370,34 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	if age := metric(t, body, "codelab_backup_age_seconds"); age > 600 {
 		t.Errorf("codelab_backup_age_seconds = %v after a fresh backup", age)
 	}
+}
+
+// failLoad is an Engine whose load of database db fails after the real
+// neo4j-admin load has replaced the database's files.
+type failLoad struct {
+	backup.Engine
+	db string
+}
+
+func (f failLoad) Admin(ctx context.Context, r backup.AdminRun) (string, error) {
+	out, err := f.Engine.Admin(ctx, r)
+	if err == nil && len(r.Args) > 2 && r.Args[1] == "load" && r.Args[2] == f.db {
+		return out, fmt.Errorf("neo4j-admin database load %s: exit status 1: injected failure after the load wrote", f.db)
+	}
+	return out, err
+}
+
+func putNode(t *testing.T, base, k, v string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, base+"/standin/nodes/"+k, strings.NewReader(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("write %s: %v %v", k, err, resp)
+	}
+	resp.Body.Close()
 }
 
 // cancelOnStart is the Engine API that cancels the run once a throwaway
