@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -155,9 +156,9 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (res Run, err error) 
 		r.log().Warn("previous backup state unreadable; starting afresh", "error", perr)
 	}
 	res = Run{ID: start.UTC().Format(IDFormat), Edition: c.Edition, StartedAt: start.UTC()}
-	j := &job{Runner: r, res: &res, newest: prev.NewestVerified, dir: r.Root.Path(c.Dir)}
+	j := &job{Runner: r, res: &res, newest: prev.NewestVerified, quarantine: prev.Quarantine, dir: r.Root.Path(c.Dir)}
 	j.runDir = filepath.Join(j.dir, res.ID)
-	defer func() { err = r.record(&res, start, j.newest, err) }()
+	defer func() { err = r.record(&res, start, State{NewestVerified: j.newest, Quarantine: j.quarantine}, err) }()
 	defer func() {
 		if err != nil && !j.keepLocal {
 			os.RemoveAll(j.runDir)
@@ -171,16 +172,17 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (res Run, err error) 
 	return res, nil
 }
 
-// record finishes res and writes it, with the newest verified backup, to
-// StateFile.
-func (r *Runner) record(res *Run, start time.Time, newest *Newest, err error) error {
+// record finishes res and writes it, with the newest verified backup and
+// the quarantine in st, to StateFile.
+func (r *Runner) record(res *Run, start time.Time, st State, err error) error {
 	res.FinishedAt = r.now().UTC()
 	res.DurationMS = res.FinishedAt.Sub(start).Milliseconds()
 	res.Result = ResultOK
 	if err != nil {
 		res.Result = ResultFailed
 	}
-	if werr := WriteState(r.Root, State{LastRun: res, NewestVerified: newest}); werr != nil {
+	st.LastRun = res
+	if werr := WriteState(r.Root, st); werr != nil {
 		err = errors.Join(err, werr)
 	}
 	r.log().Info("backup finished", "id", res.ID, "result", res.Result, "size", res.SizeBytes,
@@ -191,14 +193,15 @@ func (r *Runner) record(res *Run, start time.Time, newest *Newest, err error) er
 // job is one backup run's working state, shared by its steps.
 type job struct {
 	*Runner
-	res       *Run
-	dir       string // the backup folder
-	runDir    string // this run's folder in it
-	bucket    Store
-	key       string // the manifest key
-	manifest  Manifest
-	keepLocal bool    // the local copy is a verified backup not yet uploaded
-	newest    *Newest // the newest verified backup in the bucket
+	res        *Run
+	dir        string // the backup folder
+	runDir     string // this run's folder in it
+	bucket     Store
+	key        string // the manifest key
+	manifest   Manifest
+	keepLocal  bool    // the local copy is a verified backup not yet uploaded
+	newest     *Newest // the newest verified backup in the bucket
+	quarantine []Quarantined
 }
 
 type namedStep struct {
@@ -219,7 +222,13 @@ func (j *job) steps() []namedStep {
 		{"manifest", j.writeManifest},
 		{"upload", j.uploadRun},
 		{"cleanup", j.cleanupLocal},
-		{"retention", func(ctx context.Context) error { return j.retain(ctx, j.bucket, j.res.ID) }},
+		{"retention", func(ctx context.Context) error {
+			q, err := j.retain(ctx, j.bucket, j.res.ID)
+			if q != nil {
+				j.quarantine = q
+			}
+			return err
+		}},
 	}
 }
 
@@ -484,9 +493,12 @@ type Listed struct {
 	Manifest Manifest // when Complete
 	// Err says why a manifest that is there cannot be used (a
 	// *ManifestError); nil when Complete or when there is no manifest.
-	Err  error
-	Keys []string
-	Size int64
+	// Retention moves such a backup to QuarantineFolder, never deletes it.
+	Err error
+	// Quarantined: the backup is in QuarantineFolder (Keys are there).
+	Quarantined bool
+	Keys        []string
+	Size        int64
 }
 
 // List returns the bucket's backups, newest first.
@@ -506,15 +518,19 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 	byID := map[string]*Listed{}
 	for _, o := range objs {
 		rest := strings.TrimPrefix(o.Key, r.prefix())
+		folder := ""
+		if q, ok := strings.CutPrefix(rest, QuarantineFolder); ok {
+			rest, folder = q, QuarantineFolder
+		}
 		id, name, ok := strings.Cut(rest, "/")
 		at, perr := time.Parse(IDFormat, id)
 		if !ok || perr != nil || name == "" {
 			continue // not ours: never touched
 		}
-		l := byID[id]
+		l := byID[folder+id]
 		if l == nil {
-			l = &Listed{ID: id, At: at}
-			byID[id] = l
+			l = &Listed{ID: id, At: at, Quarantined: folder != ""}
+			byID[folder+id] = l
 		}
 		l.Keys = append(l.Keys, o.Key)
 		l.Size += o.Size
@@ -525,7 +541,11 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 	var out []Listed
 	for _, l := range byID {
 		if l.Complete {
-			rc, err := store.Get(ctx, r.prefix()+l.ID+"/"+ManifestName)
+			key := r.prefix() + l.ID + "/" + ManifestName
+			if l.Quarantined {
+				key = r.prefix() + QuarantineFolder + l.ID + "/" + ManifestName
+			}
+			rc, err := store.Get(ctx, key)
 			if err != nil {
 				return nil, err
 			}
@@ -534,7 +554,6 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read manifest of %s: %w", l.ID, err)
 			}
-			key := r.prefix() + l.ID + "/" + ManifestName
 			switch l.Manifest, err = decodeManifest(key, b); {
 			case err != nil:
 				l.Complete, l.Err = false, err
@@ -543,6 +562,9 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 			case !l.Manifest.Verified:
 				l.Complete, l.Err = false, &ManifestError{Key: key, Field: "verified", Err: errors.New("false: the dumps were never checked")}
 			}
+			if l.Quarantined {
+				l.Complete = false
+			}
 		}
 		out = append(out, *l)
 	}
@@ -550,19 +572,39 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 	return out, nil
 }
 
-// retain deletes what is past retention. current is never deleted.
-func (r *Runner) retain(ctx context.Context, store Store, current string) error {
+// QuarantineFolder, below the prefix, holds the backups whose manifest
+// cannot be used (it fails to parse or to validate, or has a newer schema):
+// retention moves them there, keeping their names (quarantine/<id>/...),
+// and never deletes anything in it.
+const QuarantineFolder = "quarantine/"
+
+// retain deletes what is past retention, and moves backups whose manifest
+// cannot be used to QuarantineFolder. current is never touched. It
+// returns what is in quarantine afterwards.
+func (r *Runner) retain(ctx context.Context, store Store, current string) ([]Quarantined, error) {
 	all, err := r.list(ctx, store)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var complete []Listed
+	quarantined := []Quarantined{}
 	var errs []error
 	for _, b := range all {
 		switch {
+		case b.Quarantined:
+			quarantined = append(quarantined, quarantinedOf(b))
 		case b.Complete:
 			complete = append(complete, b)
-		case b.ID != current && r.now().Sub(b.At) > incompleteAge:
+		case b.ID == current:
+		case b.Err != nil:
+			r.log().Warn("moving a backup whose manifest cannot be used to quarantine", "id", b.ID, "error", b.Err)
+			moved, err := r.quarantine(ctx, store, b)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("quarantine %s: %w", b.ID, err))
+				continue
+			}
+			quarantined = append(quarantined, quarantinedOf(moved))
+		case r.now().Sub(b.At) > incompleteAge:
 			r.log().Info("removing an incomplete upload", "id", b.ID)
 			errs = append(errs, r.deleteBackup(ctx, store, b))
 		}
@@ -575,7 +617,39 @@ func (r *Runner) retain(ctx context.Context, store Store, current string) error 
 		r.log().Info("removing a backup past retention", "id", b.ID)
 		errs = append(errs, r.deleteBackup(ctx, store, b))
 	}
-	return errors.Join(errs...)
+	sort.Slice(quarantined, func(i, j int) bool { return quarantined[i].ID > quarantined[j].ID })
+	return quarantined, errors.Join(errs...)
+}
+
+func quarantinedOf(b Listed) Quarantined {
+	q := Quarantined{ID: b.ID, Objects: len(b.Keys)}
+	if b.Err != nil {
+		q.Reason = b.Err.Error()
+	}
+	return q
+}
+
+// quarantine moves backup b's objects to QuarantineFolder: it copies every
+// one, then deletes the originals, the manifest last, so that an
+// interrupted move is still recognised (and finished) by the next run.
+func (r *Runner) quarantine(ctx context.Context, store Store, b Listed) (Listed, error) {
+	moved := b
+	moved.Quarantined, moved.Keys = true, nil
+	for _, k := range b.Keys {
+		dst := r.prefix() + QuarantineFolder + strings.TrimPrefix(k, r.prefix())
+		if err := store.Copy(ctx, k, dst); err != nil {
+			return b, err
+		}
+		moved.Keys = append(moved.Keys, dst)
+	}
+	keys := append([]string(nil), b.Keys...)
+	sort.SliceStable(keys, func(i, j int) bool { return path.Base(keys[i]) != ManifestName && path.Base(keys[j]) == ManifestName })
+	for _, k := range keys {
+		if err := store.Delete(ctx, k); err != nil {
+			return b, err
+		}
+	}
+	return moved, nil
 }
 
 // deleteBackup removes the manifest first, so that a half-deleted backup
@@ -817,6 +891,12 @@ func (r *Runner) findBackup(ctx context.Context, id string) (Store, *Listed, str
 	for i := range all {
 		if all[i].ID != id {
 			continue
+		}
+		if all[i].Quarantined {
+			if slices.ContainsFunc(all, func(b Listed) bool { return b.ID == id && !b.Quarantined }) {
+				continue
+			}
+			return nil, nil, "", fmt.Errorf("backup %s is in %s%s: its manifest cannot be used (%v)", id, r.prefix(), QuarantineFolder, all[i].Err)
 		}
 		if all[i].Err != nil {
 			return nil, nil, "", fmt.Errorf("backup %s cannot be restored: %w", id, all[i].Err)

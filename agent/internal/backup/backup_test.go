@@ -136,6 +136,16 @@ func (m *memStore) Delete(_ context.Context, key string) error {
 	m.deleted = append(m.deleted, key)
 	return nil
 }
+func (m *memStore) Copy(_ context.Context, src, dst string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objs[src]
+	if !ok {
+		return fmt.Errorf("no such key %s", src)
+	}
+	m.objs[dst] = b
+	return nil
+}
 func (m *memStore) Check(context.Context) error { return nil }
 func (m *memStore) keys() []string {
 	ks := []string{}
@@ -841,5 +851,74 @@ func TestRestoreKeepsTheCopyWhenTheRollbackFails(t *testing.T) {
 	}
 	if got := volumeFiles(t, rb.Kept); !maps.Equal(got, before) {
 		t.Errorf("kept copy = %q, want %q", got, before)
+	}
+}
+
+func TestRetentionQuarantinesWhatItCannotParse(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	r.Config.KeepDaily, r.Config.KeepWeekly = 1, 0
+	bad := map[string][]byte{
+		"neo4j/20260301T000000Z/manifest.json": []byte("{not json"),
+		"neo4j/20260301T000000Z/neo4j.dump":    []byte("dump of neo4j"),
+		"neo4j/20260302T000000Z/manifest.json": []byte(`{"schemaVersion": 7, "id": "20260302T000000Z", "files": [{"name": "x"}]}`),
+	}
+	for k, v := range bad {
+		store.objs[k] = v
+	}
+	store.objs["neo4j/20260303T000000Z/neo4j.dump"] = []byte("incomplete, old") // no manifest: removed
+	if _, err := r.Run(context.Background(), RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range bad {
+		q := "neo4j/quarantine/" + strings.TrimPrefix(k, "neo4j/")
+		if !bytes.Equal(store.objs[q], v) {
+			t.Errorf("%s not moved to %s", k, q)
+		}
+		if _, ok := store.objs[k]; ok {
+			t.Errorf("%s still outside quarantine", k)
+		}
+	}
+	if _, ok := store.objs["neo4j/20260303T000000Z/neo4j.dump"]; ok {
+		t.Error("an old upload without a manifest was kept")
+	}
+	st, _ := ReadState(r.Root)
+	if st.QuarantinedObjects() != 3 || len(st.Quarantine) != 2 || !strings.Contains(st.Quarantine[0].Reason, "schemaVersion") || !strings.Contains(st.Quarantine[1].Reason, "not valid JSON") {
+		t.Fatalf("state quarantine = %+v", st.Quarantine)
+	}
+	// The next run (past retention for the first) leaves quarantine alone
+	// and still reports it; a failed run keeps reporting it too.
+	r.Now = func() time.Time { return t0.Add(48 * time.Hour) }
+	if _, err := r.Run(context.Background(), RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.Now = func() time.Time { return t0.Add(72 * time.Hour) }
+	store.putErr = func(string) error { return errors.New("connection reset") }
+	if _, err := r.Run(context.Background(), RunOptions{}); err == nil {
+		t.Fatal("upload did not fail")
+	}
+	for k := range bad {
+		if _, ok := store.objs["neo4j/quarantine/"+strings.TrimPrefix(k, "neo4j/")]; !ok {
+			t.Errorf("quarantined %s is gone", k)
+		}
+	}
+	if st, _ := ReadState(r.Root); st.QuarantinedObjects() != 3 {
+		t.Errorf("state quarantine after later runs = %+v", st.Quarantine)
+	}
+	all, err := r.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q []string
+	for _, b := range all {
+		if b.Quarantined {
+			if b.Complete || b.Err == nil {
+				t.Errorf("quarantined %s listed as complete=%v err=%v", b.ID, b.Complete, b.Err)
+			}
+			q = append(q, b.ID)
+		}
+	}
+	if !slices.Equal(q, []string{"20260302T000000Z", "20260301T000000Z"}) {
+		t.Errorf("listed quarantine = %q", q)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/errdefs"
+	"github.com/minio/minio-go/v7"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
@@ -338,7 +339,16 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	t.Logf("%s", time.Now().Format(time.StampMilli))
 	// 5. Two more good runs on later days: retention (2 daily, 1 weekly)
 	// drops the oldest, keeps the newest; stale local copies are cleaned.
+	// A backup whose manifest does not parse is moved to quarantine/, not
+	// deleted, and reported.
 	e.writeSecret(e.s3.Endpoint)
+	broken := map[string]string{"20200101T000000Z/manifest.json": `{"schemaVersion": 1, "id": "20200101T000000Z", "files": [`,
+		"20200101T000000Z/neo4j.dump": "an old dump"}
+	for k, v := range broken {
+		if _, err := e.s3.Client.PutObject(ctx, e.s3.Bucket, "neo4j/test/"+k, strings.NewReader(v), int64(len(v)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var ids []string
 	for _, off := range []time.Duration{-24 * time.Hour, 0} {
 		res, err := e.runner(e.config, off, &logs).Run(ctx, backup.RunOptions{})
@@ -363,10 +373,28 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("local copies left after a good run: %v", left)
 	}
-	if code, body := get(t, mon+"/health/backup"); code != http.StatusOK || !strings.Contains(body, ids[1]) {
-		t.Errorf("/health/backup after a fresh backup = %d %q", code, body)
+	for k, v := range broken {
+		if got := string(e.s3.Get(t, "neo4j/test/quarantine/"+k)); got != v {
+			t.Errorf("quarantine/%s = %q, want %q", k, got, v)
+		}
+	}
+	if got := e.s3.Keys(t, "neo4j/test/20200101T000000Z/"); len(got) != 0 {
+		t.Errorf("left outside quarantine: %q", got)
+	}
+	quarantined := false
+	for _, b := range list {
+		quarantined = quarantined || b.ID == "20200101T000000Z" && b.Quarantined && b.Err != nil
+	}
+	if !quarantined {
+		t.Errorf("backup list does not show the quarantined backup: %+v", list)
+	}
+	if code, body := get(t, mon+"/health/backup"); code != http.StatusTooManyRequests || !strings.Contains(body, ids[1]) || !strings.Contains(body, "20200101T000000Z") {
+		t.Errorf("/health/backup after a fresh backup, with one in quarantine = %d %q, want 429 naming both", code, body)
 	}
 	_, body = get(t, mon+"/metrics")
+	if n := metric(t, body, "codelab_backup_quarantined_objects"); n != 2 {
+		t.Errorf("codelab_backup_quarantined_objects = %v, want 2", n)
+	}
 	if age := metric(t, body, "codelab_backup_age_seconds"); age > 600 {
 		t.Errorf("codelab_backup_age_seconds = %v after a fresh backup", age)
 	}

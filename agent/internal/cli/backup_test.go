@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -151,5 +152,23 @@ func TestScheduledBackupIntegration(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root.Path(c.Dir), id)); err == nil {
 		t.Error("local copy left after the upload")
+	}
+}
+
+func TestBackupListShowsQuarantine(t *testing.T) {
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	err := printBackups(&b, []backup.Listed{
+		{ID: "20260302T000000Z", At: at.Add(24 * time.Hour), Complete: true, Size: 10},
+		{ID: "20260301T000000Z", At: at, Quarantined: true, Err: errors.New("manifest neo4j/prod/quarantine/20260301T000000Z/manifest.json: not valid JSON")},
+		{ID: "20260228T000000Z", At: at.Add(-24 * time.Hour)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"20260302T000000Z  2026-03-02 00:00  10 B  complete", "QUARANTINED: manifest neo4j/prod/quarantine/20260301T000000Z/manifest.json: not valid JSON", "incomplete (no manifest)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("backup list lacks %q:\n%s", want, b.String())
+		}
 	}
 }
