@@ -822,7 +822,10 @@ func (r *Runner) roomForSnapshot(volume, snap string) error {
 	if err != nil {
 		return fmt.Errorf("size of the current data: %w", err)
 	}
-	os.RemoveAll(snap) // a copy a failed rollback kept is older than this data
+	// A copy that a failed rollback kept may be the only good data left.
+	if kept, _ := filepath.Glob(filepath.Join(filepath.Dir(snap), "rollback-*")); len(kept) > 0 {
+		return fmt.Errorf("%s holds the data a failed restore could not put back: copy it onto the volume or remove it before restoring again", kept[0])
+	}
 	free, err := FreeBytes(filepath.Dir(snap))
 	if err != nil {
 		return err

@@ -852,6 +852,14 @@ func TestRestoreKeepsTheCopyWhenTheRollbackFails(t *testing.T) {
 	if got := volumeFiles(t, rb.Kept); !maps.Equal(got, before) {
 		t.Errorf("kept copy = %q, want %q", got, before)
 	}
+	// A second restore keeps its hands off the kept copy.
+	eng.start = func(string) error { return nil }
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true}); err == nil || !strings.Contains(err.Error(), rb.Kept) {
+		t.Fatalf("restore with a kept rollback copy: err = %v", err)
+	}
+	if got := volumeFiles(t, rb.Kept); !maps.Equal(got, before) {
+		t.Errorf("kept copy after a second restore = %q, want %q", got, before)
+	}
 }
 
 func TestRetentionQuarantinesWhatItCannotParse(t *testing.T) {
