@@ -173,6 +173,7 @@ func TestRoleTemplatesWithConsulIntegration(t *testing.T) {
 	d.Role = "neo4j"
 	kvPut(consul, "codelab/prod/backup/keep_daily", "3")
 	kvPut(consul, "codelab/prod/backup/spaces_secret_key", `s3cr"et`)
+	kvPut(consul, "codelab/prod/backup/manifest_key", "manifest-key-0123456789abcdef0123456789")
 	for name, check := range map[string]func(map[string]any) error{
 		"templates/backup.json.ctmpl": func(m map[string]any) error {
 			if m["keepDaily"] != 3.0 || m["keepWeekly"] != 4.0 || m["edition"] != "community" || m["image"] != "registry.test/codelab/neo4j:1.2.3" {
@@ -181,7 +182,7 @@ func TestRoleTemplatesWithConsulIntegration(t *testing.T) {
 			return nil
 		},
 		"templates/spaces.json.ctmpl": func(m map[string]any) error {
-			if m["secretKey"] != `s3cr"et` || m["bucket"] != "" {
+			if m["secretKey"] != `s3cr"et` || m["bucket"] != "" || m["manifestKey"] != "manifest-key-0123456789abcdef0123456789" {
 				return fmt.Errorf("spaces.json = %v", m)
 			}
 			return nil

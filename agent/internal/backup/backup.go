@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/codelab-app/infra/agent/internal/render"
 	"github.com/dustin/go-humanize"
 )
 
@@ -59,15 +61,19 @@ func (r *Runner) log() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func (r *Runner) store() (Store, error) {
+// store connects to the bucket; it also returns the manifest key ("" when
+// none is configured).
+func (r *Runner) store() (Store, string, error) {
 	sp, err := LoadSpaces(r.Root, r.Config.SecretFile)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if r.OpenStore != nil {
-		return r.OpenStore(sp)
+	open := r.OpenStore
+	if open == nil {
+		open = func(sp Spaces) (Store, error) { return NewS3(sp, nil) }
 	}
-	return NewS3(sp, nil)
+	s, err := open(sp)
+	return s, sp.ManifestKey, err
 }
 
 func (r *Runner) prefix() string { return strings.Trim(r.Config.Prefix, "/") + "/" }
@@ -87,6 +93,23 @@ func (r *Runner) lock() (func(), error) {
 		return nil, fmt.Errorf("another backup or restore is running (%s is locked)", LockFile)
 	}
 	return func() { f.Close() }, nil
+}
+
+// composeLock takes the role's compose lock (render.ComposeLock of the
+// Compose project, which is the role), the flock(2) that consul-template's
+// exec and the boot's compose up hold around `docker compose up`. A dump or
+// restore holds it for as long as the database is stopped, so that no
+// compose up starts the database on the volume being dumped or loaded; a
+// compose up that is running is waited for.
+func (r *Runner) composeLock(ctx context.Context) (func(), error) {
+	p := r.Root.Path(render.ComposeLock(r.Config.Project))
+	unlock, err := fsutil.Lock(ctx, p, func() {
+		r.log().Info("waiting for the compose lock (a compose up is running)", "lock", render.ComposeLock(r.Config.Project))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("take the compose lock: %w", err)
+	}
+	return unlock, nil
 }
 
 // RunOptions tune one run.
@@ -133,9 +156,9 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (res Run, err error) 
 		r.log().Warn("previous backup state unreadable; starting afresh", "error", perr)
 	}
 	res = Run{ID: start.UTC().Format(IDFormat), Edition: c.Edition, StartedAt: start.UTC()}
-	j := &job{Runner: r, res: &res, newest: prev.NewestVerified, dir: r.Root.Path(c.Dir)}
+	j := &job{Runner: r, res: &res, newest: prev.NewestVerified, quarantine: prev.Quarantine, dir: r.Root.Path(c.Dir)}
 	j.runDir = filepath.Join(j.dir, res.ID)
-	defer func() { err = r.record(&res, start, j.newest, err) }()
+	defer func() { err = r.record(&res, start, State{NewestVerified: j.newest, Quarantine: j.quarantine}, err) }()
 	defer func() {
 		if err != nil && !j.keepLocal {
 			os.RemoveAll(j.runDir)
@@ -149,16 +172,17 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (res Run, err error) 
 	return res, nil
 }
 
-// record finishes res and writes it, with the newest verified backup, to
-// StateFile.
-func (r *Runner) record(res *Run, start time.Time, newest *Newest, err error) error {
+// record finishes res and writes it, with the newest verified backup and
+// the quarantine in st, to StateFile.
+func (r *Runner) record(res *Run, start time.Time, st State, err error) error {
 	res.FinishedAt = r.now().UTC()
 	res.DurationMS = res.FinishedAt.Sub(start).Milliseconds()
 	res.Result = ResultOK
 	if err != nil {
 		res.Result = ResultFailed
 	}
-	if werr := WriteState(r.Root, State{LastRun: res, NewestVerified: newest}); werr != nil {
+	st.LastRun = res
+	if werr := WriteState(r.Root, st); werr != nil {
 		err = errors.Join(err, werr)
 	}
 	r.log().Info("backup finished", "id", res.ID, "result", res.Result, "size", res.SizeBytes,
@@ -169,13 +193,15 @@ func (r *Runner) record(res *Run, start time.Time, newest *Newest, err error) er
 // job is one backup run's working state, shared by its steps.
 type job struct {
 	*Runner
-	res       *Run
-	dir       string // the backup folder
-	runDir    string // this run's folder in it
-	bucket    Store
-	manifest  Manifest
-	keepLocal bool    // the local copy is a verified backup not yet uploaded
-	newest    *Newest // the newest verified backup in the bucket
+	res        *Run
+	dir        string // the backup folder
+	runDir     string // this run's folder in it
+	bucket     Store
+	key        string // the manifest key
+	manifest   Manifest
+	keepLocal  bool    // the local copy is a verified backup not yet uploaded
+	newest     *Newest // the newest verified backup in the bucket
+	quarantine []Quarantined
 }
 
 type namedStep struct {
@@ -196,17 +222,28 @@ func (j *job) steps() []namedStep {
 		{"manifest", j.writeManifest},
 		{"upload", j.uploadRun},
 		{"cleanup", j.cleanupLocal},
-		{"retention", func(ctx context.Context) error { return j.retain(ctx, j.bucket, j.res.ID) }},
+		{"retention", func(ctx context.Context) error {
+			q, err := j.retain(ctx, j.bucket, j.res.ID)
+			if q != nil {
+				j.quarantine = q
+			}
+			return err
+		}},
 	}
 }
 
 // prepare connects to the bucket and makes this run's folder, when the
 // disk has room for a backup.
 func (j *job) prepare(ctx context.Context) error {
-	s, err := j.store()
+	s, key, err := j.store()
 	if err != nil {
 		return err
 	}
+	if key == "" {
+		// A backup that restore refuses is no backup: fail now.
+		return fmt.Errorf("backup secret file %s: %w", j.Config.SecretFile, ErrNoManifestKey)
+	}
+	j.key = key
 	if err := s.Check(ctx); err != nil {
 		return fmt.Errorf("spaces: %w", err)
 	}
@@ -242,7 +279,7 @@ func (j *job) checkRun(ctx context.Context) error {
 }
 
 func (j *job) writeManifest(context.Context) error {
-	m, err := j.Runner.manifest(j.runDir, *j.res)
+	m, err := j.Runner.manifest(j.runDir, *j.res, j.key)
 	j.manifest, j.res.SizeBytes = m, m.Size()
 	return err
 }
@@ -300,6 +337,11 @@ func (r *Runner) chownForAdmin(dir string) error {
 // again (also when a dump fails), recording the downtime.
 func (r *Runner) dump(ctx context.Context, runDir string, res *Run) (err error) {
 	c := r.Config
+	unlock, err := r.composeLock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock() // after the database is started again
 	id, err := r.Engine.Find(ctx, c.Project, c.Service)
 	if err != nil {
 		return fmt.Errorf("find the database container: %w", err)
@@ -357,8 +399,9 @@ func (r *Runner) check(ctx context.Context, dir string) error {
 	return nil
 }
 
-// manifest hashes the folder's files and writes manifest.json there.
-func (r *Runner) manifest(dir string, res Run) (Manifest, error) {
+// manifest hashes the folder's files and writes manifest.json there,
+// signed with key.
+func (r *Runner) manifest(dir string, res Run, key string) (Manifest, error) {
 	m := Manifest{SchemaVersion: 1, ID: res.ID, CreatedAt: res.StartedAt, Edition: r.Config.Edition, Image: r.Config.Image,
 		Databases: r.Config.Databases, DowntimeMS: res.DowntimeMS, Verified: true}
 	entries, err := os.ReadDir(dir)
@@ -377,6 +420,9 @@ func (r *Runner) manifest(dir string, res Run) (Manifest, error) {
 	}
 	if len(m.Files) == 0 {
 		return m, errors.New("the dump produced no files")
+	}
+	if err := m.sign(key); err != nil {
+		return m, err
 	}
 	b, err := m.encode()
 	if err != nil {
@@ -445,13 +491,19 @@ type Listed struct {
 	At       time.Time
 	Complete bool     // has a valid manifest
 	Manifest Manifest // when Complete
-	Keys     []string
-	Size     int64
+	// Err says why a manifest that is there cannot be used (a
+	// *ManifestError); nil when Complete or when there is no manifest.
+	// Retention moves such a backup to QuarantineFolder, never deletes it.
+	Err error
+	// Quarantined: the backup is in QuarantineFolder (Keys are there).
+	Quarantined bool
+	Keys        []string
+	Size        int64
 }
 
 // List returns the bucket's backups, newest first.
 func (r *Runner) List(ctx context.Context) ([]Listed, error) {
-	store, err := r.store()
+	store, _, err := r.store()
 	if err != nil {
 		return nil, err
 	}
@@ -466,15 +518,19 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 	byID := map[string]*Listed{}
 	for _, o := range objs {
 		rest := strings.TrimPrefix(o.Key, r.prefix())
+		folder := ""
+		if q, ok := strings.CutPrefix(rest, QuarantineFolder); ok {
+			rest, folder = q, QuarantineFolder
+		}
 		id, name, ok := strings.Cut(rest, "/")
 		at, perr := time.Parse(IDFormat, id)
 		if !ok || perr != nil || name == "" {
 			continue // not ours: never touched
 		}
-		l := byID[id]
+		l := byID[folder+id]
 		if l == nil {
-			l = &Listed{ID: id, At: at}
-			byID[id] = l
+			l = &Listed{ID: id, At: at, Quarantined: folder != ""}
+			byID[folder+id] = l
 		}
 		l.Keys = append(l.Keys, o.Key)
 		l.Size += o.Size
@@ -485,7 +541,11 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 	var out []Listed
 	for _, l := range byID {
 		if l.Complete {
-			rc, err := store.Get(ctx, r.prefix()+l.ID+"/"+ManifestName)
+			key := r.prefix() + l.ID + "/" + ManifestName
+			if l.Quarantined {
+				key = r.prefix() + QuarantineFolder + l.ID + "/" + ManifestName
+			}
+			rc, err := store.Get(ctx, key)
 			if err != nil {
 				return nil, err
 			}
@@ -494,7 +554,15 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read manifest of %s: %w", l.ID, err)
 			}
-			if l.Manifest, err = decodeManifest(b); err != nil || l.Manifest.ID != l.ID || !l.Manifest.Verified {
+			switch l.Manifest, err = decodeManifest(key, b); {
+			case err != nil:
+				l.Complete, l.Err = false, err
+			case l.Manifest.ID != l.ID:
+				l.Complete, l.Err = false, &ManifestError{Key: key, Field: "id", Err: fmt.Errorf("%q is not the backup's folder %s", l.Manifest.ID, l.ID)}
+			case !l.Manifest.Verified:
+				l.Complete, l.Err = false, &ManifestError{Key: key, Field: "verified", Err: errors.New("false: the dumps were never checked")}
+			}
+			if l.Quarantined {
 				l.Complete = false
 			}
 		}
@@ -504,19 +572,39 @@ func (r *Runner) list(ctx context.Context, store Store) ([]Listed, error) {
 	return out, nil
 }
 
-// retain deletes what is past retention. current is never deleted.
-func (r *Runner) retain(ctx context.Context, store Store, current string) error {
+// QuarantineFolder, below the prefix, holds the backups whose manifest
+// cannot be used (it fails to parse or to validate, or has a newer schema):
+// retention moves them there, keeping their names (quarantine/<id>/...),
+// and never deletes anything in it.
+const QuarantineFolder = "quarantine/"
+
+// retain deletes what is past retention, and moves backups whose manifest
+// cannot be used to QuarantineFolder. current is never touched. It
+// returns what is in quarantine afterwards.
+func (r *Runner) retain(ctx context.Context, store Store, current string) ([]Quarantined, error) {
 	all, err := r.list(ctx, store)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var complete []Listed
+	quarantined := []Quarantined{}
 	var errs []error
 	for _, b := range all {
 		switch {
+		case b.Quarantined:
+			quarantined = append(quarantined, quarantinedOf(b))
 		case b.Complete:
 			complete = append(complete, b)
-		case b.ID != current && r.now().Sub(b.At) > incompleteAge:
+		case b.ID == current:
+		case b.Err != nil:
+			r.log().Warn("moving a backup whose manifest cannot be used to quarantine", "id", b.ID, "error", b.Err)
+			moved, err := r.quarantine(ctx, store, b)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("quarantine %s: %w", b.ID, err))
+				continue
+			}
+			quarantined = append(quarantined, quarantinedOf(moved))
+		case r.now().Sub(b.At) > incompleteAge:
 			r.log().Info("removing an incomplete upload", "id", b.ID)
 			errs = append(errs, r.deleteBackup(ctx, store, b))
 		}
@@ -529,7 +617,39 @@ func (r *Runner) retain(ctx context.Context, store Store, current string) error 
 		r.log().Info("removing a backup past retention", "id", b.ID)
 		errs = append(errs, r.deleteBackup(ctx, store, b))
 	}
-	return errors.Join(errs...)
+	sort.Slice(quarantined, func(i, j int) bool { return quarantined[i].ID > quarantined[j].ID })
+	return quarantined, errors.Join(errs...)
+}
+
+func quarantinedOf(b Listed) Quarantined {
+	q := Quarantined{ID: b.ID, Objects: len(b.Keys)}
+	if b.Err != nil {
+		q.Reason = b.Err.Error()
+	}
+	return q
+}
+
+// quarantine moves backup b's objects to QuarantineFolder: it copies every
+// one, then deletes the originals, the manifest last, so that an
+// interrupted move is still recognised (and finished) by the next run.
+func (r *Runner) quarantine(ctx context.Context, store Store, b Listed) (Listed, error) {
+	moved := b
+	moved.Quarantined, moved.Keys = true, nil
+	for _, k := range b.Keys {
+		dst := r.prefix() + QuarantineFolder + strings.TrimPrefix(k, r.prefix())
+		if err := store.Copy(ctx, k, dst); err != nil {
+			return b, err
+		}
+		moved.Keys = append(moved.Keys, dst)
+	}
+	keys := append([]string(nil), b.Keys...)
+	sort.SliceStable(keys, func(i, j int) bool { return path.Base(keys[i]) != ManifestName && path.Base(keys[j]) == ManifestName })
+	for _, k := range keys {
+		if err := store.Delete(ctx, k); err != nil {
+			return b, err
+		}
+	}
+	return moved, nil
 }
 
 // deleteBackup removes the manifest first, so that a half-deleted backup
@@ -549,6 +669,11 @@ func (r *Runner) deleteBackup(ctx context.Context, store Store, b Listed) error 
 type RestoreOptions struct {
 	// Yes confirms stopping a running database and replacing its data.
 	Yes bool
+	// TrustUnsigned restores a backup whose manifest HMAC is missing or
+	// does not match (or cannot be checked), after a warning.
+	TrustUnsigned bool
+	// Warn, when set, is told the warning (besides the log).
+	Warn func(msg string)
 }
 
 // Restore downloads backup id, verifies its checksums and dumps, stops
@@ -575,9 +700,20 @@ func (r *Runner) restore(ctx context.Context, id string, opts RestoreOptions) er
 	if running && !opts.Yes {
 		return fmt.Errorf("the database is running; restoring %s replaces all its data: run again with --yes to stop it and restore", id)
 	}
-	store, b, err := r.findBackup(ctx, id)
+	store, b, key, err := r.findBackup(ctx, id)
 	if err != nil {
 		return err
+	}
+	if err := b.Manifest.verify(key, r.prefix()+b.ID+"/"+ManifestName); err != nil {
+		var se *SignatureError
+		if !opts.TrustUnsigned || !errors.As(err, &se) {
+			return fmt.Errorf("%w (restore it anyway with --trust-unsigned only if you know where it came from)", err)
+		}
+		msg := fmt.Sprintf("restoring backup %s although %v (--trust-unsigned)", id, err)
+		log.Warn("restore: untrusted manifest", "warning", msg)
+		if opts.Warn != nil {
+			opts.Warn(msg)
+		}
 	}
 	dir, err := r.restoreDir(id, b.Manifest.Size())
 	if err != nil {
@@ -592,23 +728,141 @@ func (r *Runner) restore(ctx context.Context, id string, opts RestoreOptions) er
 	if err := r.check(ctx, dir); err != nil {
 		return err
 	}
+	volume, err := r.volumePath(ctx)
+	if err != nil {
+		return err
+	}
+	snap := filepath.Join(r.Root.Path(c.Dir), "rollback-"+id)
+	if err := r.roomForSnapshot(volume, snap); err != nil {
+		return err
+	}
+	unlock, err := r.composeLock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock() // after the database is started again (or rolled back)
 	if running {
 		log.Info("restore: stopping the database", "container", short(container))
 		if err := r.Engine.Stop(ctx, container, c.StopTimeout.Duration); err != nil {
-			return fmt.Errorf("stop the database: %w", err)
+			return errors.Join(fmt.Errorf("stop the database: %w", err), r.Engine.Start(context.WithoutCancel(ctx), container, c.StartTimeout.Duration))
 		}
 	}
-	if err := r.load(ctx, b, dir, log); err != nil {
+	// The way back: a copy of the current data, taken while it is stopped.
+	if err := copyTree(volume, snap); err != nil {
+		err = fmt.Errorf("keep a copy of the current data in %s: %w (nothing was changed)", snap, err)
+		os.RemoveAll(snap)
+		if running {
+			err = errors.Join(err, r.Engine.Start(context.WithoutCancel(ctx), container, c.StartTimeout.Duration))
+		}
 		return err
 	}
+	log.Info("restore: kept a copy of the current data", "folder", snap)
+	err = r.load(ctx, b, dir, log)
+	if err == nil && container != "" {
+		if err = r.Engine.Start(ctx, container, c.StartTimeout.Duration); err != nil {
+			err = fmt.Errorf("start the database on the restored data: %w", err)
+		}
+	}
+	if err != nil {
+		log.Error("restore failed; putting the previous data back", "error", err)
+		if rerr := r.rollback(context.WithoutCancel(ctx), container, running, volume, snap); rerr != nil {
+			return &RollbackError{Err: err, RollbackErr: rerr, Kept: snap}
+		}
+		os.RemoveAll(snap)
+		return &RollbackError{Err: err, Running: running}
+	}
+	os.RemoveAll(snap)
 	if container == "" {
 		log.Info("restore: no database container to start; the data is on the volume", "volume", c.Volume)
 		return nil
 	}
-	if err := r.Engine.Start(ctx, container, c.StartTimeout.Duration); err != nil {
-		return fmt.Errorf("start the database: %w", err)
-	}
 	log.Info("restore: done", "duration", r.now().Sub(start).Round(time.Millisecond))
+	return nil
+}
+
+// RollbackError is a restore that failed after it began to change the
+// data. Either the previous data was put back (RollbackErr nil; Running:
+// the database runs on it again), or that failed too and the previous
+// data is kept in folder Kept.
+type RollbackError struct {
+	Err         error
+	Running     bool
+	RollbackErr error
+	Kept        string
+}
+
+func (e *RollbackError) Error() string {
+	switch {
+	case e.RollbackErr != nil:
+		return fmt.Sprintf("%v; putting the previous data back failed too: %v (the previous data is kept in %s)", e.Err, e.RollbackErr, e.Kept)
+	case e.Running:
+		return fmt.Sprintf("%v; rolled back: the database runs on its previous data", e.Err)
+	}
+	return fmt.Sprintf("%v; rolled back: the previous data is on the volume", e.Err)
+}
+
+func (e *RollbackError) Unwrap() error { return e.Err }
+
+// volumePath is the data volume's folder on the host.
+func (r *Runner) volumePath(ctx context.Context) (string, error) {
+	if p := r.Config.Monitor.StorePath; p != "" {
+		return r.Root.Path(p), nil
+	}
+	p, err := r.Engine.VolumePath(ctx, r.Config.Volume)
+	if err != nil {
+		return "", fmt.Errorf("find the data volume: %w", err)
+	}
+	return p, nil
+}
+
+// roomForSnapshot fails when the backup folder's disk cannot hold a copy
+// of the data volume.
+func (r *Runner) roomForSnapshot(volume, snap string) error {
+	size, err := treeSize(volume)
+	if err != nil {
+		return fmt.Errorf("size of the current data: %w", err)
+	}
+	// A copy that a failed rollback kept may be the only good data left.
+	if kept, _ := filepath.Glob(filepath.Join(filepath.Dir(snap), "rollback-*")); len(kept) > 0 {
+		return fmt.Errorf("%s holds the data a failed restore could not put back: copy it onto the volume or remove it before restoring again", kept[0])
+	}
+	free, err := FreeBytes(filepath.Dir(snap))
+	if err != nil {
+		return err
+	}
+	if free < size+r.Config.MinFreeBytes {
+		return fmt.Errorf("disk full: a restore first keeps a copy of the current data (%s), %s has %s free", human(size), r.Config.Dir, human(free))
+	}
+	return nil
+}
+
+// rollback puts the copy snap back on the volume and starts the database
+// again when it ran before.
+func (r *Runner) rollback(ctx context.Context, container string, wasRunning bool, volume, snap string) error {
+	c := r.Config
+	if container != "" {
+		running, err := r.Engine.Running(ctx, container)
+		if err != nil {
+			return err
+		}
+		if running {
+			if err := r.Engine.Stop(ctx, container, c.StopTimeout.Duration); err != nil {
+				return fmt.Errorf("stop the database: %w", err)
+			}
+		}
+	}
+	if err := emptyTree(volume); err != nil {
+		return fmt.Errorf("empty the volume: %w", err)
+	}
+	if err := copyTree(snap, volume); err != nil {
+		return fmt.Errorf("copy the previous data back: %w", err)
+	}
+	r.log().Info("restore: the previous data is back on the volume")
+	if wasRunning {
+		if err := r.Engine.Start(ctx, container, c.StartTimeout.Duration); err != nil {
+			return fmt.Errorf("start the database on the previous data: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -626,26 +880,36 @@ func (r *Runner) database(ctx context.Context) (id string, running bool, err err
 	return id, running, err
 }
 
-// findBackup finds a complete backup id in the bucket.
-func (r *Runner) findBackup(ctx context.Context, id string) (Store, *Listed, error) {
-	store, err := r.store()
+// findBackup finds a complete backup id in the bucket; it also returns
+// the manifest key.
+func (r *Runner) findBackup(ctx context.Context, id string) (Store, *Listed, string, error) {
+	store, key, err := r.store()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	all, err := r.list(ctx, store)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	for i := range all {
 		if all[i].ID != id {
 			continue
 		}
-		if !all[i].Complete {
-			return nil, nil, fmt.Errorf("backup %s has no valid manifest: it is incomplete", id)
+		if all[i].Quarantined {
+			if slices.ContainsFunc(all, func(b Listed) bool { return b.ID == id && !b.Quarantined }) {
+				continue
+			}
+			return nil, nil, "", fmt.Errorf("backup %s is in %s%s: its manifest cannot be used (%v)", id, r.prefix(), QuarantineFolder, all[i].Err)
 		}
-		return store, &all[i], nil
+		if all[i].Err != nil {
+			return nil, nil, "", fmt.Errorf("backup %s cannot be restored: %w", id, all[i].Err)
+		}
+		if !all[i].Complete {
+			return nil, nil, "", fmt.Errorf("backup %s has no manifest: it is incomplete", id)
+		}
+		return store, &all[i], key, nil
 	}
-	return nil, nil, fmt.Errorf("no backup %s in the bucket (see backup list)", id)
+	return nil, nil, "", fmt.Errorf("no backup %s in the bucket (see backup list)", id)
 }
 
 // restoreDir makes an empty folder for backup id, when the disk has room
@@ -673,6 +937,10 @@ func (r *Runner) restoreDir(id string, size int64) (string, error) {
 // fetch downloads the backup's files into dir, verifying each one.
 func (r *Runner) fetch(ctx context.Context, store Store, b *Listed, dir string) error {
 	for _, f := range b.Manifest.Files {
+		// decodeManifest accepts plain names only; this keeps it so.
+		if err := ValidFileName(f.Name); err != nil {
+			return fmt.Errorf("backup %s: %w", b.ID, err)
+		}
 		if err := download(ctx, store, r.prefix()+b.ID+"/"+f.Name, filepath.Join(dir, f.Name), f); err != nil {
 			return err
 		}
@@ -685,6 +953,9 @@ func (r *Runner) fetch(ctx context.Context, store Store, b *Listed, dir string) 
 func (r *Runner) load(ctx context.Context, b *Listed, dir string, log *slog.Logger) error {
 	c := r.Config
 	for _, db := range b.Manifest.Databases {
+		if err := ValidDatabaseName(db); err != nil { // checked by decodeManifest too
+			return fmt.Errorf("backup %s: %w", b.ID, err)
+		}
 		args := []string{"database", "load", db, "--from-path=/backups", "--overwrite-destination=true"}
 		if b.Manifest.Edition == Enterprise {
 			file := ""
@@ -699,7 +970,7 @@ func (r *Runner) load(ctx context.Context, b *Listed, dir string, log *slog.Logg
 			args = []string{"database", "restore", "--from-path=/backups/" + file, "--overwrite-destination=true", db}
 		}
 		if _, err := r.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Volume: c.Volume, Dir: dir, Args: args}); err != nil {
-			return fmt.Errorf("load %s: %w (the database is left stopped)", db, err)
+			return fmt.Errorf("load %s: %w", db, err)
 		}
 		log.Info("restore: loaded", "database", db)
 	}

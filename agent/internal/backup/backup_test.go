@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +30,7 @@ type fakeEngine struct {
 	stop    func(id string) error
 	start   func(id string) error
 	admin   func(r AdminRun) (string, error)
+	volume  string // the data volume's folder
 	calls   []string
 }
 
@@ -57,6 +60,12 @@ func (f *fakeEngine) Start(_ context.Context, id string, _ time.Duration) error 
 		f.t.Fatalf("unexpected Start(%s)", id)
 	}
 	return f.start(id)
+}
+func (f *fakeEngine) VolumePath(_ context.Context, name string) (string, error) {
+	if f.volume == "" {
+		f.t.Fatalf("unexpected VolumePath(%s)", name)
+	}
+	return f.volume, nil
 }
 func (f *fakeEngine) Admin(_ context.Context, r AdminRun) (string, error) {
 	f.call(strings.Join(r.Args[:3], " "))
@@ -127,6 +136,16 @@ func (m *memStore) Delete(_ context.Context, key string) error {
 	m.deleted = append(m.deleted, key)
 	return nil
 }
+func (m *memStore) Copy(_ context.Context, src, dst string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objs[src]
+	if !ok {
+		return fmt.Errorf("no such key %s", src)
+	}
+	m.objs[dst] = b
+	return nil
+}
 func (m *memStore) Check(context.Context) error { return nil }
 func (m *memStore) keys() []string {
 	ks := []string{}
@@ -137,11 +156,19 @@ func (m *memStore) keys() []string {
 	return ks
 }
 
-// fakeDB is a database container whose admin runs write or check dumps.
+// fakeDB is a database container whose admin runs write or check dumps;
+// a load writes the dump into the volume's folder as <db>.
 func fakeDB(t *testing.T) *fakeEngine {
 	running := true
+	volume := t.TempDir()
+	for _, db := range []string{"system", "neo4j"} {
+		if err := os.WriteFile(filepath.Join(volume, db), []byte("live "+db), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return &fakeEngine{
 		t:       t,
+		volume:  volume,
 		find:    func(string, string) (string, error) { return "c0ffee", nil },
 		running: func(string) (bool, error) { return running, nil },
 		stop:    func(string) error { running = false; return nil },
@@ -158,6 +185,12 @@ func fakeDB(t *testing.T) *fakeEngine {
 				if err != nil || !bytes.HasPrefix(b, []byte("dump of ")) {
 					return "", fmt.Errorf("check %s: damaged", r.Args[2])
 				}
+				if r.Args[1] == "load" {
+					if running {
+						return "", errors.New("database in use")
+					}
+					return "", os.WriteFile(filepath.Join(volume, r.Args[2]), b, 0o640)
+				}
 				return "", nil
 			}
 			return "", fmt.Errorf("unexpected neo4j-admin %v", r.Args)
@@ -167,7 +200,7 @@ func fakeDB(t *testing.T) *fakeEngine {
 
 func testRunner(t *testing.T, eng Engine, store Store, now time.Time) *Runner {
 	root := fsutil.Root{Dir: t.TempDir()}
-	if _, err := root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET"}`), 0o600); err != nil {
+	if _, err := root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET","manifestKey":"`+testManifestKey+`"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c := DefaultConfig()
@@ -178,6 +211,8 @@ func testRunner(t *testing.T, eng Engine, store Store, now time.Time) *Runner {
 	return &Runner{Root: root, Config: c, Engine: eng, Now: func() time.Time { return now },
 		OpenStore: func(Spaces) (Store, error) { return store, nil }}
 }
+
+const testManifestKey = "0123456789abcdef0123456789abcdef-test"
 
 var t0 = time.Date(2026, 3, 10, 3, 0, 0, 0, time.UTC)
 
@@ -457,5 +492,441 @@ func TestStateSummary(t *testing.T) {
 		if got := tc.st.Summary(now); got != tc.want {
 			t.Errorf("Summary = %q\nwant      %q", got, tc.want)
 		}
+	}
+}
+
+// tamper rewrites backup id's manifest in the bucket with edit applied.
+func tamper(t *testing.T, store *memStore, id string, edit func(m map[string]any)) string {
+	t.Helper()
+	key := "neo4j/" + id + "/" + ManifestName
+	var m map[string]any
+	if err := json.Unmarshal(store.objs[key], &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.objs[key] = b
+	return key
+}
+
+func TestRestoreRefusesTamperedManifests(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  func(m map[string]any)
+		field string
+	}{
+		{"traversal file name", func(m map[string]any) {
+			f := m["files"].([]any)[0].(map[string]any)
+			f["name"] = "../../etc/cron.d/x"
+		}, "files[0].name"},
+		{"absolute file name", func(m map[string]any) { m["files"].([]any)[1].(map[string]any)["name"] = "/etc/passwd" }, "files[1].name"},
+		{"hidden file name", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["name"] = ".ssh" }, "files[0].name"},
+		{"NUL in a file name", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["name"] = "a\x00b" }, "files[0].name"},
+		{"empty file name", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["name"] = "" }, "files[0].name"},
+		{"dot-dot", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["name"] = ".." }, "files[0].name"},
+		{"database name as an option", func(m map[string]any) { m["databases"] = []any{"system", "--from-path=/etc"} }, "databases[1]"},
+		{"database name with a slash", func(m map[string]any) { m["databases"] = []any{"../neo4j"} }, "databases[0]"},
+		{"upper-case database name", func(m map[string]any) { m["databases"] = []any{"Neo4j"} }, "databases[0]"},
+		{"short database name", func(m map[string]any) { m["databases"] = []any{"ab"} }, "databases[0]"},
+		{"database name starting with a digit", func(m map[string]any) { m["databases"] = []any{"4neo"} }, "databases[0]"},
+		{"long database name", func(m map[string]any) { m["databases"] = []any{"a" + strings.Repeat("b", 63)} }, "databases[0]"},
+		{"unknown edition", func(m map[string]any) { m["edition"] = "--expand-commands" }, "edition"},
+		{"newer schema", func(m map[string]any) { m["schemaVersion"] = 99 }, "schemaVersion"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eng, store := fakeDB(t), newMemStore()
+			r := testRunner(t, eng, store, t0)
+			res, err := r.Run(context.Background(), RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := tamper(t, store, res.ID, tc.edit)
+			eng.calls = nil
+			err = r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true})
+			var me *ManifestError
+			if !errors.As(err, &me) || me.Field != tc.field || me.Key != key || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("err = %v, want a ManifestError naming %s and %s", err, key, tc.field)
+			}
+			if len(eng.calls) != 0 {
+				t.Errorf("a tampered manifest still ran %q", eng.calls)
+			}
+			// Nothing written anywhere below the root but the state and the
+			// empty backup folder.
+			filepath.WalkDir(r.Root.Dir, func(p string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					rel, _ := filepath.Rel(r.Root.Dir, p)
+					if !slices.Contains([]string{"var/lib/codelab/backup.json", "var/lib/codelab/backup.lock", "root/docker/neo4j/spaces.json", "run/lock/codelab-compose-neo4j.lock"}, rel) {
+						t.Errorf("restore wrote %s", rel)
+					}
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestValidNames(t *testing.T) {
+	for _, ok := range []string{"neo4j", "system", "a.b-c", "abc", "a" + strings.Repeat("b", 62)} {
+		if err := ValidDatabaseName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, ok := range []string{"neo4j.dump", "system-2026-03-10T03-00-00.backup"} {
+		if err := ValidFileName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"a/b", `a\b`, "..", ".", "x\n", ""} {
+		if err := ValidFileName(bad); err == nil {
+			t.Errorf("file name %q accepted", bad)
+		}
+	}
+}
+
+func TestManifestHMAC(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	res, err := r.Run(context.Background(), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m Manifest
+	json.Unmarshal(store.objs["neo4j/"+res.ID+"/"+ManifestName], &m)
+	if len(m.HMAC) != 64 {
+		t.Fatalf("manifest hmac = %q", m.HMAC)
+	}
+	good := store.objs["neo4j/"+res.ID+"/"+ManifestName]
+	otherSum := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		name   string
+		edit   func(m map[string]any)
+		reason string
+	}{
+		{"changed checksum", func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["sha256"] = otherSum }, "does not match"},
+		{"changed database list", func(m map[string]any) { m["databases"] = []any{"neo4j"} }, "does not match"},
+		{"no hmac", func(m map[string]any) { delete(m, "hmac") }, "unsigned"},
+		{"garbage hmac", func(m map[string]any) { m["hmac"] = "zz" }, "does not match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store.objs["neo4j/"+res.ID+"/"+ManifestName] = good
+			key := tamper(t, store, res.ID, tc.edit)
+			eng.calls = nil
+			err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true})
+			var se *SignatureError
+			if !errors.As(err, &se) || se.Key != key || !strings.Contains(err.Error(), tc.reason) || !strings.Contains(err.Error(), "--trust-unsigned") {
+				t.Fatalf("err = %v, want a SignatureError (%s) naming %s", err, tc.reason, key)
+			}
+			if len(eng.calls) != 0 {
+				t.Errorf("a refused manifest still ran %q", eng.calls)
+			}
+		})
+	}
+	// --trust-unsigned restores an unsigned manifest, with a warning.
+	store.objs["neo4j/"+res.ID+"/"+ManifestName] = good
+	tamper(t, store, res.ID, func(m map[string]any) { delete(m, "hmac") })
+	var warned []string
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true, TrustUnsigned: true, Warn: func(s string) { warned = append(warned, s) }}); err != nil {
+		t.Fatal(err)
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], "unsigned") || !strings.Contains(warned[0], res.ID) {
+		t.Errorf("warnings = %q", warned)
+	}
+	// A tampered checksum with --trust-unsigned still fails at the download.
+	store.objs["neo4j/"+res.ID+"/"+ManifestName] = good
+	tamper(t, store, res.ID, func(m map[string]any) { m["files"].([]any)[0].(map[string]any)["sha256"] = otherSum })
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true, TrustUnsigned: true}); err == nil || !strings.Contains(err.Error(), "SHA-256") {
+		t.Errorf("trusted tampered checksum: err = %v", err)
+	}
+	// Without a key: restore cannot check, and says which KV key is missing.
+	store.objs["neo4j/"+res.ID+"/"+ManifestName] = good
+	r.Root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET"}`), 0o600)
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true}); err == nil || !strings.Contains(err.Error(), "codelab/<env>/backup/manifest_key") {
+		t.Errorf("restore without a key: err = %v", err)
+	}
+}
+
+func TestRunWithoutManifestKeyFails(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	r.Root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET"}`), 0o600)
+	res, err := r.Run(context.Background(), RunOptions{})
+	if !errors.Is(err, ErrNoManifestKey) || !strings.Contains(err.Error(), "codelab/<env>/backup/manifest_key") || res.Step != "prepare" {
+		t.Fatalf("err = %v, run = %+v", err, res)
+	}
+	if len(store.objs) != 0 || len(eng.calls) != 0 {
+		t.Errorf("a run without a key did %q and uploaded %q", eng.calls, store.keys())
+	}
+	r.Root.WriteFile("/root/docker/neo4j/spaces.json", []byte(`{"endpoint":"https://fra1.example.test","bucket":"b","region":"fra1","accessKey":"AKIDSECRET","secretKey":"SKSECRET","manifestKey":"short-SECRET"}`), 0o600)
+	if _, err := r.Run(context.Background(), RunOptions{}); err == nil || !strings.Contains(err.Error(), "at least 32") || strings.Contains(err.Error(), "short-SECRET") {
+		t.Errorf("short key: err = %v", err)
+	}
+}
+
+// holdsComposeLock makes the engine check, at the admin call named
+// verb, that the compose lock is held: a second locker waits (its onWait
+// fires), and it is still waiting when the database is started again.
+func holdsComposeLock(t *testing.T, r *Runner, eng *fakeEngine, verb string) (check func()) {
+	lock := r.Root.Path("/run/lock/codelab-compose-neo4j.lock")
+	admin, start := eng.admin, eng.start
+	var acquired atomic.Bool
+	got := make(chan struct{})
+	eng.admin = func(a AdminRun) (string, error) {
+		if a.Args[1] == verb && a.Args[2] == "neo4j" {
+			waiting := make(chan struct{})
+			go func() {
+				defer close(got)
+				unlock, err := fsutil.Lock(context.Background(), lock, func() { close(waiting) })
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				acquired.Store(true)
+				unlock()
+			}()
+			select {
+			case <-waiting:
+			case <-got:
+				t.Errorf("a second locker got the compose lock during %s", verb)
+			}
+		}
+		return admin(a)
+	}
+	eng.start = func(id string) error {
+		if acquired.Load() {
+			t.Errorf("the compose lock was free before the database started again")
+		}
+		return start(id)
+	}
+	return func() {
+		<-got
+		eng.admin, eng.start = admin, start
+	}
+}
+
+func TestDumpAndRestoreHoldTheComposeLock(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	check := holdsComposeLock(t, r, eng, "dump")
+	res, err := r.Run(context.Background(), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check()
+	eng.calls = nil
+	check = holdsComposeLock(t, r, eng, "load")
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true}); err != nil {
+		t.Fatal(err)
+	}
+	check()
+}
+
+func TestCancelledDumpStartsTheDatabaseAndFreesTheLocks(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	ctx, cancel := context.WithCancel(context.Background())
+	admin := eng.admin
+	eng.admin = func(a AdminRun) (string, error) {
+		if a.Args[1] == "dump" && a.Args[2] == "neo4j" {
+			cancel() // Ctrl-C while neo4j-admin runs: RunOnce removes its container
+			return "", context.Canceled
+		}
+		return admin(a)
+	}
+	res, err := r.Run(ctx, RunOptions{})
+	if !errors.Is(err, context.Canceled) || res.Step != "dump" {
+		t.Fatalf("err = %v, run = %+v", err, res)
+	}
+	if last := eng.calls[len(eng.calls)-1]; last != "start c0ffee" {
+		t.Errorf("calls = %q: the database must be started again", eng.calls)
+	}
+	for _, l := range []string{"/run/lock/codelab-compose-neo4j.lock", LockFile} {
+		unlock, err := fsutil.TryLock(r.Root.Path(l))
+		if err != nil {
+			t.Errorf("%s still held after a cancelled run: %v", l, err)
+			continue
+		}
+		unlock()
+	}
+	if len(store.objs) != 0 {
+		t.Errorf("a cancelled run uploaded %q", store.keys())
+	}
+}
+
+// volumeFiles reads every file of a volume folder.
+func volumeFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = string(b)
+	}
+	return out
+}
+
+func TestRestoreRollsBackOnAnyFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		breakIt func(e *fakeEngine)
+	}{
+		{"second load fails after writing", func(e *fakeEngine) {
+			admin := e.admin
+			e.admin = func(a AdminRun) (string, error) {
+				out, err := admin(a)
+				if a.Args[1] == "load" && a.Args[2] == "neo4j" {
+					return out, errors.New("no space left on device")
+				}
+				return out, err
+			}
+		}},
+		{"first load fails", func(e *fakeEngine) {
+			admin := e.admin
+			e.admin = func(a AdminRun) (string, error) {
+				if a.Args[1] == "load" {
+					return "", errors.New("bad store format")
+				}
+				return admin(a)
+			}
+		}},
+		{"restored database does not start", func(e *fakeEngine) {
+			start, n := e.start, 0
+			e.start = func(id string) error {
+				if n++; n == 1 {
+					return errors.New("container is unhealthy")
+				}
+				return start(id)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eng, store := fakeDB(t), newMemStore()
+			r := testRunner(t, eng, store, t0)
+			res, err := r.Run(context.Background(), RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := volumeFiles(t, eng.volume)
+			tc.breakIt(eng)
+			eng.calls = nil
+			err = r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true})
+			var rb *RollbackError
+			if !errors.As(err, &rb) || rb.RollbackErr != nil || !rb.Running || !strings.Contains(err.Error(), "rolled back") {
+				t.Fatalf("err = %v, want a rollback", err)
+			}
+			if got := volumeFiles(t, eng.volume); !maps.Equal(got, before) {
+				t.Errorf("volume after the rollback = %q, want %q", got, before)
+			}
+			if last := eng.calls[len(eng.calls)-1]; last != "start c0ffee" {
+				t.Errorf("calls = %q: the database must run again", eng.calls)
+			}
+			if left, _ := os.ReadDir(r.Root.Path(r.Config.Dir)); len(left) != 0 {
+				t.Errorf("left in the backup folder: %v", left)
+			}
+		})
+	}
+}
+
+func TestRestoreKeepsTheCopyWhenTheRollbackFails(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	res, err := r.Run(context.Background(), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := volumeFiles(t, eng.volume)
+	eng.start = func(string) error { return errors.New("container is unhealthy") }
+	err = r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true})
+	var rb *RollbackError
+	if !errors.As(err, &rb) || rb.RollbackErr == nil || rb.Kept == "" || !strings.Contains(err.Error(), rb.Kept) {
+		t.Fatalf("err = %v", err)
+	}
+	if got := volumeFiles(t, rb.Kept); !maps.Equal(got, before) {
+		t.Errorf("kept copy = %q, want %q", got, before)
+	}
+	// A second restore keeps its hands off the kept copy.
+	eng.start = func(string) error { return nil }
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true}); err == nil || !strings.Contains(err.Error(), rb.Kept) {
+		t.Fatalf("restore with a kept rollback copy: err = %v", err)
+	}
+	if got := volumeFiles(t, rb.Kept); !maps.Equal(got, before) {
+		t.Errorf("kept copy after a second restore = %q, want %q", got, before)
+	}
+}
+
+func TestRetentionQuarantinesWhatItCannotParse(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	r.Config.KeepDaily, r.Config.KeepWeekly = 1, 0
+	bad := map[string][]byte{
+		"neo4j/20260301T000000Z/manifest.json": []byte("{not json"),
+		"neo4j/20260301T000000Z/neo4j.dump":    []byte("dump of neo4j"),
+		"neo4j/20260302T000000Z/manifest.json": []byte(`{"schemaVersion": 7, "id": "20260302T000000Z", "files": [{"name": "x"}]}`),
+	}
+	for k, v := range bad {
+		store.objs[k] = v
+	}
+	store.objs["neo4j/20260303T000000Z/neo4j.dump"] = []byte("incomplete, old") // no manifest: removed
+	if _, err := r.Run(context.Background(), RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range bad {
+		q := "neo4j/quarantine/" + strings.TrimPrefix(k, "neo4j/")
+		if !bytes.Equal(store.objs[q], v) {
+			t.Errorf("%s not moved to %s", k, q)
+		}
+		if _, ok := store.objs[k]; ok {
+			t.Errorf("%s still outside quarantine", k)
+		}
+	}
+	if _, ok := store.objs["neo4j/20260303T000000Z/neo4j.dump"]; ok {
+		t.Error("an old upload without a manifest was kept")
+	}
+	st, _ := ReadState(r.Root)
+	if st.QuarantinedObjects() != 3 || len(st.Quarantine) != 2 || !strings.Contains(st.Quarantine[0].Reason, "schemaVersion") || !strings.Contains(st.Quarantine[1].Reason, "not valid JSON") {
+		t.Fatalf("state quarantine = %+v", st.Quarantine)
+	}
+	// The next run (past retention for the first) leaves quarantine alone
+	// and still reports it; a failed run keeps reporting it too.
+	r.Now = func() time.Time { return t0.Add(48 * time.Hour) }
+	if _, err := r.Run(context.Background(), RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.Now = func() time.Time { return t0.Add(72 * time.Hour) }
+	store.putErr = func(string) error { return errors.New("connection reset") }
+	if _, err := r.Run(context.Background(), RunOptions{}); err == nil {
+		t.Fatal("upload did not fail")
+	}
+	for k := range bad {
+		if _, ok := store.objs["neo4j/quarantine/"+strings.TrimPrefix(k, "neo4j/")]; !ok {
+			t.Errorf("quarantined %s is gone", k)
+		}
+	}
+	if st, _ := ReadState(r.Root); st.QuarantinedObjects() != 3 {
+		t.Errorf("state quarantine after later runs = %+v", st.Quarantine)
+	}
+	all, err := r.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q []string
+	for _, b := range all {
+		if b.Quarantined {
+			if b.Complete || b.Err == nil {
+				t.Errorf("quarantined %s listed as complete=%v err=%v", b.ID, b.Complete, b.Err)
+			}
+			q = append(q, b.ID)
+		}
+	}
+	if !slices.Equal(q, []string{"20260302T000000Z", "20260301T000000Z"}) {
+		t.Errorf("listed quarantine = %q", q)
 	}
 }

@@ -19,6 +19,8 @@ type Engine interface {
 	// Start starts the container and waits until it is healthy (or merely
 	// running, when it has no healthcheck).
 	Start(ctx context.Context, id string, timeout time.Duration) error
+	// VolumePath returns a named volume's folder on the host.
+	VolumePath(ctx context.Context, name string) (string, error)
 	// Admin runs `neo4j-admin args...` in a throwaway container of image
 	// with the given volume and host folder mounts; it returns the output.
 	Admin(ctx context.Context, run AdminRun) (string, error)

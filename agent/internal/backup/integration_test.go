@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/errdefs"
+	"github.com/minio/minio-go/v7"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/backup/backuptest"
@@ -54,15 +61,7 @@ func newEnv(t *testing.T) *env {
 	rand.Read(big)
 	e.data = map[string]string{"alice": "knows bob", "bob": "knows carol", "blob": base64.StdEncoding.EncodeToString(big)}
 	for k, v := range e.data {
-		req, err := http.NewRequest(http.MethodPut, e.db.HTTP+"/standin/nodes/"+k, strings.NewReader(v))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil || resp.StatusCode != http.StatusNoContent {
-			t.Fatalf("write %s: %v %v", k, err, resp)
-		}
-		resp.Body.Close()
+		putNode(t, e.db.HTTP, k, v)
 	}
 
 	e.writeSecret(e.s3.Endpoint)
@@ -99,7 +98,8 @@ func newEnv(t *testing.T) *env {
 }
 
 func (e *env) writeSecret(endpoint string) {
-	sec, err := json.Marshal(backup.Spaces{Endpoint: endpoint, Bucket: e.s3.Bucket, Region: e.s3.Region, AccessKey: e.s3.AccessKey, SecretKey: e.s3.Secret})
+	sec, err := json.Marshal(backup.Spaces{Endpoint: endpoint, Bucket: e.s3.Bucket, Region: e.s3.Region, AccessKey: e.s3.AccessKey, SecretKey: e.s3.Secret,
+		ManifestKey: "integration-manifest-key-0123456789abcdef"})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -215,6 +215,30 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 		t.Fatal("the database lost data across the backup")
 	}
 
+	// A dump cancelled while neo4j-admin runs: its container is removed,
+	// the database runs again with its data, the bucket is untouched.
+	cctx, cancel := context.WithCancel(ctx)
+	api := &cancelOnStart{EngineAPI: e.docker.API, cancel: cancel}
+	rc := e.runner(e.config, -71*time.Hour, &logs)
+	rc.Engine = backup.Docker{Engine: &containers.Engine{API: api}}
+	res, err = rc.Run(cctx, backup.RunOptions{})
+	cancel()
+	if !errors.Is(err, context.Canceled) || res.Step != "dump" || len(api.created) == 0 {
+		t.Fatalf("cancelled dump: err = %v, run = %+v, %d admin containers", err, res, len(api.created))
+	}
+	for _, id := range api.created {
+		if _, err := e.docker.API.ContainerInspect(ctx, id); !errdefs.IsNotFound(err) {
+			t.Errorf("the cancelled dump's container %s is still there (%v)", id[:12], err)
+		}
+	}
+	e.db.WaitHealthy(t)
+	if got := nodes(t, e.db.HTTP); !mapsEqual(got, e.data) {
+		t.Fatal("the database lost data across the cancelled dump")
+	}
+	if got := e.s3.Keys(t, "neo4j/test/"); !slices.Equal(got, keys) {
+		t.Fatalf("bucket after the cancelled dump = %q", got)
+	}
+
 	t.Logf("%s", time.Now().Format(time.StampMilli))
 	// 2. Restore on a fresh volume gives back the same data; without --yes
 	// it refuses to touch a running database.
@@ -235,6 +259,25 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	fresh.WaitHealthy(t)
 	if got := nodes(t, fresh.HTTP); !mapsEqual(got, e.data) {
 		t.Fatalf("restored data differs: %d keys, want %d", len(got), len(e.data))
+	}
+
+	// 2b. A restore whose second database fails after its load wrote to
+	// the volume: the previous data is put back and runs again.
+	putNode(t, fresh.HTTP, "dave", "knows erin")
+	previous := nodes(t, fresh.HTTP)
+	rf := e.runner(c2, 0, &logs)
+	rf.Engine = failLoad{Engine: rf.Engine, db: "neo4j"}
+	err = rf.Restore(ctx, first, backup.RestoreOptions{Yes: true})
+	var rb *backup.RollbackError
+	if !errors.As(err, &rb) || rb.RollbackErr != nil || !rb.Running {
+		t.Fatalf("restore with a failing second load: err = %v, want a rollback", err)
+	}
+	fresh.WaitHealthy(t)
+	if got := nodes(t, fresh.HTTP); !mapsEqual(got, previous) || got["dave"] != "knows erin" {
+		t.Fatalf("after the rollback the database has %d keys (dave: %q), want the %d it had", len(got), got["dave"], len(previous))
+	}
+	if left, _ := os.ReadDir(e.root.Path(e.config.Dir)); len(left) != 0 {
+		t.Errorf("left in the backup folder after the rollback: %v", left)
 	}
 
 	snapshot := func() map[string]string {
@@ -296,7 +339,16 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	t.Logf("%s", time.Now().Format(time.StampMilli))
 	// 5. Two more good runs on later days: retention (2 daily, 1 weekly)
 	// drops the oldest, keeps the newest; stale local copies are cleaned.
+	// A backup whose manifest does not parse is moved to quarantine/, not
+	// deleted, and reported.
 	e.writeSecret(e.s3.Endpoint)
+	broken := map[string]string{"20200101T000000Z/manifest.json": `{"schemaVersion": 1, "id": "20200101T000000Z", "files": [`,
+		"20200101T000000Z/neo4j.dump": "an old dump"}
+	for k, v := range broken {
+		if _, err := e.s3.Client.PutObject(ctx, e.s3.Bucket, "neo4j/test/"+k, strings.NewReader(v), int64(len(v)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var ids []string
 	for _, off := range []time.Duration{-24 * time.Hour, 0} {
 		res, err := e.runner(e.config, off, &logs).Run(ctx, backup.RunOptions{})
@@ -321,13 +373,83 @@ func TestBackupRestoreAndFailuresIntegration(t *testing.T) {
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("local copies left after a good run: %v", left)
 	}
-	if code, body := get(t, mon+"/health/backup"); code != http.StatusOK || !strings.Contains(body, ids[1]) {
-		t.Errorf("/health/backup after a fresh backup = %d %q", code, body)
+	for k, v := range broken {
+		if got := string(e.s3.Get(t, "neo4j/test/quarantine/"+k)); got != v {
+			t.Errorf("quarantine/%s = %q, want %q", k, got, v)
+		}
+	}
+	if got := e.s3.Keys(t, "neo4j/test/20200101T000000Z/"); len(got) != 0 {
+		t.Errorf("left outside quarantine: %q", got)
+	}
+	quarantined := false
+	for _, b := range list {
+		quarantined = quarantined || b.ID == "20200101T000000Z" && b.Quarantined && b.Err != nil
+	}
+	if !quarantined {
+		t.Errorf("backup list does not show the quarantined backup: %+v", list)
+	}
+	if code, body := get(t, mon+"/health/backup"); code != http.StatusTooManyRequests || !strings.Contains(body, ids[1]) || !strings.Contains(body, "20200101T000000Z") {
+		t.Errorf("/health/backup after a fresh backup, with one in quarantine = %d %q, want 429 naming both", code, body)
 	}
 	_, body = get(t, mon+"/metrics")
+	if n := metric(t, body, "codelab_backup_quarantined_objects"); n != 2 {
+		t.Errorf("codelab_backup_quarantined_objects = %v, want 2", n)
+	}
 	if age := metric(t, body, "codelab_backup_age_seconds"); age > 600 {
 		t.Errorf("codelab_backup_age_seconds = %v after a fresh backup", age)
 	}
+}
+
+// failLoad is an Engine whose load of database db fails after the real
+// neo4j-admin load has replaced the database's files.
+type failLoad struct {
+	backup.Engine
+	db string
+}
+
+func (f failLoad) Admin(ctx context.Context, r backup.AdminRun) (string, error) {
+	out, err := f.Engine.Admin(ctx, r)
+	if err == nil && len(r.Args) > 2 && r.Args[1] == "load" && r.Args[2] == f.db {
+		return out, fmt.Errorf("neo4j-admin database load %s: exit status 1: injected failure after the load wrote", f.db)
+	}
+	return out, err
+}
+
+func putNode(t *testing.T, base, k, v string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, base+"/standin/nodes/"+k, strings.NewReader(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("write %s: %v %v", k, err, resp)
+	}
+	resp.Body.Close()
+}
+
+// cancelOnStart is the Engine API that cancels the run once a throwaway
+// (neo4j-admin) container has started.
+type cancelOnStart struct {
+	containers.EngineAPI
+	cancel  func()
+	created []string
+}
+
+func (c *cancelOnStart) ContainerCreate(ctx context.Context, cfg *container.Config, host *container.HostConfig, net *network.NetworkingConfig, p *ocispec.Platform, name string) (container.CreateResponse, error) {
+	resp, err := c.EngineAPI.ContainerCreate(ctx, cfg, host, net, p, name)
+	if err == nil && cfg.Labels[containers.OneOffLabel] != "" {
+		c.created = append(c.created, resp.ID)
+	}
+	return resp, err
+}
+
+func (c *cancelOnStart) ContainerStart(ctx context.Context, id string, opts container.StartOptions) error {
+	err := c.EngineAPI.ContainerStart(ctx, id, opts)
+	if slices.Contains(c.created, id) {
+		c.cancel()
+	}
+	return err
 }
 
 // startMonitor serves the monitor with the real probes on the settings'

@@ -19,7 +19,20 @@ type Spaces struct {
 	Region    string `json:"region"`
 	AccessKey string `json:"accessKey"`
 	SecretKey string `json:"secretKey"`
+	// ManifestKey signs every manifest (HMAC-SHA256), so that a restore
+	// can tell a backup this cluster made from one put in the bucket by
+	// someone else. At least 32 characters.
+	ManifestKey string `json:"manifestKey"`
 }
+
+// ManifestKeyKV is the Consul KV key that holds the manifest key.
+const ManifestKeyKV = "codelab/<env>/backup/manifest_key"
+
+// minManifestKey is the shortest manifest key accepted.
+const minManifestKey = 32
+
+// ErrNoManifestKey: the secret file has no manifest key.
+var ErrNoManifestKey = errors.New("no manifest key: set Consul KV " + ManifestKeyKV + " (at least 32 characters, e.g. `openssl rand -hex 32`); consul-template renders it into the backup secret file")
 
 // String never shows the keys.
 func (s Spaces) String() string {
@@ -30,7 +43,9 @@ func (s Spaces) String() string {
 func (s Spaces) GoString() string { return s.String() }
 
 // LoadSpaces reads the secret file below root. It refuses a file that
-// anyone but its owner may read.
+// anyone but its owner may read. The manifest key may be missing (list and
+// restore --trust-unsigned work without it); a backup run refuses to start
+// without one.
 func LoadSpaces(root fsutil.Root, path string) (Spaces, error) {
 	p := root.Path(path)
 	st, err := os.Stat(p)
@@ -58,6 +73,9 @@ func LoadSpaces(root fsutil.Root, path string) (Spaces, error) {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s is empty", name))
 		}
+	}
+	if n := len(s.ManifestKey); n > 0 && n < minManifestKey {
+		errs = append(errs, fmt.Errorf("manifestKey (%s) has %d characters: want at least %d", ManifestKeyKV, n, minManifestKey))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Spaces{}, fmt.Errorf("backup secret file %s: %w", path, err)

@@ -32,6 +32,25 @@ type State struct {
 	// NewestVerified is the newest backup that was checked and uploaded
 	// (confirmed by reading its checksum back); nil when there is none.
 	NewestVerified *Newest `json:"newestVerified,omitempty"`
+	// Quarantine is what the last retention found in (or moved to) the
+	// bucket's quarantine/ folder: backups whose manifest cannot be used.
+	Quarantine []Quarantined `json:"quarantine,omitempty"`
+}
+
+// Quarantined is a backup in quarantine/.
+type Quarantined struct {
+	ID      string `json:"id"`
+	Objects int    `json:"objects"`
+	Reason  string `json:"reason,omitempty"` // why its manifest cannot be used
+}
+
+// QuarantinedObjects counts the objects in quarantine/.
+func (s State) QuarantinedObjects() int {
+	n := 0
+	for _, q := range s.Quarantine {
+		n += q.Objects
+	}
+	return n
 }
 
 // Run is one backup run.

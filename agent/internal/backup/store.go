@@ -24,6 +24,8 @@ type Store interface {
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
 	// List returns every key below prefix.
 	List(ctx context.Context, prefix string) ([]Object, error)
+	// Copy copies object src to dst within the bucket.
+	Copy(ctx context.Context, src, dst string) error
 	// Delete removes key.
 	Delete(ctx context.Context, key string) error
 	// Check fails when the bucket cannot be reached with these keys.
@@ -121,6 +123,15 @@ func (s *S3) List(ctx context.Context, prefix string) ([]Object, error) {
 		out = append(out, Object{Key: o.Key, Size: o.Size, LastModified: o.LastModified})
 	}
 	return out, nil
+}
+
+// Copy is a server-side copy (multipart above 5 GiB).
+func (s *S3) Copy(ctx context.Context, src, dst string) error {
+	if _, err := s.client.ComposeObject(ctx, minio.CopyDestOptions{Bucket: s.bucket, Object: dst},
+		minio.CopySrcOptions{Bucket: s.bucket, Object: src}); err != nil {
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	return nil
 }
 
 func (s *S3) Delete(ctx context.Context, key string) error {

@@ -19,9 +19,10 @@ import (
 
 // BackupOptions are `codelab-agent backup`'s options.
 type BackupOptions struct {
-	IgnoreWindow bool
-	JSON         bool
-	Yes          bool
+	IgnoreWindow  bool
+	JSON          bool
+	Yes           bool
+	TrustUnsigned bool
 
 	// NewRunner builds the runner; nil means the real one (settings from
 	// backup.ConfigFile, Docker through the docker command, Spaces).
@@ -63,8 +64,13 @@ window a Community run does nothing and exits 0 (the timer fires daily).`,
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the backups in the bucket, newest first",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return RunBackupList(cmd.Context(), g, o, stdio) },
+		Long: `list shows every backup in the bucket, newest first: complete, incomplete
+(no manifest: an upload that died; retention removes it after a day), or
+quarantined (its manifest fails to parse or to validate, or has a newer
+schema: retention moved it to <prefix>/quarantine/<id>/ and never deletes it;
+look at it, then move it back or delete it by hand).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return RunBackupList(cmd.Context(), g, o, stdio) },
 	}
 	list.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
 	restore := &cobra.Command{
@@ -73,7 +79,13 @@ window a Community run does nothing and exits 0 (the timer fires daily).`,
 		Long: `restore downloads backup ID, verifies every file against the manifest's
 SHA-256 and checks the dumps before it touches the database; then it stops
 the database container, loads every database (replacing its data) and starts
-the container again. It refuses to stop a running database without --yes.`,
+the container again. It refuses to stop a running database without --yes.
+
+The manifest must be valid (plain file names, Neo4j database names) and
+carry a valid HMAC made with the manifest key (Consul KV
+codelab/<env>/backup/manifest_key, in the secret file); otherwise restore
+refuses, unless --trust-unsigned, which restores an unsigned or mis-signed
+backup after a warning on stderr (its checksums are still verified).`,
 		Example: `  codelab-agent backup list
   codelab-agent backup restore 20260102T030405Z --yes`,
 		Args: cobra.ExactArgs(1),
@@ -82,6 +94,7 @@ the container again. It refuses to stop a running database without --yes.`,
 		},
 	}
 	restore.Flags().BoolVar(&o.Yes, "yes", false, "stop the running database and replace its data")
+	restore.Flags().BoolVar(&o.TrustUnsigned, "trust-unsigned", false, "restore even when the manifest's HMAC is missing or does not match (warns)")
 	cmd.AddCommand(run, list, restore)
 	return cmd
 }
@@ -136,16 +149,22 @@ func RunBackupList(ctx context.Context, g *Global, o *BackupOptions, stdio IO) e
 	}
 	if o.JSON {
 		type row struct {
-			ID        string        `json:"id"`
-			At        time.Time     `json:"at"`
-			Complete  bool          `json:"complete"`
-			SizeBytes int64         `json:"sizeBytes"`
-			Edition   string        `json:"edition,omitempty"`
-			Files     []backup.File `json:"files,omitempty"`
+			ID          string        `json:"id"`
+			At          time.Time     `json:"at"`
+			Complete    bool          `json:"complete"`
+			Quarantined bool          `json:"quarantined,omitempty"`
+			Problem     string        `json:"problem,omitempty"` // why the manifest cannot be used
+			SizeBytes   int64         `json:"sizeBytes"`
+			Edition     string        `json:"edition,omitempty"`
+			Files       []backup.File `json:"files,omitempty"`
 		}
 		rows := []row{}
 		for _, b := range all {
-			rows = append(rows, row{b.ID, b.At, b.Complete, b.Size, b.Manifest.Edition, b.Manifest.Files})
+			problem := ""
+			if b.Err != nil {
+				problem = b.Err.Error()
+			}
+			rows = append(rows, row{b.ID, b.At, b.Complete, b.Quarantined, problem, b.Size, b.Manifest.Edition, b.Manifest.Files})
 		}
 		enc := json.NewEncoder(stdio.Out)
 		enc.SetIndent("", "  ")
@@ -159,7 +178,14 @@ func printBackups(w io.Writer, all []backup.Listed) error {
 	fmt.Fprintln(tw, "ID\tTAKEN (UTC)\tSIZE\tSTATE")
 	for _, b := range all {
 		state := "complete"
-		if !b.Complete {
+		switch {
+		case b.Quarantined && b.Err != nil:
+			state = "QUARANTINED: " + b.Err.Error()
+		case b.Quarantined:
+			state = "QUARANTINED"
+		case b.Err != nil:
+			state = "UNUSABLE (next run quarantines it): " + b.Err.Error()
+		case !b.Complete:
 			state = "incomplete (no manifest)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.ID, b.At.UTC().Format("2006-01-02 15:04"), backup.Human(b.Size), state)
@@ -179,7 +205,9 @@ func RunBackupRestore(ctx context.Context, g *Global, o *BackupOptions, id strin
 	if err != nil {
 		return err
 	}
-	if err := r.Restore(ctx, id, backup.RestoreOptions{Yes: o.Yes}); err != nil {
+	opts := backup.RestoreOptions{Yes: o.Yes, TrustUnsigned: o.TrustUnsigned,
+		Warn: func(msg string) { fmt.Fprintf(stdio.ErrOut, "warning: %s\n", msg) }}
+	if err := r.Restore(ctx, id, opts); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdio.Out, "restored backup %s\n", id)

@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/monitor"
 	"github.com/codelab-app/infra/tools/testenv"
+	"github.com/minio/minio-go/v7"
 )
 
 // timerCommand is the ExecStart of the unit the backup timer starts,
@@ -77,7 +81,8 @@ func TestScheduledBackupIntegration(t *testing.T) {
 	}
 
 	root := fsutil.Root{Dir: t.TempDir()}
-	sec, err := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret})
+	sec, err := json.Marshal(backup.Spaces{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Region: s3.Region, AccessKey: s3.AccessKey, SecretKey: s3.Secret,
+		ManifestKey: "cli-integration-manifest-key-0123456789abcdef"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +123,28 @@ func TestScheduledBackupIntegration(t *testing.T) {
 		t.Fatalf("backup list: exit %d\n%s\n%s", code, out, errOut)
 	}
 
+	// A manifest without its HMAC: restore refuses it, and restores it
+	// with --trust-unsigned after a warning on stderr.
+	key := "neo4j/" + id + "/manifest.json"
+	var m map[string]any
+	if err := json.Unmarshal(s3.Get(t, key), &m); err != nil || m["hmac"] == nil {
+		t.Fatalf("manifest: %v %v", m, err)
+	}
+	delete(m, "hmac")
+	unsigned, _ := json.Marshal(m)
+	if _, err := s3.Client.PutObject(context.Background(), s3.Bucket, key, bytes.NewReader(unsigned), int64(len(unsigned)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = run(t, "", "backup", "restore", id, "--yes", "--root", root.Dir)
+	if code != 1 || !strings.Contains(errOut, "unsigned") || !strings.Contains(errOut, "--trust-unsigned") {
+		t.Fatalf("restore of an unsigned manifest: exit %d\n%s", code, errOut)
+	}
+	code, out, errOut = run(t, "", "backup", "restore", id, "--yes", "--trust-unsigned", "--root", root.Dir)
+	if code != 0 || !strings.Contains(out, "restored backup "+id) || !strings.Contains(errOut, "warning: restoring backup "+id) {
+		t.Fatalf("restore --trust-unsigned: exit %d\n%s\n%s", code, out, errOut)
+	}
+	db.WaitHealthy(t)
+
 	code, out, errOut = run(t, "", "monitor", "--once", "--root", root.Dir)
 	var v monitor.View
 	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || !v.BackupOK || v.BackupAgeSeconds < 0 || !v.BoltUp || !v.HTTPUp {
@@ -125,5 +152,23 @@ func TestScheduledBackupIntegration(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root.Path(c.Dir), id)); err == nil {
 		t.Error("local copy left after the upload")
+	}
+}
+
+func TestBackupListShowsQuarantine(t *testing.T) {
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	err := printBackups(&b, []backup.Listed{
+		{ID: "20260302T000000Z", At: at.Add(24 * time.Hour), Complete: true, Size: 10},
+		{ID: "20260301T000000Z", At: at, Quarantined: true, Err: errors.New("manifest neo4j/prod/quarantine/20260301T000000Z/manifest.json: not valid JSON")},
+		{ID: "20260228T000000Z", At: at.Add(-24 * time.Hour)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"20260302T000000Z  2026-03-02 00:00  10 B  complete", "QUARANTINED: manifest neo4j/prod/quarantine/20260301T000000Z/manifest.json: not valid JSON", "incomplete (no manifest)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("backup list lacks %q:\n%s", want, b.String())
+		}
 	}
 }

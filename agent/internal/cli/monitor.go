@@ -33,11 +33,13 @@ VPC address from ` + backup.ConfigFile + ` (or --listen):
                   downtime, store size, free disk, container health and
                   restarts, Bolt/HTTP reachability, consul-template render lag
   /health/backup  200 while the newest verified backup is younger than
-                  maxAge, 503 otherwise (the Consul check neo4j-backup-age)
+                  maxAge, 503 otherwise (the Consul check neo4j-backup-age);
+                  429 (a warning) when it is young enough but backups sit
+                  in the bucket's quarantine/ folder
   /view           the same as JSON (what status shows)
 
-With --once it prints the JSON view and exits: 0 when the backup is fresh,
-2 (degraded) when it is not.
+With --once it prints the JSON view and exits: 0 when the backup is fresh
+and nothing is in quarantine, 2 (degraded) otherwise.
 
 ` + exitcode.Doc,
 		Args: cobra.NoArgs,

@@ -18,6 +18,7 @@ var (
 	descLastSize         = prometheus.NewDesc("codelab_backup_last_run_size_bytes", "Size of the last run's dumps.", nil, nil)
 	descLastDuration     = prometheus.NewDesc("codelab_backup_last_run_duration_seconds", "Wall time of the last backup run.", nil, nil)
 	descLastDowntime     = prometheus.NewDesc("codelab_backup_last_run_downtime_seconds", "How long the last run kept the database stopped.", nil, nil)
+	descQuarantined      = prometheus.NewDesc("codelab_backup_quarantined_objects", "Objects in the bucket's quarantine/ folder (backups whose manifest cannot be used), as the last backup run found them.", nil, nil)
 	descStoreSize        = prometheus.NewDesc("codelab_neo4j_store_size_bytes", "Size of the Neo4j data volume.", nil, nil)
 	descDiskFree         = prometheus.NewDesc("codelab_disk_free_bytes", "Free bytes on the filesystem of path.", []string{"path"}, nil)
 	descContainerUp      = prometheus.NewDesc("codelab_container_running", "1 when the database container runs.", []string{"container"}, nil)
@@ -46,6 +47,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		g(descBackupPresent, 0)
 	}
+	g(descQuarantined, float64(v.QuarantinedObjects))
 	if r := v.Backup.LastRun; r != nil {
 		g(descLastRunTime, float64(r.FinishedAt.Unix()))
 		g(descLastSuccess, b2f(r.Result == backup.ResultOK), r.Step)

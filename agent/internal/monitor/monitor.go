@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -110,6 +111,9 @@ type View struct {
 	BoltUp            bool             `json:"boltUp"`
 	HTTPUp            bool             `json:"httpUp"`
 	RenderLagSeconds  float64          `json:"renderLagSeconds"`
+	// QuarantinedObjects are the bucket's objects in quarantine/ (backups
+	// whose manifest cannot be used), as the last backup run found them.
+	QuarantinedObjects int `json:"quarantinedObjects"`
 	// Errors are probes that could not answer, by probe.
 	Errors map[string]string `json:"errors,omitempty"`
 }
@@ -136,6 +140,7 @@ func (m *Monitor) Collect(ctx context.Context) View {
 		fail("backup-state", err)
 	}
 	v.Backup = st
+	v.QuarantinedObjects = st.QuarantinedObjects()
 	if n := st.NewestVerified; n != nil {
 		v.BackupAgeSeconds = now.Sub(n.At).Seconds()
 		v.BackupOK = now.Sub(n.At) <= m.Config.MaxAge.Duration
@@ -241,7 +246,9 @@ func (m *Monitor) Handler() http.Handler {
 }
 
 // BackupHealth is the Consul check: 200 when the newest verified backup is
-// younger than MaxAge, 503 (critical) when it is older or there is none.
+// younger than MaxAge, 503 (critical) when it is older or there is none,
+// and 429 (Consul's warning) when it is young enough but objects sit in
+// the bucket's quarantine/.
 func (m *Monitor) BackupHealth() (int, string) {
 	st, err := backup.ReadState(m.Root)
 	if err != nil {
@@ -251,6 +258,14 @@ func (m *Monitor) BackupHealth() (int, string) {
 	if r := st.LastRun; r != nil && r.Result != backup.ResultOK {
 		last = fmt.Sprintf("; last run %s failed at %s: %s", r.ID, r.Step, r.Error)
 	}
+	if n := st.QuarantinedObjects(); n > 0 {
+		ids := make([]string, 0, len(st.Quarantine))
+		for _, q := range st.Quarantine {
+			ids = append(ids, q.ID)
+		}
+		last += fmt.Sprintf("; %d object(s) of backup(s) %s in %s%s: their manifest cannot be used (see codelab-agent backup list)",
+			n, strings.Join(ids, ", "), strings.Trim(m.Config.Prefix, "/")+"/", backup.QuarantineFolder)
+	}
 	n := st.NewestVerified
 	if n == nil {
 		return http.StatusServiceUnavailable, "critical: no verified backup yet" + last
@@ -258,6 +273,9 @@ func (m *Monitor) BackupHealth() (int, string) {
 	age := m.now().Sub(n.At).Round(time.Second)
 	if age > m.Config.MaxAge.Duration {
 		return http.StatusServiceUnavailable, fmt.Sprintf("critical: newest verified backup %s is %s old (threshold %s)%s", n.ID, age, m.Config.MaxAge.Duration, last)
+	}
+	if len(st.Quarantine) > 0 {
+		return http.StatusTooManyRequests, fmt.Sprintf("warning: newest verified backup %s is %s old (threshold %s)%s", n.ID, age, m.Config.MaxAge.Duration, last)
 	}
 	return http.StatusOK, fmt.Sprintf("ok: newest verified backup %s is %s old (threshold %s)%s", n.ID, age, m.Config.MaxAge.Duration, last)
 }

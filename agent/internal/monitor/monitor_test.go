@@ -49,6 +49,9 @@ func TestBackupHealth(t *testing.T) {
 		{"none", nil, 503, "no verified backup"},
 		{"fresh", fresh, 200, "9h0m0s old"},
 		{"old, last run failed", old, 503, "failed at upload"},
+		{"fresh, objects in quarantine", &backup.State{NewestVerified: fresh.NewestVerified,
+			Quarantine: []backup.Quarantined{{ID: "20260301T000000Z", Objects: 2, Reason: "manifest x: not valid JSON"}}},
+			429, "2 object(s) of backup(s) 20260301T000000Z in neo4j/quarantine/"},
 	} {
 		code, msg := testMonitor(t, tc.st).BackupHealth()
 		if code != tc.code || !strings.Contains(msg, tc.says) {
@@ -61,6 +64,7 @@ func TestMetrics(t *testing.T) {
 	m := testMonitor(t, &backup.State{
 		NewestVerified: &backup.Newest{ID: "x", At: now.Add(-2 * time.Hour), SizeBytes: 42},
 		LastRun:        &backup.Run{ID: "x", Result: backup.ResultOK, SizeBytes: 42, DurationMS: 1500, DowntimeMS: 700, FinishedAt: now},
+		Quarantine:     []backup.Quarantined{{ID: "a", Objects: 2}, {ID: "b", Objects: 1}},
 	})
 	store := t.TempDir()
 	if err := os.WriteFile(filepath.Join(store, "f"), make([]byte, 1000), 0o644); err != nil {
@@ -98,6 +102,7 @@ func TestMetrics(t *testing.T) {
 		"codelab_neo4j_bolt_up 1",
 		"codelab_neo4j_http_up 0",
 		`codelab_monitor_probe_error{probe="render-lag"} 1`,
+		"codelab_backup_quarantined_objects 3",
 	} {
 		if !strings.Contains(body, line+"\n") {
 			t.Errorf("/metrics lacks %q", line)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -129,7 +130,15 @@ func (c *Cluster) SpacesSettings() map[string]string {
 		p + "spaces_region":     s.Region,
 		p + "spaces_access_key": s.AccessKey,
 		p + "spaces_secret_key": s.SecretKey,
+		// The manifest key, derived from the Spaces secret so that it
+		// stays the same for the life of the instance.
+		p + "manifest_key": manifestKey(s.SecretKey),
 	}
+}
+
+func manifestKey(secret string) string {
+	sum := sha256.Sum256([]byte("codelab backup manifest key\x00" + secret))
+	return hex.EncodeToString(sum[:])
 }
 
 // stopSpaces stops the versitygw of an instance and removes its data.
