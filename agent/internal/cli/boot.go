@@ -81,14 +81,12 @@ atomically after every step; ` + "`codelab-agent status`" + ` reads it. Under sy
 	return cmd
 }
 
-// RunBoot is the boot command.
+// RunBoot is the boot command: one boot at a time (the boot lock), spaced
+// out after a failed attempt, the role's plan run and its outcome recorded.
 func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 	log := g.Logger(stdio.ErrOut)
 	root := fsutil.Root{Dir: g.Root}
-	notify := o.Notify
-	if notify == nil {
-		notify = func(state string) { _, _ = daemon.SdNotify(false, state) }
-	}
+	notify := o.notifier()
 	// One boot at a time, and a lock whose holder status can test: the
 	// kernel drops it when this process dies, however it dies.
 	unlock, err := fsutil.Lock(ctx, root.Path(boot.LockFile), func() {
@@ -98,18 +96,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 		return fmt.Errorf("take the boot lock: %w", err)
 	}
 	defer unlock()
-	base := boot.State{
-		Image:        readImage(root),
-		AgentVersion: version.String(),
-		BootID:       BootID(),
-		PID:          os.Getpid(),
-		StartedAt:    time.Now().UTC(),
-		Attempt:      1,
-	}
-	delay := retryDelay(root, &base, time.Now())
-	rec := boot.NewRecorder(root, base)
-	rec.Notify = notify
-	rec.Now = func() time.Time { return time.Now().UTC() }
+	rec, delay := newBootRecorder(root, notify)
 	stopPublisher := startFleetPublisher(ctx, log, o.ConsulAddr, rec, root)
 	if delay > 0 {
 		if err := backoff(ctx, rec, log, delay); err != nil {
@@ -118,64 +105,14 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 		}
 	}
 	facts := &boot.Facts{}
-
-	validators := []render.Validator{render.TemplateValidator{}, render.ComposeValidator{}}
-	switch cv, err := render.NewConsulValidator(o.ConsulBin); {
-	case errors.Is(err, render.ErrNoConsul):
-		log.Warn("consul validate skipped: no consul binary installed")
-	case err != nil:
-		return exitcode.UsageError("%w", err)
-	default:
-		validators = append(validators, cv)
-	}
-
-	var um boot.Units
-	if m, err := units.Dial(ctx); err != nil {
-		um = failingUnits{err}
-	} else {
-		m.Log = log
-		defer m.Close()
-		um = m
-	}
-	docker, err := containers.NewClient()
+	deps, closeDeps, err := o.deps(ctx, root, rec, facts, log)
 	if err != nil {
+		stopPublisher()
 		return err
 	}
-	defer docker.Close()
-
-	var line func() (string, error)
-	if o.UserDataFile != "" {
-		line = func() (string, error) {
-			b, err := os.ReadFile(o.UserDataFile)
-			if err != nil {
-				return "", fmt.Errorf("read user_data file: %w", err)
-			}
-			return string(b), nil
-		}
-	}
-	plan := boot.NewPlan(boot.Deps{
-		Facts: facts, Rec: rec, Root: root, Log: log,
-		Fetch: func(ctx context.Context) (metadata.Metadata, error) {
-			if o.MetadataFile != "" {
-				return metadata.ReadFile(o.MetadataFile)
-			}
-			// One bounded attempt; the step retries (and says it waits)
-			// for as long as the service does not answer.
-			ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			defer cancel()
-			return metadata.Client{URL: o.MetadataURL}.Fetch(ctx)
-		},
-		UserDataLine: line,
-		Validators:   validators,
-		Units:        um,
-		Consul:       consul.New(o.ConsulAddr),
-		Docker:       docker,
-		TokenFile:    o.TokenFile,
-		Timeouts:     o.Timeouts,
-		KVKeys:       consul.New(o.ConsulAddr).KVKeys,
-	})
+	defer closeDeps()
 	runner := &boot.Runner{
-		Plan:     plan,
+		Plan:     boot.NewPlan(deps),
 		Instance: &boot.InstanceStore{Root: root, ID: func() string { return facts.Meta.DropletID }},
 		Events:   rec,
 		Log:      log,
@@ -203,6 +140,103 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 	}
 	fmt.Fprintf(stdio.Out, "ready: role %s, droplet %s, %s\n", st.Role, st.DropletID, time.Duration(st.DurationMS)*time.Millisecond)
 	return nil
+}
+
+// notifier sends sd_notify lines: o.Notify, else systemd's socket
+// ($NOTIFY_SOCKET), a no-op outside systemd.
+func (o *BootOptions) notifier() func(string) {
+	if o.Notify != nil {
+		return o.Notify
+	}
+	return func(state string) { _, _ = daemon.SdNotify(false, state) }
+}
+
+// newBootRecorder starts this attempt's state, and says how long to wait
+// first when the previous attempt of this kernel boot failed.
+func newBootRecorder(root fsutil.Root, notify func(string)) (*boot.Recorder, time.Duration) {
+	base := boot.State{
+		Image:        readImage(root),
+		AgentVersion: version.String(),
+		BootID:       BootID(),
+		PID:          os.Getpid(),
+		StartedAt:    time.Now().UTC(),
+		Attempt:      1,
+	}
+	delay := retryDelay(root, &base, time.Now())
+	rec := boot.NewRecorder(root, base)
+	rec.Notify = notify
+	rec.Now = func() time.Time { return time.Now().UTC() }
+	return rec, delay
+}
+
+// deps connects the plan to the world: validators, systemd, Docker, Consul
+// and the metadata service. closeDeps releases the connections.
+func (o *BootOptions) deps(ctx context.Context, root fsutil.Root, rec *boot.Recorder, facts *boot.Facts, log *slog.Logger) (d boot.Deps, closeDeps func(), err error) {
+	validators := []render.Validator{render.TemplateValidator{}, render.ComposeValidator{}}
+	switch cv, err := render.NewConsulValidator(o.ConsulBin); {
+	case errors.Is(err, render.ErrNoConsul):
+		log.Warn("consul validate skipped: no consul binary installed")
+	case err != nil:
+		return d, nil, exitcode.UsageError("%w", err)
+	default:
+		validators = append(validators, cv)
+	}
+	docker, err := containers.NewClient()
+	if err != nil {
+		return d, nil, err
+	}
+	closers := []func(){func() { docker.Close() }}
+	var um boot.Units
+	if m, err := units.Dial(ctx); err != nil {
+		um = failingUnits{err}
+	} else {
+		m.Log = log
+		closers = append(closers, m.Close)
+		um = m
+	}
+	cc := consul.New(o.ConsulAddr)
+	d = boot.Deps{
+		Facts: facts, Rec: rec, Root: root, Log: log,
+		Fetch:        o.fetchMetadata,
+		UserDataLine: o.userDataLine(),
+		Validators:   validators,
+		Units:        um,
+		Consul:       cc,
+		Docker:       docker,
+		TokenFile:    o.TokenFile,
+		Timeouts:     o.Timeouts,
+		KVKeys:       cc.KVKeys,
+	}
+	return d, func() {
+		for _, c := range closers {
+			c()
+		}
+	}, nil
+}
+
+// fetchMetadata makes one bounded attempt; the step retries (and says it
+// waits) for as long as the service does not answer.
+func (o *BootOptions) fetchMetadata(ctx context.Context) (metadata.Metadata, error) {
+	if o.MetadataFile != "" {
+		return metadata.ReadFile(o.MetadataFile)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return metadata.Client{URL: o.MetadataURL}.Fetch(ctx)
+}
+
+// userDataLine reads --user-data-file; nil means the metadata's user_data.
+func (o *BootOptions) userDataLine() func() (string, error) {
+	if o.UserDataFile == "" {
+		return nil
+	}
+	return func() (string, error) {
+		b, err := os.ReadFile(o.UserDataFile)
+		if err != nil {
+			return "", fmt.Errorf("read user_data file: %w", err)
+		}
+		return string(b), nil
+	}
 }
 
 // failingUnits stands in for systemd when D-Bus is unreachable, so the unit
