@@ -8,13 +8,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/codelab-app/infra/imager/internal/artifacts"
 	"github.com/codelab-app/infra/imager/versions"
@@ -292,4 +296,67 @@ func TestWriteChecksums(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("SHA256SUMS =\n%s\nwant\n%s", got, want)
 	}
+}
+
+// TestStageDownloadsInParallelWithProgress: the server answers neither
+// download until both have arrived (a sequential Stage would wait forever),
+// then trickles the bodies so that progress lines are logged.
+func TestStageDownloadsInParallelWithProgress(t *testing.T) {
+	a, b := bytes.Repeat([]byte("a"), 64<<10), bytes.Repeat([]byte("b"), 64<<10)
+	files := map[string][]byte{"/a": a, "/b": b}
+	arrived := make(chan struct{}, 2)
+	both := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		if len(arrived) == 2 {
+			once.Do(func() { close(both) })
+		}
+		select {
+		case <-both:
+		case <-time.After(10 * time.Second):
+			t.Errorf("download %s waited alone: downloads are not parallel", r.URL.Path)
+			http.Error(w, "alone", http.StatusServiceUnavailable)
+			return
+		}
+		body := files[r.URL.Path]
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		for i := 0; i < len(body); i += 8 << 10 {
+			if _, err := w.Write(body[i : i+8<<10]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}))
+	defer srv.Close()
+	arts := []artifacts.Artifact{
+		{Name: "a", Source: artifacts.SourceVendor, Version: "1", URL: srv.URL + "/a", FileName: "a", SHA256: sum(a), Kind: artifacts.KindBinary, Dest: "bin/a"},
+		{Name: "b", Source: artifacts.SourceVendor, Version: "1", URL: srv.URL + "/b", FileName: "b", SHA256: sum(b), Kind: artifacts.KindBinary, Dest: "bin/b"},
+	}
+	var logs syncBuffer
+	cache := &artifacts.Cache{Dir: t.TempDir(), ProgressEvery: time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	if err := cache.Stage(context.Background(), arts, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "msg=downloading artifact=a progress=") || !strings.Contains(logs.String(), "/ 0.1 MB (") {
+		t.Fatalf("no progress lines:\n%s", logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/codelab-app/infra/imager/internal/fileutil"
@@ -42,6 +43,8 @@ type Cache struct {
 	Dir    string
 	Client *http.Client
 	Log    *slog.Logger
+	// ProgressEvery is how often a download logs its progress (default 5s).
+	ProgressEvery time.Duration
 }
 
 func (c *Cache) logger() *slog.Logger {
@@ -115,7 +118,11 @@ func (c *Cache) download(ctx context.Context, a Artifact, dst string) error {
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(tmp, h), resp.Body); err != nil {
+	body := &progressReader{r: resp.Body, total: resp.ContentLength, every: c.progressEvery(),
+		report: func(n, total int64) {
+			c.logger().Info("downloading", "artifact", a.Name, "progress", transfer(n, total))
+		}}
+	if _, err := io.Copy(io.MultiWriter(tmp, h), body); err != nil {
 		tmp.Close()
 		return fmt.Errorf("artifact %s: download %s: %w", a.Name, a.URL, err)
 	}
@@ -134,15 +141,31 @@ func (c *Cache) download(ctx context.Context, a Artifact, dst string) error {
 // Stage fetches and verifies every downloaded or local artifact and writes the binaries
 // the droplet installs into payloadDir (extracted from their archives). Go-module and
 // apt artifacts are not staged here.
+// The downloads run in parallel; each says how far it got every few seconds.
 func (c *Cache) Stage(ctx context.Context, arts []Artifact, payloadDir string) error {
+	var staged []Artifact
 	for _, a := range arts {
-		if a.Source != SourceVendor && a.Source != SourceLocal {
-			continue // built (doctl) or installed by apt on the droplet
+		if a.Source == SourceVendor || a.Source == SourceLocal {
+			staged = append(staged, a) // the others are built (doctl) or installed by apt on the droplet
 		}
-		src, err := c.Fetch(ctx, a)
-		if err != nil {
-			return err
-		}
+	}
+	srcs := make([]string, len(staged))
+	errs := make([]error, len(staged))
+	var wg sync.WaitGroup
+	for i, a := range staged {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			srcs[i], errs[i] = c.Fetch(ctx, a)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for i, a := range staged {
+		src := srcs[i]
+		var err error
 		dst := filepath.Join(payloadDir, filepath.FromSlash(a.Dest))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return fmt.Errorf("stage %s: %w", a.Name, err)
@@ -254,4 +277,43 @@ func WriteChecksums(dir string) error {
 		return fmt.Errorf("write %s: %w", ChecksumsFile, err)
 	}
 	return nil
+}
+
+func (c *Cache) progressEvery() time.Duration {
+	if c.ProgressEvery > 0 {
+		return c.ProgressEvery
+	}
+	return 5 * time.Second
+}
+
+// progressReader reports how much was read, at most once per every.
+type progressReader struct {
+	r      io.Reader
+	total  int64
+	every  time.Duration
+	report func(n, total int64)
+	n      int64
+	last   time.Time
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	now := time.Now()
+	if p.last.IsZero() {
+		p.last = now
+	} else if now.Sub(p.last) >= p.every {
+		p.last = now
+		p.report(p.n, p.total)
+	}
+	return n, err
+}
+
+// transfer is "12.3 MB / 40.0 MB (30%)", or "12.3 MB" without a total.
+func transfer(n, total int64) string {
+	mb := func(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
+	if total <= 0 {
+		return mb(n)
+	}
+	return fmt.Sprintf("%s / %s (%d%%)", mb(n), mb(total), n*100/total)
 }

@@ -2,8 +2,11 @@ package packer
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"strings"
 	"sync"
+	"time"
 )
 
 // Lines serialises whole lines from several writers (one per image build) onto one
@@ -62,4 +65,88 @@ func (w *PrefixWriter) Close() error {
 		w.buf = nil
 	}
 	return nil
+}
+
+// Heartbeat passes lines through to Out and, while none arrive, says every
+// Every how long the build has been on the last one: Packer prints nothing
+// while it waits on SSH, the snapshot or a region transfer, and a person (or
+// a CI log) should see that it is still waiting, and for how long.
+type Heartbeat struct {
+	Out   io.Writer
+	Every time.Duration // default 15s
+	Now   func() time.Time
+
+	mu    sync.Mutex
+	last  string
+	since time.Time
+	buf   []byte
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func (h *Heartbeat) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+// Start begins the ticks; Stop ends them.
+func (h *Heartbeat) Start() {
+	every := h.Every
+	if every <= 0 {
+		every = 15 * time.Second
+	}
+	h.mu.Lock()
+	h.since = h.now()
+	h.stop, h.done = make(chan struct{}), make(chan struct{})
+	h.mu.Unlock()
+	go func() {
+		defer close(h.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.stop:
+				return
+			case <-t.C:
+				h.mu.Lock()
+				if h.last != "" && h.now().Sub(h.since) >= every {
+					fmt.Fprintf(h.Out, "... still: %s (%s)\n", h.last, h.now().Sub(h.since).Round(time.Second))
+				}
+				h.mu.Unlock()
+			}
+		}
+	}()
+}
+
+// Stop ends the ticks.
+func (h *Heartbeat) Stop() {
+	if h.stop == nil {
+		return
+	}
+	close(h.stop)
+	<-h.done
+}
+
+// Write implements io.Writer: whole lines go through, and the newest one is
+// what the next tick reports on.
+func (h *Heartbeat) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, err := h.Out.Write(p); err != nil {
+		return 0, err
+	}
+	h.buf = append(h.buf, p...)
+	for {
+		i := bytes.IndexByte(h.buf, '\n')
+		if i < 0 {
+			break
+		}
+		if line := strings.TrimSpace(string(h.buf[:i])); line != "" {
+			h.last, h.since = line, h.now()
+		}
+		h.buf = h.buf[i+1:]
+	}
+	return len(p), nil
 }

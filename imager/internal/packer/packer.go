@@ -164,6 +164,9 @@ type BuildRequest struct {
 	Stdin   io.Reader // for -debug's prompts
 	WorkDir string    // Packer's working folder (where -debug writes the key)
 	Out     io.Writer // human output, one line per message
+	// Heartbeat is how often a silent Packer gets a "still: <last line>
+	// (elapsed)" line (default 15s).
+	Heartbeat time.Duration
 }
 
 // Result is what a build produced.
@@ -211,13 +214,18 @@ func (r *Runner) Build(ctx context.Context, req BuildRequest) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("packer build: %w", err)
 	}
-	// Packer's stderr and its parsed stdout reach req.Out from two goroutines.
-	out := &lockedWriter{w: req.Out}
+	// Packer's stderr and its parsed stdout reach req.Out from two goroutines;
+	// while Packer is silent (SSH, snapshot, transfer) a heartbeat says for
+	// how long.
+	hb := &Heartbeat{Out: req.Out, Every: req.Heartbeat}
+	out := &lockedWriter{w: hb}
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
 		return Result{}, fmt.Errorf("start packer build: %w", err)
 	}
+	hb.Start()
 	res, perr := ParseMachineReadable(stdout, out)
+	hb.Stop()
 	werr := cmd.Wait()
 	if ctx.Err() != nil {
 		return res, fmt.Errorf("packer build interrupted: %w", context.Cause(ctx))
