@@ -280,17 +280,19 @@ func Parse(s string) (Config, error) {
 		return Config{}, &Error{Msg: "contains a control character (tab, CR or NUL); separate settings with single spaces"}
 	}
 	fields := strings.Fields(line)
+	hide := redactor(fields)
+	word := func(s string) string { return safeWord(hide(s)) }
 	if len(fields) == 0 {
 		return Config{}, &Error{Msg: fmt.Sprintf("is empty; expected %q followed by key=value settings (role is required)", Marker+" "+Version)}
 	}
 	if fields[0] != Marker {
-		return Config{}, &Error{Token: 1, Text: safeWord(fields[0]), Msg: fmt.Sprintf("missing marker: a codelab line starts with %q", Marker+" "+Version)}
+		return Config{}, &Error{Token: 1, Text: word(fields[0]), Msg: fmt.Sprintf("missing marker: a codelab line starts with %q", Marker+" "+Version)}
 	}
 	if len(fields) < 2 {
 		return Config{}, &Error{Token: 0, Msg: fmt.Sprintf("missing format version after %q; expected %q", Marker, Version)}
 	}
 	if fields[1] != Version {
-		return Config{}, &Error{Token: 2, Text: safeWord(fields[1]), Msg: fmt.Sprintf("unsupported format version; this agent reads %q", Version)}
+		return Config{}, &Error{Token: 2, Text: word(fields[1]), Msg: fmt.Sprintf("unsupported format version; this agent reads %q", Version)}
 	}
 	c := Config{}
 	seen := map[string]int{}
@@ -298,7 +300,7 @@ func Parse(s string) (Config, error) {
 		pos := i + 3
 		name, value, ok := strings.Cut(tok, "=")
 		if !ok {
-			return Config{}, &Error{Token: pos, Text: safeWord(tok), Msg: "expected key=value; keys are " + strings.Join(KeyNames(), ", ")}
+			return Config{}, &Error{Token: pos, Text: word(tok), Msg: "expected key=value; keys are " + strings.Join(KeyNames(), ", ")}
 		}
 		k, known := lookup(name)
 		shown := tok
@@ -306,17 +308,17 @@ func Parse(s string) (Config, error) {
 			shown = name + "=<redacted>"
 		}
 		if !known {
-			return Config{}, &Error{Token: pos, Text: safeWord(name) + "=…", Msg: fmt.Sprintf("unknown key %q; keys are %s", safeWord(name), strings.Join(KeyNames(), ", "))}
+			return Config{}, &Error{Token: pos, Text: word(name) + "=…", Msg: fmt.Sprintf("unknown key %q; keys are %s", word(name), strings.Join(KeyNames(), ", "))}
 		}
 		if first, dup := seen[name]; dup {
-			return Config{}, &Error{Token: pos, Text: clip(shown), Msg: fmt.Sprintf("duplicate key %q (already set by token %d)", name, first)}
+			return Config{}, &Error{Token: pos, Text: clip(hide(shown)), Msg: fmt.Sprintf("duplicate key %q (already set by token %d)", name, first)}
 		}
 		seen[name] = pos
 		if value == "" {
-			return Config{}, &Error{Token: pos, Text: shown, Msg: fmt.Sprintf("empty value for %s; expected %s", name, k.expects)}
+			return Config{}, &Error{Token: pos, Text: hide(shown), Msg: fmt.Sprintf("empty value for %s; expected %s", name, k.expects)}
 		}
 		if err := k.set(&c, value); err != nil {
-			return Config{}, &Error{Token: pos, Text: clip(shown), Msg: fmt.Sprintf("bad value for %s; expected %s", name, k.expects)}
+			return Config{}, &Error{Token: pos, Text: clip(hide(shown)), Msg: fmt.Sprintf("bad value for %s; expected %s", name, k.expects)}
 		}
 	}
 	if err := c.complete(seen); err != nil {
@@ -431,6 +433,27 @@ func safeWord(s string) string {
 		return s
 	}
 	return fmt.Sprintf("<%d characters>", len(s))
+}
+
+// redactor returns a function that replaces, by its length, any token that
+// holds the value of a secret key set elsewhere on the line (a token that
+// happens to repeat the do_token, say), so that no error prints a secret.
+func redactor(fields []string) func(string) string {
+	var secrets []string
+	for _, f := range fields {
+		name, value, ok := strings.Cut(f, "=")
+		if k, known := lookup(name); ok && known && k.secret && value != "" {
+			secrets = append(secrets, value)
+		}
+	}
+	return func(s string) string {
+		for _, v := range secrets {
+			if strings.Contains(s, v) {
+				return fmt.Sprintf("<%d characters>", len(s))
+			}
+		}
+		return s
+	}
 }
 
 func clip(s string) string {
