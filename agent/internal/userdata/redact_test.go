@@ -21,5 +21,8 @@ func TestErrorsNeverRepeatASecretValue(t *testing.T) {
 		if strings.Contains(err.Error(), "abcdefgh12345") {
 			t.Errorf("%q: error %q repeats the secret", line, err)
 		}
+		if !strings.Contains(err.Error(), "<13 characters>") && !strings.Contains(err.Error(), "<20 characters>") && !strings.Contains(err.Error(), "<15 characters>") {
+			t.Errorf("%q: error %q does not say how long the hidden token is", line, err)
+		}
 	}
 }

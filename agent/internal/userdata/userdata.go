@@ -281,7 +281,12 @@ func Parse(s string) (Config, error) {
 	}
 	fields := strings.Fields(line)
 	hide := redactor(fields)
-	word := func(s string) string { return safeWord(hide(s)) }
+	word := func(s string) string {
+		if h := hide(s); h != s {
+			return h
+		}
+		return safeWord(s)
+	}
 	if len(fields) == 0 {
 		return Config{}, &Error{Msg: fmt.Sprintf("is empty; expected %q followed by key=value settings (role is required)", Marker+" "+Version)}
 	}
