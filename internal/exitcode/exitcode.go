@@ -18,6 +18,22 @@ const (
 	Usage    = 64 // bad command line (EX_USAGE)
 )
 
+// OfState maps a droplet state, as `codelab-agent status` (and --fleet)
+// names it, to its exit code: ready 0, degraded 2, booting 3, anything else
+// (failed, unreachable, unknown) 1.
+func OfState(state string) int {
+	switch state {
+	case "ready":
+		return OK
+	case "degraded":
+		return Degraded
+	case "booting":
+		return Booting
+	default:
+		return Failed
+	}
+}
+
 // Doc documents the codes for --help and the README.
 const Doc = `Exit codes:
   0   ready / success

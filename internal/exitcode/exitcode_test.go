@@ -38,3 +38,11 @@ func TestDocListsEveryCode(t *testing.T) {
 		}
 	}
 }
+
+func TestOfState(t *testing.T) {
+	for state, want := range map[string]int{"ready": exitcode.OK, "degraded": exitcode.Degraded, "booting": exitcode.Booting, "failed": exitcode.Failed, "unreachable": exitcode.Failed, "unknown": exitcode.Failed} {
+		if got := exitcode.OfState(state); got != want {
+			t.Errorf("OfState(%q) = %d, want %d", state, got, want)
+		}
+	}
+}

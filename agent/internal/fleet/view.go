@@ -27,16 +27,7 @@ var severity = map[string]int{Ready: 0, Booting: 1, Degraded: 2, Unknown: 3, Unr
 // Code maps a state to its exit code (the single-droplet table): ready 0,
 // degraded 2, booting 3, anything else 1.
 func Code(state string) int {
-	switch state {
-	case Ready:
-		return exitcode.OK
-	case Degraded:
-		return exitcode.Degraded
-	case Booting:
-		return exitcode.Booting
-	default:
-		return exitcode.Failed
-	}
+	return exitcode.OfState(state)
 }
 
 // Droplet is one line of the fleet view.

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,25 +17,6 @@ import (
 	"github.com/codelab-app/infra/roles"
 	"github.com/codelab-app/infra/tools/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process writing and a test
-// reading.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // waitUntil retries fn every few hundred milliseconds until it succeeds or
 // d passes, then fails t with fn's last error.
@@ -56,7 +36,7 @@ func devConsul(t *testing.T) int {
 	p := freePorts(t, 4)
 	hcl := fmt.Sprintf(`ports { http = %d, dns = -1, grpc = -1, grpc_tls = -1, serf_lan = %d, serf_wan = %d, server = %d }`, p[0], p[1], p[2], p[3])
 	cmd := exec.Command("consul", "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-hcl", hcl)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start consul: %v", err)
@@ -174,7 +154,7 @@ func TestKVChangeReachesContainerIntegration(t *testing.T) {
 		}
 	})
 
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	ct := exec.Command("consul-template", "-config", cfgFile, "-log-level", "debug")
 	ct.Stdout, ct.Stderr = logs, logs
 	if err := ct.Start(); err != nil {

@@ -37,16 +37,7 @@ const (
 
 // Code maps an overall state to its exit code.
 func Code(overall string) int {
-	switch overall {
-	case Ready:
-		return exitcode.OK
-	case Degraded:
-		return exitcode.Degraded
-	case Booting:
-		return exitcode.Booting
-	default:
-		return exitcode.Failed
-	}
+	return exitcode.OfState(overall)
 }
 
 // Units the droplet runs.

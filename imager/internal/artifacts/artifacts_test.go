@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codelab-app/infra/tools/testenv"
+
 	"github.com/codelab-app/infra/imager/internal/artifacts"
 	"github.com/codelab-app/infra/imager/versions"
 )
@@ -334,7 +336,7 @@ func TestStageDownloadsInParallelWithProgress(t *testing.T) {
 		{Name: "a", Source: artifacts.SourceVendor, Version: "1", URL: srv.URL + "/a", FileName: "a", SHA256: sum(a), Kind: artifacts.KindBinary, Dest: "bin/a"},
 		{Name: "b", Source: artifacts.SourceVendor, Version: "1", URL: srv.URL + "/b", FileName: "b", SHA256: sum(b), Kind: artifacts.KindBinary, Dest: "bin/b"},
 	}
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cache := &artifacts.Cache{Dir: t.TempDir(), ProgressEvery: time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	if err := cache.Stage(context.Background(), arts, t.TempDir()); err != nil {
 		t.Fatal(err)
@@ -342,21 +344,4 @@ func TestStageDownloadsInParallelWithProgress(t *testing.T) {
 	if !strings.Contains(logs.String(), "msg=downloading artifact=a progress=") || !strings.Contains(logs.String(), "/ 0.1 MB (") {
 		t.Fatalf("no progress lines:\n%s", logs.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

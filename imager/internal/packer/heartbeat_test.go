@@ -1,34 +1,17 @@
 package packer
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/codelab-app/infra/tools/testenv"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestHeartbeatSaysHowLongPackerHasBeenSilent: lines pass through, and while
 // none arrive a line names the last one and the time spent on it.
 func TestHeartbeatSaysHowLongPackerHasBeenSilent(t *testing.T) {
-	var out syncBuf
+	var out testenv.SyncBuffer
 	h := &Heartbeat{Out: &out, Every: 20 * time.Millisecond}
 	h.Start()
 	if _, err := h.Write([]byte("==> Waiting for SSH to become available...\n")); err != nil {
@@ -55,7 +38,7 @@ func TestHeartbeatSaysHowLongPackerHasBeenSilent(t *testing.T) {
 
 // TestHeartbeatQuietWhileLinesFlow: no heartbeat while Packer keeps talking.
 func TestHeartbeatQuietWhileLinesFlow(t *testing.T) {
-	var out syncBuf
+	var out testenv.SyncBuffer
 	h := &Heartbeat{Out: &out, Every: time.Second}
 	h.Start()
 	for i := range 20 {
