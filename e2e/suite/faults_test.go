@@ -264,8 +264,20 @@ func (f faults) backupFailures(t *testing.T) {
 	if len(before) == 0 {
 		t.Fatal("no complete backup to keep intact")
 	}
-	metrics := func() string {
-		return f.exec(t, neo, "curl", "-fsS", "http://"+neo.PrivateIP+":9187/metrics")
+	// The monitor serves a collection at most 15 s old: wait for the line.
+	reports := func(line string) bool {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			m := f.exec(t, neo, "curl", "-fsS", "http://"+neo.PrivateIP+":9187/metrics")
+			if strings.Contains(m, line) {
+				return true
+			}
+			if time.Now().After(deadline) {
+				t.Logf("metrics without %q:\n%s", line, grepLines(m, "codelab_backup_last_run"))
+				return false
+			}
+			time.Sleep(2 * time.Second)
+		}
 	}
 
 	// 1. Disk full: the backup folder on a 16 MiB tmpfs (a run needs 64 MiB free).
@@ -276,8 +288,8 @@ func (f faults) backupFailures(t *testing.T) {
 		t.Errorf("backup on a full disk: %v %s; want a disk full error", err, out)
 	}
 	f.exec(t, neo, "umount", "/var/backups/neo4j")
-	if m := metrics(); !strings.Contains(m, `codelab_backup_last_run_success{step="prepare"} 0`) {
-		t.Errorf("the monitor does not report the failed run:\n%s", grepLines(m, "codelab_backup_last_run"))
+	if !reports(`codelab_backup_last_run_success{step="prepare"} 0`) {
+		t.Error("the monitor does not report the run that found the disk full")
 	}
 
 	// 2. The upload cut halfway: Spaces reached through a proxy that cuts
@@ -306,8 +318,8 @@ func (f faults) backupFailures(t *testing.T) {
 	if err := f.c.KVPut(f.ctx, srv, key, f.c.Spaces.Endpoint); err != nil {
 		t.Fatal(err)
 	}
-	if m := metrics(); !strings.Contains(m, `codelab_backup_last_run_success{step="upload"} 0`) {
-		t.Errorf("the monitor does not report the cut upload:\n%s", grepLines(m, "codelab_backup_last_run"))
+	if !reports(`codelab_backup_last_run_success{step="upload"} 0`) {
+		t.Error("the monitor does not report the cut upload")
 	}
 	deadline = time.Now().Add(time.Minute)
 	for !strings.Contains(f.exec(t, neo, "cat", "/root/docker/neo4j/spaces.json"), f.c.Spaces.Endpoint) {
