@@ -222,19 +222,42 @@ func (c *Cluster) seedSettings(ctx context.Context) error {
 	defer cancel()
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
-	for _, p := range puts {
-		for {
-			err := c.KVPut(ctx, server, p[0], p[1])
-			if err == nil {
+	// One transaction: consul-template sees every setting at one index and
+	// renders each env file once (keys put one by one can make it render,
+	// then render again and recreate a container right after it was ready).
+	for {
+		err := c.KVPutAll(ctx, server, puts)
+		if err == nil {
+			for _, p := range puts {
 				fmt.Fprintf(c.Opts.Out, "    %s set\n", p[0])
-				break
 			}
-			select {
-			case <-ctx.Done():
-				return err
-			case <-tick.C:
-			}
+			return nil
 		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-tick.C:
+		}
+	}
+}
+
+// KVPutAll writes several Consul KV values in one transaction (Consul's
+// /v1/txn) through a droplet's local agent. The values go through standard
+// input, never a command line.
+func (c *Cluster) KVPutAll(ctx context.Context, via *Node, kvs [][2]string) error {
+	var ops []map[string]any
+	for _, kv := range kvs {
+		ops = append(ops, map[string]any{"KV": map[string]string{"Verb": "set", "Key": kv[0], "Value": base64.StdEncoding.EncodeToString([]byte(kv[1]))}})
+	}
+	body, err := json.Marshal(ops)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "docker", "exec", "-i", c.Docker.ContainerName(via.ID),
+		"curl", "-fsS", "-X", "PUT", "--data-binary", "@-", "http://127.0.0.1:8500/v1/txn")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("consul txn of %d keys on %s: %w: %s", len(kvs), via.Name, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
