@@ -55,7 +55,7 @@ func testFleetView(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		return nil
 	}
 	fleet := func(from *cluster.Node) (fleetView, error) {
-		out, code, err := c.AgentStatus(ctx, from, "--fleet", "--json", "--do-api-url", c.Info.DropletAPIURL)
+		out, code, err := c.AgentStatus(ctx, from, "--fleet", "--json") // the API URL comes from /etc/codelab/do-api-url, which the local DigitalOcean writes
 		var v fleetView
 		if err != nil {
 			return v, err

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -49,15 +50,32 @@ type FleetOptions struct {
 	Now func() time.Time
 }
 
-func (o *FleetOptions) flags(f *pflag.FlagSet) {
-	def := DefaultDOAPIURL
-	if v := os.Getenv(EnvDOAPIURL); v != "" {
-		def = v
+// DOAPIURLFile, when it exists, names the DigitalOcean API the droplet
+// uses (one line). Production droplets have none and use DefaultDOAPIURL;
+// the local DigitalOcean writes it into every droplet it creates, so that
+// no droplet of a test ever reaches for the real API.
+const DOAPIURLFile = "/etc/codelab/do-api-url"
+
+// doAPIURL is --do-api-url, else $CODELAB_DO_API_URL, else DOAPIURLFile,
+// else production's API.
+func (o *FleetOptions) doAPIURL(root fsutil.Root) string {
+	if o.DOAPIURL != "" {
+		return o.DOAPIURL
 	}
+	if v := os.Getenv(EnvDOAPIURL); v != "" {
+		return v
+	}
+	if b, err := root.ReadFile(DOAPIURLFile); err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b))
+	}
+	return DefaultDOAPIURL
+}
+
+func (o *FleetOptions) flags(f *pflag.FlagSet) {
 	f.StringVar(&o.Env, "env", "", "with --fleet: only this env")
 	f.StringVar(&o.Role, "role", "", "with --fleet: only this role")
 	f.BoolVar(&o.Watch, "watch", false, "with --fleet: redraw on every change (Consul blocking queries) until interrupted")
-	f.StringVar(&o.DOAPIURL, "do-api-url", def, "with --fleet: DigitalOcean API for the newest snapshots (env "+EnvDOAPIURL+")")
+	f.StringVar(&o.DOAPIURL, "do-api-url", "", "with --fleet: DigitalOcean API for the newest snapshots (default $"+EnvDOAPIURL+", else "+DOAPIURLFile+", else "+DefaultDOAPIURL+")")
 }
 
 // checkFleetFlags rejects --fleet's flags without --fleet, and --wait with
@@ -90,7 +108,7 @@ func RunFleet(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error 
 	if o.Table != nil {
 		table = *o.Table
 	}
-	imgs := &imageCache{o: fo}
+	imgs := &imageCache{o: fo, root: fsutil.Root{Dir: g.Root}}
 	render := func(ctx context.Context, s fleet.Snapshot) (fleet.View, []byte, error) {
 		v := fleet.Build(s, imgs.get(ctx, now()), filter, now())
 		var b bytes.Buffer
@@ -174,6 +192,7 @@ func RunFleet(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error 
 // often).
 type imageCache struct {
 	o    *FleetOptions
+	root fsutil.Root
 	at   time.Time
 	imgs *fleet.Images
 }
@@ -204,7 +223,7 @@ func (c *imageCache) lookup(ctx context.Context) *fleet.Images {
 		return fallback("the droplet's user_data has no do_token")
 	}
 	do := godo.NewFromToken(token)
-	if do.BaseURL, err = url.Parse(c.o.DOAPIURL); err != nil {
+	if do.BaseURL, err = url.Parse(c.o.doAPIURL(c.root)); err != nil {
 		return fallback("bad DigitalOcean API URL: " + err.Error())
 	}
 	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)

@@ -262,7 +262,9 @@ func (s *Server) createDroplet(w http.ResponseWriter, r *http.Request) error {
 }
 
 // boot creates and starts the container, doing what cloud-init does on DigitalOcean:
-// fresh SSH host keys and the account keys in root's authorized_keys.
+// fresh SSH host keys and the account keys in root's authorized_keys; and, for the
+// local setup only, the trusted local registry and /etc/codelab/do-api-url (the API
+// as droplets reach it, read by the agent's fleet view).
 func (s *Server) boot(r *http.Request, id int, name, ref string, pub, priv netip.Addr, keys []string) (droplets.Instance, error) {
 	files, err := droplets.HostKeys()
 	if err != nil {
@@ -278,6 +280,12 @@ func (s *Server) boot(r *http.Request, id int, name, ref string, pub, priv netip
 	if len(s.cfg.InsecureRegistries) > 0 {
 		b, _ := json.Marshal(map[string]any{"insecure-registries": s.cfg.InsecureRegistries})
 		files = append(files, droplets.File{Path: "/etc/docker/daemon.json", Mode: 0o644, Data: append(b, '\n')})
+	}
+	if s.cfg.MetadataTarget != "" {
+		// The API as the droplet reaches it (the metadata listener serves
+		// /v2/ too): the agent's fleet view reads it instead of the real
+		// DigitalOcean's, which a test must never reach.
+		files = append(files, droplets.File{Path: "/etc/codelab/do-api-url", Mode: 0o644, Data: []byte("http://" + s.cfg.MetadataTarget + "/\n")})
 	}
 	spec := droplets.Spec{DropletID: id, Hostname: name, Image: ref, PublicIP: pub, PrivateIP: priv, Files: files}
 	inst, err := s.cfg.Runtime.Create(r.Context(), spec, s.cfg.Networks)
