@@ -174,3 +174,16 @@ func outputEnv(env []string, name string, args ...string) (string, error) {
 	err := cmd.Run()
 	return strings.TrimSpace(b.String()), err
 }
+
+// ShortTempDir is a temporary folder with a short path (t.TempDir's can be
+// too long for the Unix sockets GnuPG puts in its home); removed when the
+// test ends.
+func ShortTempDir(t testing.TB, prefix string) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}

@@ -58,7 +58,7 @@ func TestLocalBuildRefusesWrongKeyAndMissingVersion(t *testing.T) {
 	// Local artifacts: stand-in binaries (the build stops before they matter) and the
 	// signed repository, served on the gateway.
 	// Short paths: gpg-agent's socket lives in the key's folder (108 bytes at most).
-	cacheBin, dir := t.TempDir(), shortTemp(t)
+	cacheBin, dir := t.TempDir(), testenv.ShortTempDir(t, "la")
 	for _, b := range []string{"consul", "consul-template", "docker-compose"} {
 		if err := os.WriteFile(filepath.Join(cacheBin, b), []byte("#!/bin/sh\necho "+b+"\n"), 0o755); err != nil {
 			t.Fatal(err)
@@ -78,7 +78,7 @@ func TestLocalBuildRefusesWrongKeyAndMissingVersion(t *testing.T) {
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	ServeApt(sctx, l, la.AptDir)
-	other, err := aptrepo.NewKey(ctx, shortTemp(t), "not the pinned key")
+	other, err := aptrepo.NewKey(ctx, testenv.ShortTempDir(t, "la"), "not the pinned key")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,14 +125,4 @@ func TestLocalBuildRefusesWrongKeyAndMissingVersion(t *testing.T) {
 			t.Fatalf("want %q:\n%s", want, tail(out, 60))
 		}
 	})
-}
-
-func shortTemp(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "la")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }

@@ -50,18 +50,6 @@ func testRepo(t *testing.T, signer *aptrepo.Key, engine string) string {
 	return repo
 }
 
-// shortDir is a GnuPG home whose agent socket path fits the 108 bytes a Unix socket
-// path may have (t.TempDir's names are longer).
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "gpg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 func requireAptTools(t *testing.T) {
 	t.Helper()
 	testenv.Integration(t, "gpg", "dpkg-deb", "apt-ftparchive")
@@ -97,7 +85,7 @@ func TestInstallDockerFromSignedRepository(t *testing.T) {
 	requireDocker(t)
 	requireAptTools(t)
 	ctx := context.Background()
-	good, err := aptrepo.NewKey(ctx, shortDir(t), "codelab test repo")
+	good, err := aptrepo.NewKey(ctx, testenv.ShortTempDir(t, "gpg"), "codelab test repo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +107,7 @@ func TestInstallDockerFromSignedRepository(t *testing.T) {
 	})
 
 	t.Run("wrong key stops before anything is installed", func(t *testing.T) {
-		other, err := aptrepo.NewKey(ctx, shortDir(t), "someone else")
+		other, err := aptrepo.NewKey(ctx, testenv.ShortTempDir(t, "gpg"), "someone else")
 		if err != nil {
 			t.Fatal(err)
 		}
