@@ -33,7 +33,9 @@ const DefaultInterval = 30 * time.Second
 // the release behaviour: when Consul declares the node failed, the session
 // ends and the record stays, released, for readers to mark unreachable. The
 // session has no TTL, so the record outlives the boot process for as long
-// as the node is alive.
+// as the node is alive. Every publisher of a node (each boot, each tick of
+// codelab-fleet.timer) adopts the node's live session instead of making
+// its own, so the record stays held from one to the next.
 type Publisher struct {
 	Client *api.Client
 	// State returns the boot's current state.
