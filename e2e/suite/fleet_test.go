@@ -115,6 +115,64 @@ func testFleetView(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		}
 	})
 
+	// record reads a droplet's published record itself from Consul KV (through api's
+	// agent), not the view that joins it with Consul's live health.
+	type record struct {
+		State       string    `json:"state"`
+		Summary     string    `json:"summary"`
+		PublishedAt time.Time `json:"publishedAt"`
+	}
+	readRecord := func(n *cluster.Node) (record, error) {
+		var r record
+		out, err := c.Docker.Exec(ctx, node("api").ID, "consul", "kv", "get", "codelab/_fleet/"+c.Opts.Env+"/"+n.Name)
+		if err != nil {
+			return r, fmt.Errorf("the record of %s: %w", n.Name, err)
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			return r, fmt.Errorf("the record of %s: %w: %s", n.Name, err, out)
+		}
+		return r, nil
+	}
+	// waitRecord reads n's record until cond holds or within passes.
+	waitRecord := func(t *testing.T, n *cluster.Node, within time.Duration, cond func(record) error) record {
+		t.Helper()
+		start := time.Now()
+		for {
+			r, err := readRecord(n)
+			if err == nil {
+				if err = cond(r); err == nil {
+					return r
+				}
+			}
+			if time.Since(start) > within {
+				t.Fatalf("%s's record, not within %s: %v (%+v)", n.Name, within, err, r)
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			case <-time.After(time.Second):
+			}
+		}
+	}
+
+	t.Run("after the boot codelab-fleet.timer keeps every record fresh", func(t *testing.T) {
+		// codelab-agent.service is a one-shot: after the boot, only the timer republishes,
+		// an unchanged record at least every 30 s.
+		for _, n := range c.Nodes {
+			before, err := readRecord(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after := waitRecord(t, n, 45*time.Second, func(r record) error {
+				if !r.PublishedAt.After(before.PublishedAt) {
+					return fmt.Errorf("published at %s, as before", r.PublishedAt.Format(time.RFC3339Nano))
+				}
+				return nil
+			})
+			t.Logf("%s: record republished %s after %s (%s)", n.Name, after.PublishedAt.Format(time.RFC3339), before.PublishedAt.Format(time.RFC3339), after.State)
+		}
+	})
+
 	t.Run("after a forced rebuild of the services base the app droplets read stale image", func(t *testing.T) {
 		api := node("api")
 		v, err := fleet(api)
@@ -175,10 +233,19 @@ func testFleetView(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		if v.ExitCode != 2 {
 			t.Errorf("exit code %d with web degraded, want 2", v.ExitCode)
 		}
+		// The change after the boot reaches web's record itself (codelab-fleet.timer
+		// publishes what `codelab-agent status` says), not only Consul's live health.
+		r := waitRecord(t, web, 45*time.Second, func(r record) error {
+			if r.State != "degraded" {
+				return fmt.Errorf("the record says %s", r.State)
+			}
+			return nil
+		})
+		t.Logf("web's record: %s: %s", r.State, r.Summary)
 		if _, err := c.Docker.Exec(ctx, web.ID, append([]string{"docker", "start"}, cids...)...); err != nil {
 			t.Fatal(err)
 		}
-		waitFleet(t, api, 2*time.Minute, allReady)
+		waitFleet(t, api, 2*time.Minute, allReady) // a degraded record reads degraded: the record is ready again too
 	})
 
 	t.Run("landing reads unreachable within 30s of its droplet powering off", func(t *testing.T) {

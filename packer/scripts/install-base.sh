@@ -83,7 +83,7 @@ shopt -u nullglob
 for u in "${units[@]}"; do
 	install -m 0644 "$u" "/etc/systemd/system/$(basename "$u")"
 done
-for required in codelab-agent.service consul.service consul-template.service codelab-ssh-hostkeys.service; do
+for required in codelab-agent.service consul.service consul-template.service codelab-ssh-hostkeys.service codelab-fleet.service codelab-fleet.timer; do
 	[ -f "/etc/systemd/system/$required" ] || die "systemd unit $required is missing from the payload (systemd/ in the repo)"
 done
 
@@ -91,7 +91,8 @@ if systemd_running; then
 	systemctl daemon-reload
 fi
 # consul and consul-template are enabled here but started by codelab-agent at boot, once
-# their configuration is rendered. docker is enabled and started.
+# their configuration is rendered. docker is enabled and started. Every timer is enabled:
+# codelab-fleet.timer keeps the droplet's fleet record in Consul fresh after the boot.
 systemctl enable codelab-agent.service consul.service consul-template.service codelab-ssh-hostkeys.service
 for u in "${units[@]}"; do
 	case "$(basename "$u")" in *.timer) systemctl enable "$(basename "$u")" ;; esac

@@ -70,7 +70,7 @@ func TestBootInSystemdContainer(t *testing.T) {
 	c.CopyIn(t, filepath.Join(cache, "consul"), "/usr/local/bin/consul")
 	c.CopyIn(t, filepath.Join(cache, "consul-template"), "/usr/local/bin/consul-template")
 	c.CopyIn(t, mustLook(t, "docker-compose"), "/usr/libexec/docker/cli-plugins/docker-compose")
-	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service"} {
+	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-fleet.service", "codelab-fleet.timer"} {
 		c.CopyIn(t, filepath.Join(testenv.RepoDir(), "systemd", u), "/etc/systemd/system/"+u)
 	}
 	// The folders install-base.sh creates: the hardened units may write only
@@ -82,7 +82,7 @@ func TestBootInSystemdContainer(t *testing.T) {
 	c.WriteFile(t, "/etc/docker/daemon.json", []byte(fmt.Sprintf(`{"insecure-registries": [%q]}`+"\n", inner)), 0o644)
 	c.WriteFile(t, boot.ImageFile, []byte("codelab-api-base-test\n"), 0o644)
 	c.MustExec(t, "systemctl", "daemon-reload")
-	c.MustExec(t, "systemctl", "enable", "consul.service", "consul-template.service", "codelab-agent.service")
+	c.MustExec(t, "systemctl", "enable", "consul.service", "consul-template.service", "codelab-agent.service", "codelab-fleet.timer")
 	c.MustExec(t, "systemctl", "restart", "docker.service")
 
 	startAgent := func() (string, error) {
@@ -194,6 +194,34 @@ func TestBootInSystemdContainer(t *testing.T) {
 		if !regexp.MustCompile(`Max core file size\s+0\s+0`).MatchString(got) {
 			t.Errorf("%s (pid %s) may dump core:\n%s", u, pid, got)
 		}
+	}
+
+	// After the boot, codelab-fleet.timer republishes the fleet record with
+	// status's summary (the hardened one-shot reads systemd, Docker, Consul
+	// and the boot lock); the boot published its own ("ready in ...").
+	timerStart := time.Now()
+	c.MustExec(t, "systemctl", "start", "codelab-fleet.timer")
+	fleetDeadline := time.Now().Add(45 * time.Second)
+	for {
+		var rec struct {
+			State       string    `json:"state"`
+			Summary     string    `json:"summary"`
+			PublishedAt time.Time `json:"publishedAt"`
+		}
+		out, err := c.Exec(context.Background(), "curl", "-fsS", "http://127.0.0.1:8500/v1/kv/codelab/_fleet/prod/api-1?raw")
+		if err == nil && json.Unmarshal([]byte(out), &rec) == nil && rec.State == status.Ready && strings.HasPrefix(rec.Summary, "ready: role api") && rec.PublishedAt.After(timerStart) {
+			t.Logf("fleet record republished after the boot: %s", out)
+			break
+		}
+		if time.Now().After(fleetDeadline) {
+			fj, _ := c.Exec(context.Background(), "journalctl", "--no-pager", "-n", "30", "-u", "codelab-fleet")
+			t.Fatalf("no fleet record republished by the timer within 45s: %v %s\n%s", err, out, fj)
+		}
+		time.Sleep(time.Second)
+	}
+	if got := c.MustExec(t, "systemctl", "show", "-p", "Result", "--value", "codelab-fleet.service"); got != "success" {
+		fj, _ := c.Exec(context.Background(), "journalctl", "--no-pager", "-n", "30", "-u", "codelab-fleet")
+		t.Errorf("codelab-fleet.service result %q\n%s", got, fj)
 	}
 
 	// The env file consul-template rendered reached the container.

@@ -90,7 +90,7 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 	// One boot at a time, and a lock whose holder status can test: the
 	// kernel drops it when this process dies, however it dies.
 	unlock, err := fsutil.Lock(ctx, root.Path(boot.LockFile), func() {
-		log.Info("another boot is running; waiting for it to end")
+		log.Info("the boot lock is held (another boot, or a fleet record being published); waiting for it")
 	})
 	if err != nil {
 		return fmt.Errorf("take the boot lock: %w", err)

@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/codelab-app/infra/agent/internal/backup"
 	"github.com/codelab-app/infra/agent/internal/boot"
 	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/fleet"
@@ -263,17 +262,10 @@ func startFleetPublisher(ctx context.Context, log *slog.Logger, consulAddr strin
 		return func() {}
 	}
 	pub := &fleet.Publisher{
-		Client: c,
-		State:  rec.Snapshot,
-		LastBackup: func() *time.Time {
-			st, err := backup.ReadState(root)
-			if err != nil || st.NewestVerified == nil {
-				return nil
-			}
-			t := st.NewestVerified.At
-			return &t
-		},
-		Log: log,
+		Client:     c,
+		State:      rec.Snapshot,
+		LastBackup: func() *time.Time { return lastBackup(root) },
+		Log:        log,
 	}
 	rec.OnChange = func(boot.State) { pub.Changed() }
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -96,37 +96,7 @@ Exit codes:
 // RunStatus is the status command.
 func RunStatus(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error {
 	root := fsutil.Root{Dir: g.Root}
-	p := o.Probes
-	if p.Units == nil {
-		p.Units = func(ctx context.Context, names []string) ([]units.State, error) {
-			m, err := units.Dial(ctx)
-			if err != nil {
-				return nil, err
-			}
-			defer m.Close()
-			return m.States(ctx, names)
-		}
-	}
-	if p.Consul == nil {
-		c := consul.New(o.ConsulAddr)
-		p.Consul = c.Check
-	}
-	if p.Containers == nil {
-		p.Containers = func(ctx context.Context, project string) ([]containers.Container, error) {
-			api, err := containers.NewClient()
-			if err != nil {
-				return nil, err
-			}
-			defer api.Close()
-			return containers.List(ctx, api, project)
-		}
-	}
-	if p.BootID == nil {
-		p.BootID = BootID
-	}
-	if p.BootRunning == nil {
-		p.BootRunning = func() (bool, error) { return status.BootRunning(root) }
-	}
+	p := realProbes(root, o.ConsulAddr, o.Probes)
 	check := o.CheckTimeout
 	if check <= 0 {
 		check = 800 * time.Millisecond
@@ -169,6 +139,43 @@ func RunStatus(ctx context.Context, g *Global, o *StatusOptions, stdio IO) error
 		return exitcode.With(r.ExitCode, errors.New(r.Summary))
 	}
 	return nil
+}
+
+// realProbes fills the probes p leaves nil with the real checks: systemd
+// over D-Bus, the local Consul agent at consulAddr, Docker, the kernel's
+// boot id and the boot lock under root.
+func realProbes(root fsutil.Root, consulAddr string, p status.Probes) status.Probes {
+	if p.Units == nil {
+		p.Units = func(ctx context.Context, names []string) ([]units.State, error) {
+			m, err := units.Dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer m.Close()
+			return m.States(ctx, names)
+		}
+	}
+	if p.Consul == nil {
+		c := consul.New(consulAddr)
+		p.Consul = c.Check
+	}
+	if p.Containers == nil {
+		p.Containers = func(ctx context.Context, project string) ([]containers.Container, error) {
+			api, err := containers.NewClient()
+			if err != nil {
+				return nil, err
+			}
+			defer api.Close()
+			return containers.List(ctx, api, project)
+		}
+	}
+	if p.BootID == nil {
+		p.BootID = BootID
+	}
+	if p.BootRunning == nil {
+		p.BootRunning = func() (bool, error) { return status.BootRunning(root) }
+	}
+	return p
 }
 
 func isTerminal(w any) bool {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,8 +23,12 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/boot"
 	"github.com/codelab-app/infra/agent/internal/cli"
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fleet"
+	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/retry"
+	"github.com/codelab-app/infra/agent/internal/status"
+	"github.com/codelab-app/infra/agent/internal/units"
 	"github.com/codelab-app/infra/tools/testenv"
 )
 
@@ -155,7 +161,7 @@ func waitFor(t *testing.T, c *api.Client, env string, cond func(fleet.View) bool
 // The publisher is started before Consul answers (the boot's first
 // seconds), keeps retrying in the background, publishes once Consul is
 // up, and republishes on every change; a second boot of the same node
-// takes its key back from the first boot's session.
+// adopts the first boot's session.
 func TestPublisherAgainstRealConsul(t *testing.T) {
 	testenv.Integration(t, "consul")
 	port := freePort(t)
@@ -189,8 +195,12 @@ func TestPublisherAgainstRealConsul(t *testing.T) {
 	pub.Changed()
 	waitFor(t, agent.Client, "it", func(v fleet.View) bool { return stateOf(v, "api-1") == fleet.Ready })
 
-	// The next boot of the node (a new process, a new session) takes the
-	// key over from the earlier boot's session, which is still alive.
+	// The next boot of the node (a new process) adopts the node's live
+	// session: the record stays held, by the same session.
+	before, _, err := agent.Client.KV().Get(fleet.Key("it", "api-1"), nil)
+	if err != nil || before == nil || before.Session == "" {
+		t.Fatalf("record: %+v %v", before, err)
+	}
 	next := &fleet.Publisher{Client: c, State: func() boot.State {
 		s := state()
 		s.Result, s.Status = boot.BootFailed, "failed: x"
@@ -203,6 +213,9 @@ func TestPublisherAgainstRealConsul(t *testing.T) {
 	v = view(t, agent.Client, "it")
 	if stateOf(v, "api-1") != fleet.Failed || v.Droplets[0].FailedStep != "compose-up" {
 		t.Fatalf("after the second boot: %+v", v.Droplets)
+	}
+	if s := nodeSessions(t, agent.Client, "api-1"); len(s) != 1 || s[0] != before.Session {
+		t.Fatalf("sessions after the second boot %v, want only the adopted %s", s, before.Session)
 	}
 
 	// Our session ends (Consul lost the node for a moment): the next
@@ -435,5 +448,138 @@ func BenchmarkFleetStatus100(b *testing.B) {
 	b.StopTimer()
 	if lines := strings.Count(out, "\n"); code != 0 || lines < 101 {
 		b.Fatalf("exit %d, %d lines:\n%s", code, lines, out)
+	}
+}
+
+// publishTick runs one `codelab-agent fleet publish` (what
+// codelab-fleet.timer runs) in process, with faked systemd and Docker
+// probes and the real Consul.
+func publishTick(t *testing.T, root, addr string, maxAge time.Duration, ctrs *[]containers.Container) string {
+	t.Helper()
+	var errb bytes.Buffer
+	o := &cli.FleetPublishOptions{ConsulAddr: addr, MaxAge: maxAge, Timeout: 5 * time.Second, CheckTimeout: 2 * time.Second,
+		Probes: status.Probes{
+			Units: func(_ context.Context, names []string) ([]units.State, error) {
+				var out []units.State
+				for _, n := range names {
+					out = append(out, units.State{Unit: n, ActiveState: "active", SubState: "running"})
+				}
+				return out, nil
+			},
+			Containers: func(context.Context, string) ([]containers.Container, error) { return *ctrs, nil },
+			BootID:     func() string { return "" },
+		}}
+	if err := cli.RunFleetPublish(context.Background(), &cli.Global{Root: root, LogLevel: slog.LevelDebug}, o, cli.IO{Out: io.Discard, ErrOut: &errb}); err != nil {
+		t.Fatalf("fleet publish: %v\n%s", err, errb.String())
+	}
+	return errb.String()
+}
+
+// nodeSessions lists the node's sessions.
+func nodeSessions(t *testing.T, c *api.Client, node string) []string {
+	t.Helper()
+	ss, _, err := c.Session().Node(node, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, s := range ss {
+		ids = append(ids, s.ID)
+	}
+	return ids
+}
+
+// `fleet publish` after the boot: it publishes the droplet's overall state
+// as status computes it (a stopped container reads degraded from the
+// record itself), publishes only on a change or once the record has aged,
+// holds the record with the node's one session (adopted, never made anew
+// or destroyed per tick), and stays out of the way while a boot holds the
+// boot lock.
+func TestFleetPublishTick(t *testing.T) {
+	testenv.Integration(t, "consul")
+	agent := startConsul(t, freePort(t), "-node", "web-1", "-node-meta", "env:it")
+	root := t.TempDir()
+	rec := boot.NewRecorder(fsutil.Root{Dir: root}, boot.State{Role: "web", DropletID: "9", Image: "codelab-web-base-2026-11-27-0900",
+		AgentVersion: "test", StartedAt: time.Now().UTC()})
+	rec.Finish(nil)
+	healthy := []containers.Container{{Name: "web-web-1", Service: "web", State: "running", Health: "healthy"}}
+	ctrs := healthy
+	key := fleet.Key("it", "web-1")
+	get := func() (*api.KVPair, fleet.Record) {
+		t.Helper()
+		p, _, err := agent.Client.KV().Get(key, nil)
+		if err != nil || p == nil {
+			t.Fatalf("record %s: %v %v", key, p, err)
+		}
+		r, err := fleet.Decode(p.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, r
+	}
+
+	log := publishTick(t, root, agent.Addr, time.Hour, &ctrs)
+	p1, r1 := get()
+	if r1.State != fleet.Ready || r1.Role != "web" || p1.Session == "" || !strings.Contains(log, "fleet record published") {
+		t.Fatalf("first tick: %+v held by %q\n%s", r1, p1.Session, log)
+	}
+
+	// Nothing changed, the record is young: no write.
+	publishTick(t, root, agent.Addr, time.Hour, &ctrs)
+	if p, _ := get(); p.ModifyIndex != p1.ModifyIndex {
+		t.Fatalf("an unchanged, young record was written again (index %d -> %d)", p1.ModifyIndex, p.ModifyIndex)
+	}
+
+	// The role's container stops: the record says degraded, held by the
+	// same session.
+	ctrs = []containers.Container{{Name: "web-web-1", Service: "web", State: "exited"}}
+	log = publishTick(t, root, agent.Addr, time.Hour, &ctrs)
+	p2, r2 := get()
+	if r2.State != fleet.Degraded || !strings.Contains(r2.Summary, "web-web-1") || p2.Session != p1.Session {
+		t.Fatalf("after the container stopped: %+v held by %q (was %q)\n%s", r2, p2.Session, p1.Session, log)
+	}
+	if !strings.Contains(log, "state ready -> degraded") {
+		t.Errorf("the state change is not logged:\n%s", log)
+	}
+	v := view(t, agent.Client, "it")
+	if d := v.Droplets[0]; d.State != fleet.Degraded || !strings.Contains(d.Summary, "web-web-1") {
+		t.Fatalf("fleet view: %+v", d)
+	}
+
+	// Unchanged but aged: published again, with a newer publishedAt.
+	time.Sleep(10 * time.Millisecond)
+	publishTick(t, root, agent.Addr, time.Millisecond, &ctrs)
+	p3, r3 := get()
+	if !r3.PublishedAt.After(r2.PublishedAt) || p3.Session != p1.Session {
+		t.Fatalf("aged record not refreshed: %s -> %s, session %q", r2.PublishedAt, r3.PublishedAt, p3.Session)
+	}
+	if s := nodeSessions(t, agent.Client, "web-1"); len(s) != 1 || s[0] != p1.Session {
+		t.Fatalf("node sessions %v, want only %s", s, p1.Session)
+	}
+
+	// A boot holds the lock: the tick leaves the record to the boot.
+	unlock, err := fsutil.Lock(context.Background(), filepath.Join(root, boot.LockFile), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrs = healthy
+	publishTick(t, root, agent.Addr, time.Millisecond, &ctrs)
+	if p, _ := get(); p.ModifyIndex != p3.ModifyIndex {
+		t.Fatal("a tick published while a boot held the boot lock")
+	}
+	unlock()
+	publishTick(t, root, agent.Addr, time.Hour, &ctrs)
+	if _, r := get(); r.State != fleet.Ready {
+		t.Fatalf("after the boot: %+v", r)
+	}
+
+	// The node's session ends (Consul lost the node for a moment): the
+	// next tick makes a new one and holds the record again.
+	if _, err := agent.Client.Session().Destroy(p1.Session, nil); err != nil {
+		t.Fatal(err)
+	}
+	publishTick(t, root, agent.Addr, time.Hour, &ctrs)
+	if p, _ := get(); p.Session == "" || p.Session == p1.Session {
+		t.Fatalf("record after the session ended: held by %q", p.Session)
 	}
 }

@@ -44,7 +44,10 @@ type Record struct {
 	Image        string     `json:"image,omitempty"`
 	AgentVersion string     `json:"agentVersion,omitempty"`
 	AppImages    []AppImage `json:"appImages,omitempty"`
-	// State is the boot's result: booting, ready or failed.
+	// State is the boot's result (booting, ready or failed) while the boot
+	// publishes; after it, codelab-fleet.timer publishes the droplet's
+	// overall state as `codelab-agent status` computes it, which may also
+	// be degraded, and Summary is then status's summary.
 	State      string    `json:"state"`
 	Summary    string    `json:"summary,omitempty"`
 	FailedStep string    `json:"failedStep,omitempty"`

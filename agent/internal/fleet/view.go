@@ -300,6 +300,16 @@ func judge(d *Droplet, r Record, h *nodeHealth) {
 		if d.Summary == "" {
 			d.Summary = "booting"
 		}
+	case Degraded:
+		// The droplet's own live checks (units, containers) found a
+		// problem; Consul's failing checks, if any, say more.
+		d.State, d.Summary = Degraded, r.Summary
+		if d.Summary == "" {
+			d.Summary = "degraded"
+		}
+		if len(degrading) > 0 {
+			d.Summary += "; failing: " + strings.Join(degrading, ", ")
+		}
 	case Ready:
 		if len(degrading) > 0 {
 			d.State = Degraded

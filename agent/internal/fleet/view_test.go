@@ -369,3 +369,61 @@ func TestAge(t *testing.T) {
 		}
 	}
 }
+
+// A record the fleet timer published as degraded (the droplet's own live
+// checks failed: a stopped container, a dead unit) reads degraded even
+// while Consul's checks all pass; failing checks are added to its summary.
+func TestDegradedRecord(t *testing.T) {
+	deg := func(r *Record) { r.Summary = "degraded: container web-web-1: exited " }
+	for _, tc := range []struct {
+		name    string
+		checks  api.HealthChecks
+		summary string
+	}{
+		{"checks passing", api.HealthChecks{serf("web-1", api.HealthPassing), check("web-1", "web HTTP", api.HealthPassing)},
+			"degraded: container web-web-1: exited "},
+		{"check failing", api.HealthChecks{serf("web-1", api.HealthPassing), check("web-1", "web HTTP", api.HealthCritical)},
+			"degraded: container web-web-1: exited ; failing: web HTTP critical"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := Build(Snapshot{Pairs: api.KVPairs{pair(t, rec("web-1", "web", Degraded, deg))}, Checks: tc.checks}, nil, Filter{}, now)
+			if d := v.Droplets[0]; d.State != Degraded || d.Summary != tc.summary || v.ExitCode != exitcode.Degraded {
+				t.Fatalf("exit %d, %+v", v.ExitCode, d)
+			}
+		})
+	}
+	// A node Consul marks failed is unreachable, whatever it last said.
+	v := Build(Snapshot{Pairs: api.KVPairs{pair(t, rec("web-1", "web", Degraded, deg))}, Checks: api.HealthChecks{serf("web-1", api.HealthCritical)}}, nil, Filter{}, now)
+	if d := v.Droplets[0]; d.State != Unreachable {
+		t.Fatalf("%+v", d)
+	}
+}
+
+func TestSame(t *testing.T) {
+	base := rec("web-1", "web", Ready)
+	for _, tc := range []struct {
+		name string
+		mod  func(*Record)
+		same bool
+	}{
+		{"published later", func(r *Record) { r.PublishedAt = r.PublishedAt.Add(time.Minute) }, true},
+		{"state", func(r *Record) { r.State = Degraded }, false},
+		{"summary", func(r *Record) { r.Summary = "degraded: x" }, false},
+		{"last backup", func(r *Record) { t := now; r.LastBackup = &t }, false},
+		{"boot duration of a finished boot", func(r *Record) { r.BootMS++ }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := base
+			tc.mod(&r)
+			if got := Same(base, r); got != tc.same {
+				t.Errorf("Same = %v, want %v", got, tc.same)
+			}
+		})
+	}
+	// A boot in progress counts its duration up: no change.
+	a, b := rec("web-1", "web", Booting), rec("web-1", "web", Booting)
+	b.BootMS += 10000
+	if !Same(a, b) {
+		t.Error("a running boot's duration counted as a change")
+	}
+}

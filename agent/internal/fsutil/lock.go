@@ -67,6 +67,25 @@ func TryLock(path string) (unlock func(), err error) {
 	return func() { _ = f.Close() }, nil
 }
 
+// TryLockShared takes a shared lock on path (created 0600 if missing) if
+// no process holds it exclusively, and returns ErrLocked (wrapped) if one
+// does. Shared holders do not exclude each other and Held does not count
+// them; an exclusive Lock waits until they are done.
+func TryLockShared(path string) (unlock func(), err error) {
+	f, err := openLock(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { _ = f.Close() }, nil
+}
+
 // Held reports whether some process holds the lock on path. A missing file
 // is a free lock. It never creates the file, and it takes the lock only for
 // the instant it needs to test it (a shared lock, so two readers never

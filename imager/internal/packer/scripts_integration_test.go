@@ -52,7 +52,11 @@ func testPayload(t *testing.T, units ...string) string {
 		}
 	}
 	for _, u := range units {
-		if err := os.WriteFile(filepath.Join(dir, "systemd", u), []byte("[Unit]\nDescription="+u+"\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"), 0o644); err != nil {
+		body := "[Unit]\nDescription=" + u + "\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
+		if strings.HasSuffix(u, ".timer") {
+			body = "[Unit]\nDescription=" + u + "\n[Timer]\nOnBootSec=1h\n[Install]\nWantedBy=timers.target\n"
+		}
+		if err := os.WriteFile(filepath.Join(dir, "systemd", u), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -65,7 +69,7 @@ func testPayload(t *testing.T, units ...string) string {
 	return dir
 }
 
-var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-backup.service", "codelab-backup.timer", "codelab-monitor.service"}
+var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-fleet.service", "codelab-fleet.timer", "codelab-backup.service", "codelab-backup.timer", "codelab-monitor.service"}
 
 // inDebian runs script with bash in a fresh Debian 12 container without network, the
 // payload at /mnt/payload (read-only) and the provisioning scripts at /scripts.
@@ -163,7 +167,9 @@ done
 for u in codelab-agent consul consul-template codelab-ssh-hostkeys codelab-monitor; do
 	[ -L /etc/systemd/system/multi-user.target.wants/$u.service ] || echo "NOT ENABLED $u"
 done
-[ -L /etc/systemd/system/multi-user.target.wants/codelab-backup.timer ] || echo "NOT ENABLED codelab-backup.timer"
+for u in codelab-backup codelab-fleet; do
+	[ -L /etc/systemd/system/timers.target.wants/$u.timer ] || echo "NOT ENABLED $u.timer"
+done
 grep -q '^allow_userdata: false' /etc/cloud/cloud.cfg.d/99-codelab.cfg || echo "MISSING cloud-init allow_userdata: false"
 [ -f /usr/share/codelab/roles/api/docker-compose.yml ] || echo "MISSING role files"
 grep -q '^CODELAB_AGENT_VERSION=v9.9.9$' /etc/codelab/image.env || echo "MISSING image.env"
