@@ -375,7 +375,7 @@ func (b *Bench) reset(ctx context.Context, n *cluster.Node, removeImages bool) e
 systemctl stop codelab-agent.service consul-template.service
 docker compose -p ` + Role + ` -f ` + composeFile + ` down --remove-orphans >/dev/null 2>&1
 [ -f ` + envFile + ` ] && cp -p ` + envFile + ` ` + savedEnv + `
-rm -f /root/docker/` + Role + `/*.env ` + stateFile + ` /var/lib/codelab/restart-pending
+rm -f /root/docker/` + Role + `/*.env ` + stateFile + ` /var/lib/codelab/completed.json /var/lib/codelab/restart-pending
 systemctl stop consul.service
 `
 	if removeImages {
