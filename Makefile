@@ -43,6 +43,10 @@ fuzz: ## fuzz the user_data parser for FUZZTIME (default 15s)
 bench: ## run the benchmarks and print their ratios
 	@for m in $(MODULES); do (cd $$m && CODELAB_INTEGRATION=1 go test -run '^$$' -bench . -benchtime 1x ./...) || exit 1; done
 
+.PHONY: bench-boot
+bench-boot: deps build bin/localdo bin/demo ## boot-to-ready four ways on the local DigitalOcean (old way, pulling, baked, reboot) and their ratios
+	cd e2e && CODELAB_E2E=1 CODELAB_E2E_BIN=$(CURDIR)/bin go test -count=1 -run '^$$' -bench BenchmarkBoot -benchtime 1x -timeout 45m ./suite/
+
 .PHONY: bin/localdo bin/demo
 bin/localdo bin/demo:
 	CGO_ENABLED=0 go build -trimpath -o $@ ./e2e/cmd/$(@F)

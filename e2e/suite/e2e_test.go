@@ -44,7 +44,7 @@ func buildTools(t *testing.T, repo string) string {
 	return dir
 }
 
-type writer struct{ t *testing.T }
+type writer struct{ t testing.TB }
 
 func (w writer) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -352,4 +352,5 @@ func TestEndToEnd(t *testing.T) {
 	testFleetView(ctx, t, c) // it stops a container and powers a droplet off, then restores both (fleet_test.go)
 	doctlSubtests(t, ctx, c)
 	faults{ctx: ctx, c: c}.run(t)
+	t.Run("boot benchmark: old way, services base, api base, reboot", func(t *testing.T) { bootBenchmark(ctx, t, c) })
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/fsutil"
@@ -54,16 +55,21 @@ type State struct {
 	Attempt int `json:"attempt,omitempty"`
 	// PreviousError is the error of the attempt before this one, if it
 	// failed.
-	PreviousError string        `json:"previousError,omitempty"`
-	Result        string        `json:"result"`
-	Status        string        `json:"status,omitempty"` // the latest progress line
-	Error         string        `json:"error,omitempty"`
-	StartedAt     time.Time     `json:"startedAt"`
-	FinishedAt    *time.Time    `json:"finishedAt,omitempty"`
-	DurationMS    int64         `json:"durationMs"`
-	Steps         []StepState   `json:"steps"`
-	Images        []ImageState  `json:"images,omitempty"`
-	Compose       *ComposeState `json:"compose,omitempty"`
+	PreviousError string     `json:"previousError,omitempty"`
+	Result        string     `json:"result"`
+	Status        string     `json:"status,omitempty"` // the latest progress line
+	Error         string     `json:"error,omitempty"`
+	StartedAt     time.Time  `json:"startedAt"`
+	FinishedAt    *time.Time `json:"finishedAt,omitempty"`
+	DurationMS    int64      `json:"durationMs"`
+	// CPUMS is the agent's own CPU time (user + system) for this boot, and
+	// ChildCPUMS that of the programs it ran and waited for (the config
+	// validators, docker compose), both recorded when the boot ends.
+	CPUMS      int64         `json:"cpuMs,omitempty"`
+	ChildCPUMS int64         `json:"childCpuMs,omitempty"`
+	Steps      []StepState   `json:"steps"`
+	Images     []ImageState  `json:"images,omitempty"`
+	Compose    *ComposeState `json:"compose,omitempty"`
 }
 
 // StepState is one step in the state file.
@@ -282,6 +288,7 @@ func (r *Recorder) Finish(bootErr error) State {
 	_ = r.Update(func(s *State) {
 		s.FinishedAt = &end
 		s.DurationMS = end.Sub(s.StartedAt).Milliseconds()
+		s.CPUMS, s.ChildCPUMS = cpuTimes()
 		if bootErr != nil {
 			s.Result = BootFailed
 			s.Error = bootErr.Error()
@@ -447,4 +454,17 @@ func (r *Recorder) SetDetail(step, detail string) {
 			s.Steps[i].Detail = detail
 		}
 	})
+}
+
+// cpuTimes returns the CPU time, in milliseconds, this process used and
+// that of its children it waited for.
+func cpuTimes() (self, children int64) {
+	ms := func(who int) int64 {
+		var ru syscall.Rusage
+		if syscall.Getrusage(who, &ru) != nil {
+			return 0
+		}
+		return (time.Duration(ru.Utime.Nano()) + time.Duration(ru.Stime.Nano())).Milliseconds()
+	}
+	return ms(syscall.RUSAGE_SELF), ms(syscall.RUSAGE_CHILDREN)
 }

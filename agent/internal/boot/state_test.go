@@ -3,6 +3,7 @@ package boot
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,21 @@ func TestFactsHelpers(t *testing.T) {
 	}
 	if got := EnvFiles(f.Files, "api"); len(got) != 1 || got[0] != "/root/docker/api/api.env" {
 		t.Errorf("EnvFiles = %v", got)
+	}
+}
+
+func TestFinishRecordsTheBootsCPUTime(t *testing.T) {
+	rec := NewRecorder(fsutil.Root{Dir: t.TempDir()}, State{Role: "api", StartedAt: time.Now()})
+	// Burn CPU here and in a child the process waits for.
+	deadline := time.Now().Add(60 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	if out, err := exec.Command("sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done").CombinedOutput(); err != nil {
+		t.Fatalf("child: %v %s", err, out)
+	}
+	st := rec.Finish(nil)
+	if st.CPUMS <= 0 || st.ChildCPUMS <= 0 {
+		t.Fatalf("cpuMs = %d, childCpuMs = %d, want both > 0", st.CPUMS, st.ChildCPUMS)
 	}
 }

@@ -19,6 +19,11 @@ type Extra struct {
 	Gossip string   // gossip key (default the cluster's)
 	// Bootstrap, for a server, is bootstrap= (default len(Join)).
 	Bootstrap int
+	// Version is user_data's version= (default the cluster's).
+	Version string
+	// ImageID, when set, is the snapshot to create the droplet from, instead
+	// of the newest of Spec.Image's family.
+	ImageID int
 }
 
 // Servers returns the private addresses of the cluster's Consul servers.
@@ -57,14 +62,24 @@ func (c *Cluster) Gossip(ctx context.Context) (string, error) {
 // family, with user_data built like the cluster's own. It does not wait for
 // it to be ready.
 func (c *Cluster) CreateExtra(ctx context.Context, x Extra) (*Node, error) {
-	snaps, err := c.Snapshots(ctx)
-	if err != nil {
-		return nil, err
+	var im godo.Image
+	if x.ImageID != 0 {
+		got, _, err := c.DO.Images.GetByID(ctx, x.ImageID)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %d: %w", x.ImageID, err)
+		}
+		im = *got
+	} else {
+		snaps, err := c.Snapshots(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var ok bool
+		if im, ok = snaps[x.Spec.Image]; !ok {
+			return nil, fmt.Errorf("no %s snapshot", x.Spec.Image)
+		}
 	}
-	im, ok := snaps[x.Spec.Image]
-	if !ok {
-		return nil, fmt.Errorf("no %s snapshot", x.Spec.Image)
-	}
+	var err error
 	if x.Join == nil {
 		x.Join = c.Servers()
 	}
@@ -76,6 +91,9 @@ func (c *Cluster) CreateExtra(ctx context.Context, x Extra) (*Node, error) {
 	line := c.UserData(x.Spec, x.Join, x.Gossip)
 	if x.Env != "" {
 		line = strings.Replace(line, " env="+c.Opts.Env+" ", " env="+x.Env+" ", 1)
+	}
+	if x.Version != "" {
+		line = strings.Replace(line, " version="+c.Opts.Version+" ", " version="+x.Version+" ", 1)
 	}
 	if x.Bootstrap > 0 {
 		line = regexp.MustCompile(` bootstrap=\d+`).ReplaceAllString(line, fmt.Sprintf(" bootstrap=%d", x.Bootstrap))
