@@ -528,6 +528,8 @@ func (h hardening) newlineValue(t *testing.T) {
 			t.Errorf("the injected variable reached the container: %s", e)
 		}
 	}
+	r, code := h.status(t, api)
+	t.Logf("status of %s while the value is refused: exit %d, %s: %s", api.Name, code, r.Overall, r.Summary)
 
 	// A good value again: the path works, so the refusal above was one.
 	good := "new-" + randomHex(4) + " #$HOME \"q\" 'q'"
