@@ -349,6 +349,8 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	// Tampered backups, a failed restore, a KV value with a newline (hardening_test.go).
+	hardening{faults{ctx: ctx, c: c}}.run(t)
 	testFleetView(ctx, t, c) // it stops a container and powers a droplet off, then restores both (fleet_test.go)
 	doctlSubtests(t, ctx, c)
 	faults{ctx: ctx, c: c}.run(t)
