@@ -92,8 +92,13 @@ type Wait struct {
 
 // ImageState is one image pull.
 type ImageState struct {
-	Ref        string `json:"ref"`
-	Result     string `json:"result"` // pulling, pulled, present, failed
+	Ref string `json:"ref"`
+	// Result is pulling, pulled, present (here already at the registry's
+	// digest), baked (baked into the droplet's image; no registry
+	// contacted) or failed. Like every addition to the state file and
+	// status --json, a new value keeps schemaVersion; a changed meaning
+	// or a removed field would bump it.
+	Result     string `json:"result"`
 	Digest     string `json:"digest,omitempty"`
 	Current    int64  `json:"bytes"`
 	Total      int64  `json:"totalBytes,omitempty"`

@@ -451,13 +451,23 @@ func (s *ConsulReady) Run(ctx context.Context) error {
 	return nil
 }
 
-// PullImages pulls every image of the role's Compose file concurrently.
+// BakedImagesFile is where a per-service image records the role's images
+// baked into it (containers.Baked), written by the imager.
+const BakedImagesFile = "/etc/codelab/baked-images.json"
+
+// PullImages makes every image of the role's Compose file present. When
+// the droplet's image has them baked in (BakedImagesFile, for the same
+// role, registry= and version= as user_data, every image here at its baked
+// digest) it contacts no registry at all; otherwise it pulls them
+// concurrently, and says why the baked images were not used.
 type PullImages struct {
 	Facts     *Facts
 	Puller    *containers.Puller
 	Root      fsutil.Root
 	TokenFile string
 	Rec       *Recorder
+	// BakedFile overrides BakedImagesFile (tests).
+	BakedFile string
 	// Wait paces the retries while the registry is unreachable.
 	Wait retry.Policy
 }
@@ -478,6 +488,22 @@ func (s *PullImages) Run(ctx context.Context) error {
 	}
 	p := *s.Puller
 	p.Creds = creds
+	baked, why := s.useBaked(ctx, &p, refs)
+	if baked != nil {
+		if s.Rec != nil {
+			_ = s.Rec.Update(func(st *State) {
+				st.Images = nil
+				for _, pr := range baked {
+					st.Images = append(st.Images, imageState(pr))
+				}
+			})
+			s.Rec.SetDetail(StepPullImages, fmt.Sprintf("%d images: %d baked into this image, no registry contacted", len(refs), len(baked)))
+		}
+		return nil
+	}
+	if why != "" && p.Log != nil {
+		p.Log.Info("not using the baked images: pulling", slog.String("why", why))
+	}
 	done := 0
 	if s.Rec != nil {
 		_ = s.Rec.Update(func(st *State) {
@@ -539,13 +565,53 @@ func (s *PullImages) Run(ctx context.Context) error {
 		}
 	}
 	if s.Rec != nil {
-		s.Rec.SetDetail(StepPullImages, fmt.Sprintf("%d images: %d pulled, %d already present", len(refs), pulled, present))
+		d := fmt.Sprintf("%d images: %d pulled, %d already present", len(refs), pulled, present)
+		if why != "" {
+			d += "; not the baked images: " + why
+		}
+		s.Rec.SetDetail(StepPullImages, d)
 	}
 	var pe *containers.PullError
 	if errors.As(err, &pe) {
 		return WithHint(err, pe.Hint())
 	}
 	return err
+}
+
+// useBaked returns the images' progress, all baked, when the droplet's
+// image has every one of refs baked in for this role, registry= and
+// version=. Otherwise it returns why not ("" when the image bakes nothing),
+// and the caller pulls.
+func (s *PullImages) useBaked(ctx context.Context, p *containers.Puller, refs []string) ([]containers.Progress, string) {
+	file := s.BakedFile
+	if file == "" {
+		file = BakedImagesFile
+	}
+	b, err := s.Root.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ""
+	}
+	if err != nil {
+		return nil, fmt.Sprintf("cannot read %s: %v", file, err)
+	}
+	bk, err := containers.ParseBaked(b)
+	if err != nil {
+		return nil, fmt.Sprintf("%s %v", file, err)
+	}
+	u := s.Facts.User
+	switch {
+	case bk.Role != u.Role:
+		return nil, fmt.Sprintf("role=%s differs from the baked %s", u.Role, bk.Role)
+	case bk.Registry != u.Registry:
+		return nil, fmt.Sprintf("registry=%s differs from the baked %s", u.Registry, bk.Registry)
+	case bk.Version != u.Version:
+		return nil, fmt.Sprintf("version=%s differs from the baked %s", u.Version, bk.Version)
+	}
+	out, err := p.UseBaked(ctx, refs, bk)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return out, ""
 }
 
 func imageState(pr containers.Progress) ImageState {

@@ -53,7 +53,10 @@ failed step stops only the steps that need it.
                                       only when render changed their config
   consul-ready     every boot         the local agent answers and a leader exists
   pull-images      every boot         the Compose file's images, concurrently; an image
-                                      already present at the registry's digest is kept
+                                      already present at the registry's digest is kept;
+                                      images baked into the droplet's image for this
+                                      role, registry= and version= (` + boot.BakedImagesFile + `)
+                                      are used without contacting any registry
   compose-up       every boot         docker compose -p ROLE up -d --wait --pull never,
                                       once consul-template has rendered the env file
 
