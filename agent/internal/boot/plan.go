@@ -53,9 +53,12 @@ type Deps struct {
 //	fetch-metadata -> parse-userdata -> render -> units -> consul-ready -> compose-up
 //	                                \-> registry-login (once per instance)
 //	docker ---------------------------> pull-images ------------------------/
+//	      \--------------------------> render
 //
 // pull-images needs only parse-userdata and docker, so image pulls overlap
-// rendering, units and the wait for Consul.
+// rendering, units and the wait for Consul. render needs docker for the
+// Engine's API version (the Compose healthchecks' start_interval); the
+// agent's unit starts after docker.service, so that wait is short.
 func NewPlan(d Deps) Plan {
 	if d.Facts == nil {
 		d.Facts = &Facts{}
@@ -64,9 +67,9 @@ func NewPlan(d Deps) Plan {
 	return Plan{
 		{Step: &FetchMetadata{Facts: d.Facts, Fetch: d.Fetch, Rec: d.Rec}, Kind: EveryBoot},
 		{Step: &ParseUserdata{Facts: d.Facts, Line: d.UserDataLine, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepFetchMetadata}},
-		{Step: &Render{Facts: d.Facts, Root: d.Root, Validators: d.Validators, Log: d.Log}, Kind: EveryBoot, After: []string{StepParseUserdata}},
+		{Step: &Render{Facts: d.Facts, Root: d.Root, Validators: d.Validators, Log: d.Log}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
 		{Step: &RegistryLogin{Facts: d.Facts, Root: d.Root, TokenFile: d.TokenFile, Log: d.Log}, Kind: OncePerInstance, After: []string{StepParseUserdata}},
-		{Step: &DockerStep{Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot},
+		{Step: &DockerStep{Facts: d.Facts, Units: d.Units, API: d.Docker, Timeout: t.Unit, Rec: d.Rec, Log: d.Log}, Kind: EveryBoot},
 		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker}},
 		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepUnits}},
 		{Step: &PullImages{Facts: d.Facts, Puller: &containers.Puller{API: d.Docker, Retry: d.PullRetry, Log: d.Log}, Root: d.Root, TokenFile: d.TokenFile, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},

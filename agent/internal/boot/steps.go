@@ -47,6 +47,9 @@ type Facts struct {
 	User    userdata.Config
 	Files   []render.File // rendered in memory by parse-userdata
 	Changed []string      // droplet paths whose bytes changed, from render
+	// EngineAPI is dockerd's API version, from the docker step ("" when
+	// it could not tell); render sets what only newer Engines take.
+	EngineAPI string
 }
 
 // File returns the rendered file at a droplet path.
@@ -158,6 +161,16 @@ type Render struct {
 
 func (s *Render) Name() string { return StepRender }
 func (s *Render) Run(ctx context.Context) error {
+	files := s.Facts.Files
+	if s.Facts.EngineAPI != "" {
+		// parse-userdata rendered before dockerd said its version; only
+		// the Compose files' healthchecks depend on it.
+		var err error
+		files, err = render.Render(render.Input{Meta: s.Facts.Meta, User: s.Facts.User, EngineAPIVersion: s.Facts.EngineAPI})
+		if err != nil {
+			return err
+		}
+	}
 	pending, err := ReadRestartPending(s.Root)
 	if err != nil {
 		return err
@@ -169,13 +182,14 @@ func (s *Render) Run(ctx context.Context) error {
 		}
 		return WriteRestartPending(s.Root, append(pending, add...))
 	}
-	changed, err := render.ApplyHook(ctx, s.Root, s.Facts.Files, before, s.Validators...)
+	changed, err := render.ApplyHook(ctx, s.Root, files, before, s.Validators...)
 	if err != nil {
 		return fmt.Errorf("render: %w", err)
 	}
 	s.Facts.Changed = changed
 	if s.Log != nil {
-		s.Log.Info("rendered", slog.Int("files", len(s.Facts.Files)), slog.Any("changed", changed))
+		s.Log.Info("rendered", slog.Int("files", len(files)), slog.Any("changed", changed),
+			slog.String("engine_api", s.Facts.EngineAPI), slog.Bool("healthcheck_start_interval", render.StartIntervalSupported(s.Facts.EngineAPI)))
 	}
 	failpoint(s.Root, s.Log, "kill-after-render")
 	return nil
@@ -340,19 +354,48 @@ const (
 	NodeExporterUnit = "prometheus-node-exporter.service"
 )
 
-// DockerStep makes sure dockerd is enabled and active. It needs nothing
-// else, so pulls can start as soon as user_data is parsed.
+// DockerStep makes sure dockerd is enabled and active, and records its
+// API version for render. It needs nothing else, so pulls can start as
+// soon as user_data is parsed.
 type DockerStep struct {
+	Facts   *Facts
 	Units   Units
+	API     containers.API // nil: the Engine's version is not asked
 	Timeout time.Duration
 	Rec     *Recorder
+	Log     *slog.Logger
 }
 
 func (s *DockerStep) Name() string { return StepDocker }
 func (s *DockerStep) Run(ctx context.Context) error {
 	out, err := s.Units.Converge(ctx, []units.Want{{Name: DockerUnit}}, s.Timeout)
 	detail(s.Rec, StepDocker, out)
-	return unitErr(err)
+	if err != nil {
+		return unitErr(err)
+	}
+	if s.API == nil || s.Facts == nil {
+		return nil
+	}
+	// An Engine that does not answer yet is no failure here: render then
+	// writes what every Engine accepts, and pull-images says what is wrong.
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ping, perr := s.API.Ping(pctx)
+	if perr != nil {
+		if s.Log != nil {
+			s.Log.Warn("docker engine API version unknown; healthchecks without start_interval", slog.String("err", perr.Error()))
+		}
+		return nil
+	}
+	s.Facts.EngineAPI = ping.APIVersion
+	if s.Rec != nil {
+		_ = s.Rec.Update(func(st *State) {
+			if i := st.index(StepDocker); i >= 0 {
+				st.Steps[i].Detail = strings.TrimPrefix(st.Steps[i].Detail+", engine API "+ping.APIVersion, ", ")
+			}
+		})
+	}
+	return nil
 }
 
 // UnitsStep enables and starts consul, consul-template and, where the image
