@@ -46,6 +46,10 @@ type Deps struct {
 	Timeouts     Timeouts
 	// KVKeys lists Consul KV keys below a prefix (status of required keys).
 	KVKeys func(ctx context.Context, prefix string) ([]string, error)
+	// Previous is the last completed boot (ReadCompleted), nil on a first
+	// boot: with it, a reboot starts the containers without waiting for
+	// Consul.
+	Previous *Completed
 }
 
 // NewPlan is the boot plan every role runs:
@@ -56,7 +60,10 @@ type Deps struct {
 //	      \--------------------------> render
 //
 // pull-images needs only parse-userdata and docker, so image pulls overlap
-// rendering, units and the wait for Consul. render needs docker for the
+// rendering, units and the wait for Consul. On a reboot (ComposeUp.Reboot)
+// compose-up does not wait for consul-ready either: it starts once render
+// and pull-images are done, from the env files the last boot rendered.
+// Only a first boot waits on Consul KV. render needs docker for the
 // Engine's API version (the Compose healthchecks' start_interval); the
 // agent's unit starts after docker.service, so that wait is short.
 func NewPlan(d Deps) Plan {
@@ -64,6 +71,7 @@ func NewPlan(d Deps) Plan {
 		d.Facts = &Facts{}
 	}
 	t := d.Timeouts
+	compose := &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec, KVKeys: d.KVKeys, Previous: d.Previous}
 	return Plan{
 		{Step: &FetchMetadata{Facts: d.Facts, Fetch: d.Fetch, Rec: d.Rec}, Kind: EveryBoot},
 		{Step: &ParseUserdata{Facts: d.Facts, Line: d.UserDataLine, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepFetchMetadata}},
@@ -73,6 +81,7 @@ func NewPlan(d Deps) Plan {
 		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker}},
 		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepUnits}},
 		{Step: &PullImages{Facts: d.Facts, Puller: &containers.Puller{API: d.Docker, Retry: d.PullRetry, Log: d.Log}, Root: d.Root, TokenFile: d.TokenFile, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
-		{Step: &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec, KVKeys: d.KVKeys}, Kind: EveryBoot, After: []string{StepPullImages, StepConsulReady}},
+		{Step: compose, Kind: EveryBoot, After: []string{StepPullImages, StepRender, StepConsulReady},
+			Shortcut: &Shortcut{Skip: []string{StepConsulReady}, Take: compose.Reboot}},
 	}
 }

@@ -2,6 +2,8 @@ package boot
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -47,6 +49,9 @@ type Facts struct {
 	User    userdata.Config
 	Files   []render.File // rendered in memory by parse-userdata
 	Changed []string      // droplet paths whose bytes changed, from render
+	// UserDataSHA256 is the user_data line's SHA-256 (hex), from
+	// parse-userdata.
+	UserDataSHA256 string
 	// EngineAPI is dockerd's API version, from the docker step ("" when
 	// it could not tell); render sets what only newer Engines take.
 	EngineAPI string
@@ -136,6 +141,8 @@ func (s *ParseUserdata) Run(context.Context) error {
 		return WithHint(fmt.Errorf("parse user_data: %w", err), "curl -s http://169.254.169.254/metadata/v1/user-data | codelab-agent userdata --check")
 	}
 	s.Facts.User = u
+	sum := sha256.Sum256([]byte(line))
+	s.Facts.UserDataSHA256 = hex.EncodeToString(sum[:])
 	if s.Rec != nil {
 		_ = s.Rec.Update(func(st *State) { st.Role = u.Role })
 	}
@@ -668,7 +675,19 @@ func imageState(pr containers.Progress) ImageState {
 // ComposeUp waits for consul-template to render the role's env files, then
 // runs `docker compose up -d --wait --pull never`. On failure it records
 // which service is unhealthy and its last log lines.
+//
+// On a reboot (Reboot: the last completed boot was for this droplet and
+// user_data, and the env files it rendered are here) it does not wait for
+// Consul or the env files: the plan's shortcut starts it once render and
+// the images are done, and it starts the containers from the last
+// rendered env files. consul-template, started by the units step,
+// re-renders them from KV and re-applies the project if they changed.
 type ComposeUp struct {
+	// Previous is the last completed boot (ReadCompleted); nil on a first
+	// boot, and on an attempt that retries a failed one.
+	Previous *Completed
+	fromLast bool // Reboot said yes: start from the last env files
+
 	Facts      *Facts
 	Root       fsutil.Root
 	API        containers.API
@@ -696,9 +715,39 @@ func EnvFiles(files []render.File, role string) []string {
 	return out
 }
 
+// Reboot reports whether this boot may start the containers from the
+// env files the last completed boot rendered: it was for the same droplet
+// and user_data, and the Compose file and every env file are here. The
+// plan asks it once render and pull-images are done.
+func (s *ComposeUp) Reboot() bool {
+	p, f := s.Previous, s.Facts
+	if p == nil || p.DropletID != f.Meta.DropletID || p.UserDataSHA256 != f.UserDataSHA256 {
+		return false
+	}
+	want := EnvFiles(f.Files, f.User.Role)
+	if len(want) == 0 {
+		return false
+	}
+	for _, file := range append(want, render.ComposeFile(f.User.Role)) {
+		if _, err := os.Stat(s.Root.Path(file)); err != nil {
+			return false
+		}
+	}
+	s.fromLast = true
+	return true
+}
+
+// FromLastEnvDetail is compose-up's detail when a reboot started the
+// containers from the last rendered env files.
+const FromLastEnvDetail = "started from the last rendered env files, without waiting for Consul; consul-template reconciles"
+
 func (s *ComposeUp) Run(ctx context.Context) error {
 	role := s.Facts.User.Role
-	if err := s.waitEnv(ctx, role); err != nil {
+	if s.fromLast {
+		if s.Rec != nil {
+			s.Rec.SetDetail(StepComposeUp, FromLastEnvDetail)
+		}
+	} else if err := s.waitEnv(ctx, role); err != nil {
 		return err
 	}
 	c := containers.Compose{Docker: s.Docker, Project: role, File: s.Root.Path(render.ComposeFile(role)), Lock: s.Root.Path(render.ComposeLock(role))}
