@@ -339,6 +339,15 @@ func TestBootInSystemdContainer(t *testing.T) {
 	if cs, _ := fastSt.Step(boot.StepComposeUp); cs.Detail != boot.FromLastEnvDetail {
 		t.Errorf("reboot: compose-up detail %q, want %q", cs.Detail, boot.FromLastEnvDetail)
 	}
+	for _, st := range []boot.State{slowSt, fastSt} {
+		var line []string
+		for _, s := range st.Steps {
+			if s.StartedAt != nil {
+				line = append(line, fmt.Sprintf("%s +%s %dms", s.Name, s.StartedAt.Sub(st.StartedAt).Round(10*time.Millisecond), s.DurationMS))
+			}
+		}
+		t.Logf("reboot steps: %s", strings.Join(line, ", "))
+	}
 	t.Logf("reboot, first-boot path: compose-up done +%s, boot ready in %s (agent), %s from docker restart to status ready",
 		composeDone(slowSt).Round(10*time.Millisecond), time.Duration(slowSt.DurationMS)*time.Millisecond, slowTook.Round(100*time.Millisecond))
 	t.Logf("reboot, from the last env files: compose-up done +%s, boot ready in %s (agent), %s from docker restart to status ready",
