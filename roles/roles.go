@@ -42,6 +42,11 @@ type Data struct {
 	Datacenter string
 	Hostname   string
 	PrivateIP  string
+	// HealthStartInterval says the droplet's Docker Engine takes a
+	// healthcheck's start_interval (Engine 25 and later, API 1.44).
+	// Compose refuses a file that sets it on an older Engine ("can't set
+	// healthcheck.start_interval"), so the role files set it only then.
+	HealthStartInterval bool
 }
 
 // Delims are the template delimiters of role files.

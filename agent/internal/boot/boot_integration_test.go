@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,7 +29,9 @@ import (
 // --json reports ready with per-step timings. A second boot restarts
 // nothing. With the registry stopped and the image gone, the boot waits
 // (status exits 3 naming the registry and its error) and comes up by itself
-// once the registry is back.
+// once the registry is back. A reboot starts the containers from the
+// last rendered env files without waiting for Consul: they are up, and
+// compose-up done, while Consul is still without a leader.
 func TestBootInSystemdContainer(t *testing.T) {
 	testenv.Integration(t, "docker", "consul", "consul-template", "docker-compose")
 	gw := testenv.BridgeGateway(t)
@@ -54,11 +57,21 @@ func TestBootInSystemdContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A reboot (docker restart) may give the container another bridge
+	// address: the metadata follows it, as DigitalOcean's would.
+	var metaMu sync.Mutex
+	setIP := func(ip string) {
+		metaMu.Lock()
+		defer metaMu.Unlock()
+		meta["interfaces"] = map[string]any{"private": []any{map[string]any{"ipv4": map[string]any{"ip_address": ip}}}}
+	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/metadata/v1.json" {
 			http.NotFound(w, r)
 			return
 		}
+		metaMu.Lock()
+		defer metaMu.Unlock()
 		_ = json.NewEncoder(w).Encode(meta)
 	})}
 	go srv.Serve(l)
@@ -306,6 +319,106 @@ func TestBootInSystemdContainer(t *testing.T) {
 	}
 	if got := c.MustExec(t, "systemctl", "show", "-p", "ActiveState", "--value", "codelab-agent"); got != "active" {
 		t.Errorf("codelab-agent.service is %s after recovering, want active", got)
+	}
+
+	// 4. Reboots. The container restarts (a new kernel boot for systemd,
+	// /run emptied, /var/lib/docker kept); the agent's unit starts after
+	// docker.service.
+	reboot := func(label string) (boot.State, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		testenv.Run(t, "docker", "restart", "-t", "10", c.ID)
+		setIP(testenv.Run(t, "docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", c.ID))
+		// The container shares the host's kernel (and boot_id): the boot
+		// of this reboot is the one that started after the restart.
+		for {
+			r, _ := statusJSON()
+			if r.Boot != nil && r.Boot.StartedAt.After(start) && r.Overall == status.Ready {
+				break
+			}
+			if time.Since(start) > 4*time.Minute {
+				t.Fatalf("%s: not ready: %s\n%s", label, r.Summary, journal())
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		took := time.Since(start)
+		var st boot.State
+		if err := json.Unmarshal([]byte(c.MustExec(t, "cat", boot.StateFile)), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st, took
+	}
+	composeDone := func(st boot.State) time.Duration {
+		cs, _ := st.Step(boot.StepComposeUp)
+		if cs.StartedAt == nil {
+			return 0
+		}
+		return cs.StartedAt.Add(time.Duration(cs.DurationMS) * time.Millisecond).Sub(st.StartedAt)
+	}
+	// 4a. The first-boot path on a reboot (no record of a completed boot):
+	// compose-up waits for a Consul leader and the env files.
+	c.MustExec(t, "rm", "-f", boot.CompletedFile)
+	slowSt, slowTook := reboot("reboot without a completed boot")
+	if cs, _ := slowSt.Step(boot.StepComposeUp); cs.Detail == boot.FromLastEnvDetail {
+		t.Errorf("reboot without a completed boot took the fast path")
+	}
+	// 4b. A reboot: compose-up starts from the last rendered env files.
+	fastSt, fastTook := reboot("reboot")
+	if cs, _ := fastSt.Step(boot.StepComposeUp); cs.Detail != boot.FromLastEnvDetail {
+		t.Errorf("reboot: compose-up detail %q, want %q", cs.Detail, boot.FromLastEnvDetail)
+	}
+	for _, st := range []boot.State{slowSt, fastSt} {
+		var line []string
+		for _, s := range st.Steps {
+			if s.StartedAt != nil {
+				line = append(line, fmt.Sprintf("%s +%s %dms", s.Name, s.StartedAt.Sub(st.StartedAt).Round(10*time.Millisecond), s.DurationMS))
+			}
+		}
+		t.Logf("reboot steps: %s", strings.Join(line, ", "))
+	}
+	t.Logf("reboot, first-boot path: compose-up done +%s, boot ready in %s (agent), %s from docker restart to status ready",
+		composeDone(slowSt).Round(10*time.Millisecond), time.Duration(slowSt.DurationMS)*time.Millisecond, slowTook.Round(100*time.Millisecond))
+	t.Logf("reboot, from the last env files: compose-up done +%s, boot ready in %s (agent), %s from docker restart to status ready",
+		composeDone(fastSt).Round(10*time.Millisecond), time.Duration(fastSt.DurationMS)*time.Millisecond, fastTook.Round(100*time.Millisecond))
+
+	// 4c. A reboot while Consul cannot have a leader yet (it starts 25 s
+	// late): the containers are up and compose-up is done before it has.
+	c.WriteFile(t, "/etc/systemd/system/consul.service.d/late.conf", []byte("[Service]\nExecStartPre=/bin/sleep 25\n"), 0o644)
+	c.MustExec(t, "systemctl", "daemon-reload")
+	start := time.Now()
+	testenv.Run(t, "docker", "restart", "-t", "10", c.ID)
+	setIP(testenv.Run(t, "docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", c.ID))
+	for {
+		r, _ = statusJSON()
+		if r.Boot != nil && r.Boot.StartedAt.After(start) && r.StepResult(boot.StepComposeUp) == boot.OK {
+			break
+		}
+		if time.Since(start) > 3*time.Minute {
+			t.Fatalf("reboot with Consul late: compose-up not done: %s\n%s", r.Summary, journal())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("reboot with Consul late: compose-up done %s after docker restart, consul-ready %s, leader %q",
+		time.Since(start).Round(100*time.Millisecond), r.StepResult(boot.StepConsulReady), r.Consul.Leader)
+	if r.StepResult(boot.StepConsulReady) == boot.OK || r.Consul.Leader != "" {
+		t.Errorf("compose-up done only once Consul had a leader (consul-ready %s, leader %q)", r.StepResult(boot.StepConsulReady), r.Consul.Leader)
+	}
+	if len(r.Containers) != 1 || r.Containers[0].State != "running" || r.Containers[0].Health != "healthy" {
+		t.Errorf("containers before Consul's leader = %+v, want the api container running and healthy", r.Containers)
+	}
+	if r.Overall != status.Booting || r.ExitCode != 3 {
+		t.Errorf("status while Consul is late: %s (exit %d): %s; want booting", r.Overall, r.ExitCode, r.Summary)
+	}
+	ctx, cancelLate := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancelLate()
+	if out, err := c.Exec(ctx, "codelab-agent", "status", "--wait", "--timeout", "3m"); err != nil {
+		t.Fatalf("reboot with Consul late: status --wait: %v\n%s\n%s", err, out, journal())
+	}
+	if r, _ = statusJSON(); r.Overall != status.Ready || !r.Boot.StartedAt.After(start) {
+		t.Errorf("reboot with Consul late: %s: %s, want this boot ready", r.Overall, r.Summary)
+	}
+	if env := c.MustExec(t, "curl", "-fsS", "http://127.0.0.1:3000/env"); !strings.Contains(env, `"GREETING":"hello"`) {
+		t.Errorf("container env after the reboots = %s", env)
 	}
 }
 

@@ -46,6 +46,10 @@ type Deps struct {
 	Timeouts     Timeouts
 	// KVKeys lists Consul KV keys below a prefix (status of required keys).
 	KVKeys func(ctx context.Context, prefix string) ([]string, error)
+	// Previous is the last completed boot (ReadCompleted), nil on a first
+	// boot: with it, a reboot starts the containers without waiting for
+	// Consul.
+	Previous *Completed
 }
 
 // NewPlan is the boot plan every role runs:
@@ -53,23 +57,31 @@ type Deps struct {
 //	fetch-metadata -> parse-userdata -> render -> units -> consul-ready -> compose-up
 //	                                \-> registry-login (once per instance)
 //	docker ---------------------------> pull-images ------------------------/
+//	      \--------------------------> render
 //
 // pull-images needs only parse-userdata and docker, so image pulls overlap
-// rendering, units and the wait for Consul.
+// rendering, units and the wait for Consul. On a reboot (ComposeUp.Reboot)
+// compose-up does not wait for consul-ready either: it starts once render
+// and pull-images are done, from the env files the last boot rendered.
+// Only a first boot waits on Consul KV. render needs docker for the
+// Engine's API version (the Compose healthchecks' start_interval); the
+// agent's unit starts after docker.service, so that wait is short.
 func NewPlan(d Deps) Plan {
 	if d.Facts == nil {
 		d.Facts = &Facts{}
 	}
 	t := d.Timeouts
+	compose := &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec, KVKeys: d.KVKeys, Previous: d.Previous}
 	return Plan{
 		{Step: &FetchMetadata{Facts: d.Facts, Fetch: d.Fetch, Rec: d.Rec}, Kind: EveryBoot},
 		{Step: &ParseUserdata{Facts: d.Facts, Line: d.UserDataLine, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepFetchMetadata}},
-		{Step: &Render{Facts: d.Facts, Root: d.Root, Validators: d.Validators, Log: d.Log}, Kind: EveryBoot, After: []string{StepParseUserdata}},
+		{Step: &Render{Facts: d.Facts, Root: d.Root, Validators: d.Validators, Log: d.Log}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
 		{Step: &RegistryLogin{Facts: d.Facts, Root: d.Root, TokenFile: d.TokenFile, Log: d.Log}, Kind: OncePerInstance, After: []string{StepParseUserdata}},
-		{Step: &DockerStep{Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot},
+		{Step: &DockerStep{Facts: d.Facts, Units: d.Units, API: d.Docker, Timeout: t.Unit, Rec: d.Rec, Log: d.Log}, Kind: EveryBoot},
 		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker}},
 		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepUnits}},
 		{Step: &PullImages{Facts: d.Facts, Puller: &containers.Puller{API: d.Docker, Retry: d.PullRetry, Log: d.Log}, Root: d.Root, TokenFile: d.TokenFile, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
-		{Step: &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec, KVKeys: d.KVKeys}, Kind: EveryBoot, After: []string{StepPullImages, StepConsulReady}},
+		{Step: compose, Kind: EveryBoot, After: []string{StepPullImages, StepRender, StepConsulReady},
+			Shortcut: &Shortcut{Skip: []string{StepConsulReady}, Take: compose.Reboot}},
 	}
 }

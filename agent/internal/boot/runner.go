@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -38,6 +39,21 @@ type Node struct {
 	Step  Step
 	Kind  Kind
 	After []string // names of the steps this one needs
+	// Shortcut, when set, may let the step start without some of the
+	// steps in After.
+	Shortcut *Shortcut
+}
+
+// Shortcut lets a step start before some of the steps it needs have
+// finished, when something only known during the boot says it may (a
+// reboot starts the containers from the env files the last boot rendered
+// without waiting for Consul). Skip names steps of After; once every
+// other step of After has succeeded, Take is asked once: true starts the
+// step at once, false waits for Skip as usual. The skipped steps still
+// run, and the boot is not done until they are.
+type Shortcut struct {
+	Skip []string
+	Take func() bool
 }
 
 // Plan is a set of steps and their dependencies.
@@ -63,6 +79,16 @@ func (p Plan) Validate() error {
 		for _, d := range n.After {
 			if _, ok := idx[d]; !ok {
 				return fmt.Errorf("plan: step %q needs unknown step %q", n.Step.Name(), d)
+			}
+		}
+		if sc := n.Shortcut; sc != nil {
+			if sc.Take == nil {
+				return fmt.Errorf("plan: step %q has a shortcut without Take", n.Step.Name())
+			}
+			for _, d := range sc.Skip {
+				if !slices.Contains(n.After, d) {
+					return fmt.Errorf("plan: step %q's shortcut skips %q, which it does not need", n.Step.Name(), d)
+				}
 			}
 		}
 	}
@@ -214,18 +240,42 @@ func (b *run) runNode(ctx context.Context, n Node) {
 // the boot was interrupted first.
 func (b *run) awaitNeeds(ctx context.Context, n Node) (Result, error) {
 	var blockedBy []string
-	for _, d := range n.After {
-		select {
-		case <-b.done[d]:
-		case <-ctx.Done():
-			return Canceled, ctx.Err()
+	wait := func(needs []string) error {
+		for _, d := range needs {
+			select {
+			case <-b.done[d]:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			b.mu.Lock()
+			res := b.results[d]
+			b.mu.Unlock()
+			if res != OK && res != Skipped {
+				blockedBy = append(blockedBy, d+" "+string(res))
+			}
 		}
-		b.mu.Lock()
-		res := b.results[d]
-		b.mu.Unlock()
-		if res != OK && res != Skipped {
-			blockedBy = append(blockedBy, d+" "+string(res))
+		return nil
+	}
+	needs, skippable := n.After, []string(nil)
+	if n.Shortcut != nil {
+		needs, skippable = nil, n.Shortcut.Skip
+		for _, d := range n.After {
+			if !slices.Contains(skippable, d) {
+				needs = append(needs, d)
+			}
 		}
+	}
+	if err := wait(needs); err != nil {
+		return Canceled, err
+	}
+	if len(skippable) > 0 && len(blockedBy) == 0 && ctx.Err() == nil {
+		if n.Shortcut.Take() {
+			b.log.Info("step starts without waiting for some of its needs", slog.String("step", n.Step.Name()), slog.Any("skipped", skippable))
+			skippable = nil
+		}
+	}
+	if err := wait(skippable); err != nil {
+		return Canceled, err
 	}
 	if len(blockedBy) > 0 {
 		sort.Strings(blockedBy)

@@ -221,6 +221,10 @@ func TestPlanValidate(t *testing.T) {
 		"unknown":   {Plan{{Step: s("a"), Kind: EveryBoot, After: []string{"zz"}}}, "unknown step \"zz\""},
 		"duplicate": {Plan{{Step: s("a"), Kind: EveryBoot}, {Step: s("a"), Kind: EveryBoot}}, "twice"},
 		"kind":      {Plan{{Step: s("a")}}, "kind"},
+		"shortcut skips what it does not need": {Plan{{Step: s("a"), Kind: EveryBoot},
+			{Step: s("b"), Kind: EveryBoot, Shortcut: &Shortcut{Skip: []string{"a"}, Take: func() bool { return true }}}}, "does not need"},
+		"shortcut without Take": {Plan{{Step: s("a"), Kind: EveryBoot},
+			{Step: s("b"), Kind: EveryBoot, After: []string{"a"}, Shortcut: &Shortcut{Skip: []string{"a"}}}}, "without Take"},
 	} {
 		err := tc.plan.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -29,7 +29,52 @@ const (
 	// is written before the new config and removed once the units step has
 	// restarted them, so a boot killed in between restarts them next time.
 	RestartPendingFile = "/var/lib/codelab/restart-pending"
+	// CompletedFile records the last boot that completed (ready): the
+	// droplet and user_data it was for. A boot that finds it for the same
+	// droplet and user_data is a reboot (or a rerun): it starts the
+	// containers from the env files that boot left, without waiting for
+	// Consul. It is 0600 and status does not print it.
+	CompletedFile = "/var/lib/codelab/completed.json"
 )
+
+// Completed is CompletedFile.
+type Completed struct {
+	DropletID string `json:"dropletId"`
+	// UserDataSHA256 is the SHA-256 of the user_data line, hex: the line
+	// holds secrets, the record only tells whether it changed.
+	UserDataSHA256 string    `json:"userDataSha256"`
+	FinishedAt     time.Time `json:"finishedAt"`
+}
+
+// ReadCompleted reads CompletedFile; nil when there is none or it cannot
+// be read (a first boot, as far as the fast path is concerned).
+func ReadCompleted(root fsutil.Root) *Completed {
+	b, err := root.ReadFile(CompletedFile)
+	if err != nil {
+		return nil
+	}
+	var c Completed
+	if err := json.Unmarshal(b, &c); err != nil || c.DropletID == "" || c.UserDataSHA256 == "" {
+		return nil
+	}
+	return &c
+}
+
+// WriteCompleted records a boot that completed for the facts' droplet and
+// user_data.
+func WriteCompleted(root fsutil.Root, f *Facts, at time.Time) error {
+	if f.Meta.DropletID == "" || f.UserDataSHA256 == "" {
+		return errors.New("record the completed boot: droplet_id or user_data unknown")
+	}
+	b, err := json.MarshalIndent(Completed{DropletID: f.Meta.DropletID, UserDataSHA256: f.UserDataSHA256, FinishedAt: at}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if _, err := root.WriteFile(CompletedFile, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("record the completed boot: %w", err)
+	}
+	return nil
+}
 
 // SchemaVersion is the state file's (and status --json's) format version.
 const SchemaVersion = 1
@@ -98,8 +143,13 @@ type Wait struct {
 
 // ImageState is one image pull.
 type ImageState struct {
-	Ref        string `json:"ref"`
-	Result     string `json:"result"` // pulling, pulled, present, failed
+	Ref string `json:"ref"`
+	// Result is pulling, pulled, present (here already at the registry's
+	// digest), baked (baked into the droplet's image; no registry
+	// contacted) or failed. Like every addition to the state file and
+	// status --json, a new value keeps schemaVersion; a changed meaning
+	// or a removed field would bump it.
+	Result     string `json:"result"`
 	Digest     string `json:"digest,omitempty"`
 	Current    int64  `json:"bytes"`
 	Total      int64  `json:"totalBytes,omitempty"`

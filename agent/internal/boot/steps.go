@@ -2,6 +2,8 @@ package boot
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -47,6 +49,12 @@ type Facts struct {
 	User    userdata.Config
 	Files   []render.File // rendered in memory by parse-userdata
 	Changed []string      // droplet paths whose bytes changed, from render
+	// UserDataSHA256 is the user_data line's SHA-256 (hex), from
+	// parse-userdata.
+	UserDataSHA256 string
+	// EngineAPI is dockerd's API version, from the docker step ("" when
+	// it could not tell); render sets what only newer Engines take.
+	EngineAPI string
 }
 
 // File returns the rendered file at a droplet path.
@@ -133,6 +141,8 @@ func (s *ParseUserdata) Run(context.Context) error {
 		return WithHint(fmt.Errorf("parse user_data: %w", err), "curl -s http://169.254.169.254/metadata/v1/user-data | codelab-agent userdata --check")
 	}
 	s.Facts.User = u
+	sum := sha256.Sum256([]byte(line))
+	s.Facts.UserDataSHA256 = hex.EncodeToString(sum[:])
 	if s.Rec != nil {
 		_ = s.Rec.Update(func(st *State) { st.Role = u.Role })
 	}
@@ -158,6 +168,16 @@ type Render struct {
 
 func (s *Render) Name() string { return StepRender }
 func (s *Render) Run(ctx context.Context) error {
+	files := s.Facts.Files
+	if s.Facts.EngineAPI != "" {
+		// parse-userdata rendered before dockerd said its version; only
+		// the Compose files' healthchecks depend on it.
+		var err error
+		files, err = render.Render(render.Input{Meta: s.Facts.Meta, User: s.Facts.User, EngineAPIVersion: s.Facts.EngineAPI})
+		if err != nil {
+			return err
+		}
+	}
 	pending, err := ReadRestartPending(s.Root)
 	if err != nil {
 		return err
@@ -169,13 +189,14 @@ func (s *Render) Run(ctx context.Context) error {
 		}
 		return WriteRestartPending(s.Root, append(pending, add...))
 	}
-	changed, err := render.ApplyHook(ctx, s.Root, s.Facts.Files, before, s.Validators...)
+	changed, err := render.ApplyHook(ctx, s.Root, files, before, s.Validators...)
 	if err != nil {
 		return fmt.Errorf("render: %w", err)
 	}
 	s.Facts.Changed = changed
 	if s.Log != nil {
-		s.Log.Info("rendered", slog.Int("files", len(s.Facts.Files)), slog.Any("changed", changed))
+		s.Log.Info("rendered", slog.Int("files", len(files)), slog.Any("changed", changed),
+			slog.String("engine_api", s.Facts.EngineAPI), slog.Bool("healthcheck_start_interval", render.StartIntervalSupported(s.Facts.EngineAPI)))
 	}
 	failpoint(s.Root, s.Log, "kill-after-render")
 	return nil
@@ -340,19 +361,48 @@ const (
 	NodeExporterUnit = "prometheus-node-exporter.service"
 )
 
-// DockerStep makes sure dockerd is enabled and active. It needs nothing
-// else, so pulls can start as soon as user_data is parsed.
+// DockerStep makes sure dockerd is enabled and active, and records its
+// API version for render. It needs nothing else, so pulls can start as
+// soon as user_data is parsed.
 type DockerStep struct {
+	Facts   *Facts
 	Units   Units
+	API     containers.API // nil: the Engine's version is not asked
 	Timeout time.Duration
 	Rec     *Recorder
+	Log     *slog.Logger
 }
 
 func (s *DockerStep) Name() string { return StepDocker }
 func (s *DockerStep) Run(ctx context.Context) error {
 	out, err := s.Units.Converge(ctx, []units.Want{{Name: DockerUnit}}, s.Timeout)
 	detail(s.Rec, StepDocker, out)
-	return unitErr(err)
+	if err != nil {
+		return unitErr(err)
+	}
+	if s.API == nil || s.Facts == nil {
+		return nil
+	}
+	// An Engine that does not answer yet is no failure here: render then
+	// writes what every Engine accepts, and pull-images says what is wrong.
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ping, perr := s.API.Ping(pctx)
+	if perr != nil {
+		if s.Log != nil {
+			s.Log.Warn("docker engine API version unknown; healthchecks without start_interval", slog.String("err", perr.Error()))
+		}
+		return nil
+	}
+	s.Facts.EngineAPI = ping.APIVersion
+	if s.Rec != nil {
+		_ = s.Rec.Update(func(st *State) {
+			if i := st.index(StepDocker); i >= 0 {
+				st.Steps[i].Detail = strings.TrimPrefix(st.Steps[i].Detail+", engine API "+ping.APIVersion, ", ")
+			}
+		})
+	}
+	return nil
 }
 
 // UnitsStep enables and starts consul, consul-template and, where the image
@@ -451,13 +501,23 @@ func (s *ConsulReady) Run(ctx context.Context) error {
 	return nil
 }
 
-// PullImages pulls every image of the role's Compose file concurrently.
+// BakedImagesFile is where a per-service image records the role's images
+// baked into it (containers.Baked), written by the imager.
+const BakedImagesFile = "/etc/codelab/baked-images.json"
+
+// PullImages makes every image of the role's Compose file present. When
+// the droplet's image has them baked in (BakedImagesFile, for the same
+// role, registry= and version= as user_data, every image here at its baked
+// digest) it contacts no registry at all; otherwise it pulls them
+// concurrently, and says why the baked images were not used.
 type PullImages struct {
 	Facts     *Facts
 	Puller    *containers.Puller
 	Root      fsutil.Root
 	TokenFile string
 	Rec       *Recorder
+	// BakedFile overrides BakedImagesFile (tests).
+	BakedFile string
 	// Wait paces the retries while the registry is unreachable.
 	Wait retry.Policy
 }
@@ -478,6 +538,22 @@ func (s *PullImages) Run(ctx context.Context) error {
 	}
 	p := *s.Puller
 	p.Creds = creds
+	baked, why := s.useBaked(ctx, &p, refs)
+	if baked != nil {
+		if s.Rec != nil {
+			_ = s.Rec.Update(func(st *State) {
+				st.Images = nil
+				for _, pr := range baked {
+					st.Images = append(st.Images, imageState(pr))
+				}
+			})
+			s.Rec.SetDetail(StepPullImages, fmt.Sprintf("%d images: %d baked into this image, no registry contacted", len(refs), len(baked)))
+		}
+		return nil
+	}
+	if why != "" && p.Log != nil {
+		p.Log.Info("not using the baked images: pulling", slog.String("why", why))
+	}
 	done := 0
 	if s.Rec != nil {
 		_ = s.Rec.Update(func(st *State) {
@@ -539,13 +615,53 @@ func (s *PullImages) Run(ctx context.Context) error {
 		}
 	}
 	if s.Rec != nil {
-		s.Rec.SetDetail(StepPullImages, fmt.Sprintf("%d images: %d pulled, %d already present", len(refs), pulled, present))
+		d := fmt.Sprintf("%d images: %d pulled, %d already present", len(refs), pulled, present)
+		if why != "" {
+			d += "; not the baked images: " + why
+		}
+		s.Rec.SetDetail(StepPullImages, d)
 	}
 	var pe *containers.PullError
 	if errors.As(err, &pe) {
 		return WithHint(err, pe.Hint())
 	}
 	return err
+}
+
+// useBaked returns the images' progress, all baked, when the droplet's
+// image has every one of refs baked in for this role, registry= and
+// version=. Otherwise it returns why not ("" when the image bakes nothing),
+// and the caller pulls.
+func (s *PullImages) useBaked(ctx context.Context, p *containers.Puller, refs []string) ([]containers.Progress, string) {
+	file := s.BakedFile
+	if file == "" {
+		file = BakedImagesFile
+	}
+	b, err := s.Root.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ""
+	}
+	if err != nil {
+		return nil, fmt.Sprintf("cannot read %s: %v", file, err)
+	}
+	bk, err := containers.ParseBaked(b)
+	if err != nil {
+		return nil, fmt.Sprintf("%s %v", file, err)
+	}
+	u := s.Facts.User
+	switch {
+	case bk.Role != u.Role:
+		return nil, fmt.Sprintf("role=%s differs from the baked %s", u.Role, bk.Role)
+	case bk.Registry != u.Registry:
+		return nil, fmt.Sprintf("registry=%s differs from the baked %s", u.Registry, bk.Registry)
+	case bk.Version != u.Version:
+		return nil, fmt.Sprintf("version=%s differs from the baked %s", u.Version, bk.Version)
+	}
+	out, err := p.UseBaked(ctx, refs, bk)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return out, ""
 }
 
 func imageState(pr containers.Progress) ImageState {
@@ -559,7 +675,19 @@ func imageState(pr containers.Progress) ImageState {
 // ComposeUp waits for consul-template to render the role's env files, then
 // runs `docker compose up -d --wait --pull never`. On failure it records
 // which service is unhealthy and its last log lines.
+//
+// On a reboot (Reboot: the last completed boot was for this droplet and
+// user_data, and the env files it rendered are here) it does not wait for
+// Consul or the env files: the plan's shortcut starts it once render and
+// the images are done, and it starts the containers from the last
+// rendered env files. consul-template, started by the units step,
+// re-renders them from KV and re-applies the project if they changed.
 type ComposeUp struct {
+	// Previous is the last completed boot (ReadCompleted); nil on a first
+	// boot, and on an attempt that retries a failed one.
+	Previous *Completed
+	fromLast bool // Reboot said yes: start from the last env files
+
 	Facts      *Facts
 	Root       fsutil.Root
 	API        containers.API
@@ -587,9 +715,39 @@ func EnvFiles(files []render.File, role string) []string {
 	return out
 }
 
+// Reboot reports whether this boot may start the containers from the
+// env files the last completed boot rendered: it was for the same droplet
+// and user_data, and the Compose file and every env file are here. The
+// plan asks it once render and pull-images are done.
+func (s *ComposeUp) Reboot() bool {
+	p, f := s.Previous, s.Facts
+	if p == nil || p.DropletID != f.Meta.DropletID || p.UserDataSHA256 != f.UserDataSHA256 {
+		return false
+	}
+	want := EnvFiles(f.Files, f.User.Role)
+	if len(want) == 0 {
+		return false
+	}
+	for _, file := range append(want, render.ComposeFile(f.User.Role)) {
+		if _, err := os.Stat(s.Root.Path(file)); err != nil {
+			return false
+		}
+	}
+	s.fromLast = true
+	return true
+}
+
+// FromLastEnvDetail is compose-up's detail when a reboot started the
+// containers from the last rendered env files.
+const FromLastEnvDetail = "started from the last rendered env files, without waiting for Consul; consul-template reconciles"
+
 func (s *ComposeUp) Run(ctx context.Context) error {
 	role := s.Facts.User.Role
-	if err := s.waitEnv(ctx, role); err != nil {
+	if s.fromLast {
+		if s.Rec != nil {
+			s.Rec.SetDetail(StepComposeUp, FromLastEnvDetail)
+		}
+	} else if err := s.waitEnv(ctx, role); err != nil {
 		return err
 	}
 	c := containers.Compose{Docker: s.Docker, Project: role, File: s.Root.Path(render.ComposeFile(role)), Lock: s.Root.Path(render.ComposeLock(role))}

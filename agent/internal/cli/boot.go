@@ -53,9 +53,16 @@ failed step stops only the steps that need it.
                                       only when render changed their config
   consul-ready     every boot         the local agent answers and a leader exists
   pull-images      every boot         the Compose file's images, concurrently; an image
-                                      already present at the registry's digest is kept
+                                      already present at the registry's digest is kept;
+                                      images baked into the droplet's image for this
+                                      role, registry= and version= (` + boot.BakedImagesFile + `)
+                                      are used without contacting any registry
   compose-up       every boot         docker compose -p ROLE up -d --wait --pull never,
-                                      once consul-template has rendered the env file
+                                      once consul-template has rendered the env file;
+                                      on a reboot (the last completed boot, recorded in
+                                      ` + boot.CompletedFile + `, was for this
+                                      droplet and user_data) at once from the env files
+                                      it rendered, without waiting for Consul
 
 Once-per-instance steps are keyed on droplet_id (` + boot.InstanceFile + `): a
 droplet made from a snapshot of another droplet runs them again. Every step's
@@ -111,6 +118,11 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 		return err
 	}
 	defer closeDeps()
+	if rec.Snapshot().PreviousError == "" {
+		// An attempt that retries a failed one takes the first-boot path:
+		// waiting for Consul and the env files it renders.
+		deps.Previous = boot.ReadCompleted(root)
+	}
 	runner := &boot.Runner{
 		Plan:     boot.NewPlan(deps),
 		Instance: &boot.InstanceStore{Root: root, ID: func() string { return facts.Meta.DropletID }},
@@ -120,6 +132,11 @@ func RunBoot(ctx context.Context, g *Global, o *BootOptions, stdio IO) error {
 	}
 	log.Info("boot started", slog.String("version", version.String()))
 	bootErr := runner.Run(ctx)
+	if bootErr == nil {
+		if err := boot.WriteCompleted(root, facts, time.Now().UTC()); err != nil {
+			log.Warn("the next boot will wait for Consul as a first boot does", slog.String("err", err.Error()))
+		}
+	}
 	st := rec.Finish(bootErr)
 	if bootErr == nil {
 		// Under Type=notify, READY completes the start job. A failed boot

@@ -8,8 +8,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/docker/docker/api/types"
 	"github.com/spf13/cobra"
 
+	"github.com/codelab-app/infra/agent/internal/containers"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/render"
@@ -70,6 +72,9 @@ func (s *Source) Load(ctx context.Context) (metadata.Metadata, userdata.Config, 
 type RenderOptions struct {
 	Source
 	ConsulBin string
+	// EngineAPI is the Docker Engine API version the Compose files are
+	// for; "" asks the local dockerd, as the boot does.
+	EngineAPI string
 }
 
 func newRenderCmd(g *Global, stdio IO) *cobra.Command {
@@ -81,7 +86,9 @@ func newRenderCmd(g *Global, stdio IO) *cobra.Command {
 render every file, validate them with the programs that read them (consul
 validate, consul-template's parser, the Compose plugin's loader) and only
 then swap them in atomically.
-A file that fails validation changes nothing: the previous files stay.`,
+A file that fails validation changes nothing: the previous files stay.
+Like the boot, it asks the local dockerd for its API version: healthchecks
+get start_interval only on Docker Engine 25 and later (API 1.44).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return RunRender(cmd.Context(), g, o, stdio)
@@ -89,7 +96,28 @@ A file that fails validation changes nothing: the previous files stay.`,
 	}
 	o.Source.flags(cmd)
 	cmd.Flags().StringVar(&o.ConsulBin, "consul", "", "consul binary used by validation (default: consul on PATH)")
+	cmd.Flags().StringVar(&o.EngineAPI, "engine-api", "", "Docker Engine API version to render for, e.g. 1.44 (default: ask the local dockerd)")
 	return cmd
+}
+
+// engineAPI is o.EngineAPI, else the local dockerd's API version, else ""
+// (unknown: the Compose files hold only what every Engine accepts).
+func (o *RenderOptions) engineAPI(ctx context.Context, log *slog.Logger) string {
+	if o.EngineAPI != "" {
+		return o.EngineAPI
+	}
+	c, err := containers.NewClient()
+	if err == nil {
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		var p types.Ping
+		if p, err = c.Ping(ctx); err == nil {
+			return p.APIVersion
+		}
+	}
+	log.Warn("docker engine API version unknown; healthchecks without start_interval", slog.String("err", err.Error()))
+	return ""
 }
 
 // RunRender is the render command.
@@ -100,7 +128,7 @@ func RunRender(ctx context.Context, g *Global, o *RenderOptions, stdio IO) error
 	if err != nil {
 		return err
 	}
-	files, err := render.Render(render.Input{Meta: m, User: u})
+	files, err := render.Render(render.Input{Meta: m, User: u, EngineAPIVersion: o.engineAPI(ctx, log)})
 	if err != nil {
 		return err
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,5 +149,80 @@ func TestPullAndComposeAgainstRealDocker(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("err = %v, want the registry's connection error", err)
+	}
+}
+
+// TestBakedImagesContactNoRegistry: images pulled from the local registry
+// (as the imager bakes them) are used through UseBaked with the registry
+// gone and a tripwire listening on its address: no connection reaches it.
+// The usual pull path, run next against the same tripwire, does connect,
+// so the tripwire would have seen a contact.
+func TestBakedImagesContactNoRegistry(t *testing.T) {
+	testenv.Integration(t, "docker")
+	ctx := context.Background()
+	reg := testenv.StartRegistry(t)
+	tag := fmt.Sprintf("t%d", time.Now().UnixNano())
+	ref := reg.Addr() + "/codelab-it/baked:" + tag
+	digest := testenv.PushImage(t, testenv.Image{Ref: ref, Pad: 1 << 20})
+	t.Cleanup(func() { testenv.RemoveImage(t, ref) })
+	api, err := NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	// The local image has the registry's digest (as after the imager's pull).
+	if _, err := (&Puller{API: api}).PullAll(ctx, []string{ref}); err != nil {
+		t.Fatal(err)
+	}
+
+	reg.Stop()
+	l, err := net.Listen("tcp", reg.Addr())
+	if err != nil {
+		t.Fatalf("tripwire on the registry's address: %v", err)
+	}
+	defer l.Close()
+	var contacts atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			contacts.Add(1)
+			c.Close()
+		}
+	}()
+
+	baked := Baked{SchemaVersion: 1, Role: "api", Version: tag, Registry: reg.Addr() + "/codelab-it",
+		Images: []BakedImage{{Ref: ref, Digest: digest}}}
+	start := time.Now()
+	out, err := (&Puller{API: api}).UseBaked(ctx, []string{ref}, baked)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Result != PullBaked || out[0].Digest != digest {
+		t.Errorf("UseBaked = %+v, want baked at %s", out[0], digest)
+	}
+	t.Logf("baked images checked in %s", took)
+	if n := contacts.Load(); n != 0 {
+		t.Fatalf("the registry's address saw %d connection(s) while using baked images", n)
+	}
+
+	// A digest that is not the local one: not baked, and still no contact.
+	other := baked
+	other.Images = []BakedImage{{Ref: ref, Digest: "sha256:" + strings.Repeat("0", 64)}}
+	var nb *NotBakedError
+	if _, err := (&Puller{API: api}).UseBaked(ctx, []string{ref}, other); !errors.As(err, &nb) {
+		t.Errorf("UseBaked with another digest: %v, want a NotBakedError", err)
+	}
+
+	// The usual path asks the registry for the digest: the tripwire sees it.
+	fast := &Puller{API: api, Retry: retry.Policy{Initial: 10 * time.Millisecond, Attempts: 1}}
+	if _, err := fast.PullAll(ctx, []string{ref}); err != nil {
+		t.Fatalf("PullAll with the image present: %v", err)
+	}
+	if contacts.Load() == 0 {
+		t.Fatal("the tripwire saw no connection from the usual pull path either: it proves nothing")
 	}
 }

@@ -49,7 +49,10 @@ const (
 	PullPulling = "pulling"
 	PullPulled  = "pulled"
 	PullPresent = "present" // already here at the registry's digest
-	PullFailed  = "failed"
+	// PullBaked: baked into the droplet's image at the digest the image
+	// records for user_data's version=; no registry was contacted.
+	PullBaked  = "baked"
+	PullFailed = "failed"
 )
 
 // Progress is one image's pull progress.

@@ -26,13 +26,15 @@ func TestComposeValidatorAgreesWithDockerCompose(t *testing.T) {
 	}
 	var docs []doc
 	for _, tc := range composeCases {
-		files, err := Render(Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range files {
-			if f.Consumer == ConsumerCompose {
-				docs = append(docs, doc{tc.name, f.Data})
+		for _, api := range []string{"", StartIntervalAPI} {
+			files, err := Render(Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line), EngineAPIVersion: api})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range files {
+				if f.Consumer == ConsumerCompose {
+					docs = append(docs, doc{tc.name + " engine API " + api, f.Data})
+				}
 			}
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/docker/docker/api/types/versions"
+
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/userdata"
 	"github.com/codelab-app/infra/roles"
@@ -67,6 +69,11 @@ type Input struct {
 
 	// Ports, when set, are written into the Consul config.
 	Ports *Ports
+	// EngineAPIVersion is the droplet's Docker Engine API version, as
+	// dockerd reports it ("1.44" for Engine 25). Empty means unknown: the
+	// Compose files then hold only what every Engine accepts.
+	EngineAPIVersion string
+
 	// ContentRoot is prefixed to the paths written inside files (Consul's
 	// data_dir, template sources and destinations). Empty in production;
 	// tests that run Consul and consul-template from the rendered files
@@ -82,6 +89,17 @@ func ComposeFile(role string) string { return path.Join(ComposeRoot, role, "comp
 // compose step takes the same lock, so the two never create the project's
 // network or containers at the same time.
 func ComposeLock(role string) string { return "/run/lock/codelab-compose-" + role + ".lock" }
+
+// StartIntervalAPI is the first Engine API version (Docker Engine 25)
+// that runs a healthcheck's start_interval; Compose refuses the setting
+// on older Engines.
+const StartIntervalAPI = "1.44"
+
+// StartIntervalSupported reports whether an Engine of API version v takes
+// start_interval; an unknown version ("") does not.
+func StartIntervalSupported(v string) bool {
+	return v != "" && versions.GreaterThanOrEqualTo(v, StartIntervalAPI)
+}
 
 // Render produces every file for the droplet. It fails when the droplet
 // cannot run the role as asked (no VPC address, say).
@@ -99,6 +117,8 @@ func Render(in Input) ([]File, error) {
 		Datacenter: u.Datacenter(in.Meta.Region),
 		Hostname:   in.Meta.Hostname,
 		PrivateIP:  ip,
+
+		HealthStartInterval: StartIntervalSupported(in.EngineAPIVersion),
 	}
 	var files []File
 	add := func(p string, b []byte, mode fs.FileMode, c Consumer) {

@@ -93,6 +93,17 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
+// TestRenderGoldenEngine25: on Docker Engine 25 (API 1.44) the Compose
+// file's healthcheck probes every second during its start period.
+func TestRenderGoldenEngine25(t *testing.T) {
+	tc := goldenCases[2]
+	files, err := Render(Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line), EngineAPIVersion: "1.44"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, tc.name+"-engine25", dump(files))
+}
+
 func TestRenderInvariants(t *testing.T) {
 	for _, tc := range goldenCases {
 		files, err := Render(Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line)})

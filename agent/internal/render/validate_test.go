@@ -78,3 +78,29 @@ func TestComposeValidatorRejectsABadComposeFile(t *testing.T) {
 		})
 	}
 }
+
+// TestStartIntervalFollowsTheEngine: every role's Compose file sets the
+// healthcheck's start_interval only for an Engine that runs it (API 1.44,
+// Docker Engine 25, and later: Compose refuses it on older ones), and
+// Compose's loader accepts both forms.
+func TestStartIntervalFollowsTheEngine(t *testing.T) {
+	for _, tc := range composeCases {
+		for api, want := range map[string]bool{"": false, "1.41": false, "1.43": false, "1.44": true, "1.47": true} {
+			files, err := Render(Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line), EngineAPIVersion: api})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range files {
+				if f.Consumer != ConsumerCompose {
+					continue
+				}
+				if got := strings.Contains(string(f.Data), "start_interval:"); got != want {
+					t.Errorf("%s, Engine API %q: start_interval rendered %v, want %v\n%s", tc.name, api, got, want, f.Data)
+				}
+			}
+			if _, err := Apply(context.Background(), fsutil.Root{Dir: t.TempDir()}, files, ComposeValidator{}); err != nil {
+				t.Errorf("%s, Engine API %q: %v", tc.name, api, err)
+			}
+		}
+	}
+}
