@@ -160,18 +160,20 @@ func TestBuildAllRunsPackerAndTagsSnapshots(t *testing.T) {
 	// Same fingerprint exists, but --force rebuilds.
 	srv.AddSnapshot(localdotest.Snapshot{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Now(), Tags: []string{images.TagFingerprint + fp}})
 	// The snapshots the fake Packer reports (as Packer's would have made them).
-	for id, fam := range map[int]string{801: "services-base", 802: "neo4j-base"} {
+	for id, fam := range serviceIDs {
 		srv.AddSnapshot(localdotest.Snapshot{ID: id, Name: "codelab-" + fam + "-2026-11-27-1830", Created: time.Now()})
 	}
-	bin, dir := fakePackerBin(t, `
-case "$ARGS_FILE" in *neo4j*) id=802 ;; *) id=801 ;; esac
+	reg := newAppRegistry(t)
+	digests := reg.pushAll(t, "v7")
+	bin, dir := fakePackerBin(t, fakeServiceIDs+`
 echo "1,,ui,say,==> digitalocean: Creating droplet..."
 echo "1,,ui,message,    digitalocean: hygiene gate: ok"
 echo "2,digitalocean,artifact,0,id,nyc3:$id"
 `)
 	o, out, errb := buildOptions(t, srv, repo, bin, "all")
 	o.Force = true
-	o.Globals.Getenv = env{"DIGITALOCEAN_API_TOKEN": "tok", "CODELAB_LOCAL_ARTIFACTS": local}.get
+	o.Registry, o.AppVersion = reg.Path, "v7"
+	o.Globals.Getenv = env{"DIGITALOCEAN_API_TOKEN": "tok", "CODELAB_LOCAL_ARTIFACTS": local, "CODELAB_REGISTRY_TOKEN": "regtok"}.get
 	if err := cli.RunBuild(t.Context(), o); err != nil {
 		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, out, errb)
 	}
@@ -221,10 +223,75 @@ echo "2,digitalocean,artifact,0,id,nyc3:$id"
 	if !strings.Contains(out.String(), "services-base: built codelab-services-base-2026-11-27-1830 (id 801, regions nyc3)") {
 		t.Errorf("summary: %s", out)
 	}
-	if n := srv.Count("GET /v2/droplets?page=1&per_page=200&tag_name=codelab-build"); n != 2 {
+	// The service images build on the services base just built (801), after it, each
+	// with its role's images resolved to digests, the login in a 0600 file and never on
+	// a command line.
+	for id, fam := range serviceIDs {
+		role := strings.TrimSuffix(fam, "-base")
+		if role == "services" || role == "neo4j" {
+			continue
+		}
+		a := readFile(t, filepath.Join(dir, "args-role-"+role))
+		for _, want := range []string{"base_image=801\n", "role=" + role + "\n", "services.pkr.hcl\n", "variables.pkr.hcl\n", "base_fingerprint=" + fp + "\n"} {
+			if !strings.Contains(a, want) {
+				t.Errorf("%s: packer args lack %q:\n%s", fam, want, a)
+			}
+		}
+		if strings.Contains(a, "regtok") {
+			t.Errorf("%s: the registry token is on Packer's command line", fam)
+		}
+		ref := reg.Path + "/" + role + ":v7"
+		want := `{
+  "schemaVersion": 1,
+  "role": "` + role + `",
+  "version": "v7",
+  "registry": "` + reg.Path + `",
+  "images": [
+    {
+      "ref": "` + ref + `",
+      "digest": "` + digests[role] + `"
+    }
+  ]
+}
+`
+		payload := filepath.Join(dir, "payload-"+role)
+		if got := readFile(t, filepath.Join(payload, "baked-images.json")); got != want {
+			t.Errorf("%s: baked-images.json\n%s\nwant\n%s", fam, got, want)
+		}
+		if got := readFile(t, filepath.Join(payload, "images.list")); got != ref+" "+digests[role]+"\n" {
+			t.Errorf("%s: images.list = %q", fam, got)
+		}
+		st, err := os.Stat(filepath.Join(payload, "docker", "config.json"))
+		if err != nil || st.Mode().Perm() != 0o600 || !strings.Contains(readFile(t, filepath.Join(payload, "docker", "config.json")), `"auth":`) {
+			t.Errorf("%s: registry login %v %v", fam, st, err)
+		}
+		tags := srv.Image(id).Tags
+		if !slices.Contains(tags, "codelab-image:"+fam) || !slices.Contains(tags, "codelab-base-fp:"+fp) || !slices.Contains(tags, "codelab-app-version:v7") ||
+			!slices.Contains(tags, "codelab-app-image:"+role+":"+strings.ReplaceAll(digests[role], "sha256:", "sha256:")) || len(tags) != 10 {
+			t.Errorf("snapshot %d tags = %v", id, tags)
+		}
+		if !strings.Contains(out.String(), fam+": built codelab-"+fam+"-2026-11-27-1830 (id "+fmt.Sprint(id)) {
+			t.Errorf("summary lacks %s: %s", fam, out)
+		}
+	}
+	if n := srv.Count("GET /v2/droplets?page=1&per_page=200&tag_name=codelab-build"); n != 6 {
 		t.Errorf("leftover checks = %d, want one per image: %v", n, srv.Requests())
 	}
 }
+
+// serviceIDs are the snapshot ids fakeServiceIDs reports, by family.
+var serviceIDs = map[int]string{801: "services-base", 802: "neo4j-base", 803: "api-base", 804: "web-base", 805: "landing-base", 806: "sites-base"}
+
+// fakeServiceIDs picks the snapshot id the fake Packer reports from the staged template
+// (neo4j) or the role variable, records a service build's arguments as args-role-<role>
+// and copies its payload (deleted after the build) to payload-<role>.
+const fakeServiceIDs = `
+id=801
+case "$ARGS_FILE" in *neo4j*) id=802 ;; esac
+for a in "$@"; do case "$a" in role=*) role=${a#role=} ;; payload_dir=*) payload=${a#payload_dir=} ;; esac; done
+case "$role" in api) id=803 ;; web) id=804 ;; landing) id=805 ;; sites) id=806 ;; esac
+if [ -n "$role" ]; then cp "$ARGS_FILE" "$(dirname "$ARGS_FILE")/args-role-$role"; cp -a "$payload" "$(dirname "$ARGS_FILE")/payload-$role"; fi
+`
 
 // filepathBaseStage finds the staged template folder name the fake recorded for family.
 func filepathBaseStage(t *testing.T, dir, family string) string {
@@ -363,8 +430,10 @@ func TestBuildPlanJSON(t *testing.T) {
 	bin, dir := fakePackerBin(t, mustNotBuild)
 	g, out, errb := globals(t, env{})
 	g.Repo, g.Packer = repo, bin
+	reg := newAppRegistry(t)
+	digests := reg.pushAll(t, "latest")
 	o := &cli.BuildOptions{Globals: g, Target: "all", Plan: true, JSON: true, AgentVersion: "v9", GitSHA: "abc",
-		Regions: []string{"nyc3", "fra1"}, BuildAgent: fakeAgent("agent"), BuildModule: fakeModule}
+		Regions: []string{"nyc3", "fra1"}, BuildAgent: fakeAgent("agent"), BuildModule: fakeModule, Registry: reg.Path}
 	if err := cli.RunBuild(t.Context(), o); err != nil {
 		t.Fatalf("%v\n%s", err, errb)
 	}
@@ -375,8 +444,15 @@ func TestBuildPlanJSON(t *testing.T) {
 	if p.SchemaVersion != 1 || p.BaseImage != "debian-12-x64" || p.BuildRegion != "nyc3" || strings.Join(p.Regions, ",") != "nyc3,fra1" || p.LocalArtifacts {
 		t.Errorf("plan header: %+v", p)
 	}
-	if len(p.Images) != 2 || p.Images[0].Action != "unknown" || len(p.Images[0].Fingerprint) != 32 {
+	if len(p.Images) != 6 || p.Images[0].Action != "unknown" || len(p.Images[0].Fingerprint) != 32 {
 		t.Errorf("images: %+v", p.Images)
+	}
+	for _, im := range p.Images[2:] {
+		role := strings.TrimSuffix(im.Family, "-base")
+		if im.Action != "unknown" || len(im.Fingerprint) != 32 || im.Base != "services-base" || im.BaseFingerprint != p.Images[0].Fingerprint ||
+			im.AppVersion != "latest" || len(im.Baked) != 1 || im.Baked[0].Ref != reg.Path+"/"+role+":latest" || im.Baked[0].Digest != digests[role] {
+			t.Errorf("service image in the plan: %+v", im)
+		}
 	}
 	names := map[string]bool{}
 	for _, a := range p.Artifacts {
