@@ -22,7 +22,7 @@ variable "base_fingerprint" {
 
 build {
   source "source.digitalocean.base" {
-    name          = "${var.role}-base"
+    name          = "service"
     snapshot_name = "codelab-${var.role}-base-${local.snapshot_time}"
   }
 

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 	"github.com/codelab-app/infra/imager/internal/artifacts"
 	"github.com/codelab-app/infra/imager/internal/cli"
 	"github.com/codelab-app/infra/imager/internal/images"
+	"github.com/codelab-app/infra/imager/internal/registry"
 	"github.com/codelab-app/infra/imager/versions"
 	"github.com/codelab-app/infra/internal/exitcode"
 	"github.com/codelab-app/infra/tools/testenv"
@@ -589,5 +592,101 @@ echo "2,digitalocean,artifact,0,id,nyc3:901"`)
 	}
 	if args := readFile(t, filepath.Join(dir, "args-"+filepathBaseStage(t, dir, "services-base"))); strings.Contains(args, "-debug\n") {
 		t.Errorf("--debug must not pass Packer's pausing -debug:\n%s", args)
+	}
+}
+
+// `build api` with no services base builds it first, then api on it; with the base
+// there, only api, on that snapshot; with api's fingerprint there, nothing; a new app
+// image (same tag, new digest) means a rebuild.
+func TestBuildServiceImageOnTheServicesBase(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	local := localArtifacts(t, repo)
+	reg := newAppRegistry(t)
+	reg.push(t, "api", "latest")
+	for id, fam := range serviceIDs {
+		srv.AddSnapshot(localdotest.Snapshot{ID: id, Name: "codelab-" + fam + "-2026-11-27-1830", Created: time.Now()})
+	}
+	bin, dir := fakePackerBin(t, fakeServiceIDs+`echo "2,digitalocean,artifact,0,id,nyc3:$id"`)
+	opts := func() (*cli.BuildOptions, *strings.Builder, *strings.Builder) {
+		o, out, errb := buildOptions(t, srv, repo, bin, "api")
+		o.Registry, o.LocalArtifacts = reg.Path, local
+		return o, out, errb
+	}
+	o, out, errb := opts()
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out, errb)
+	}
+	fp := fingerprint(t, repo, "services-base", "agent-v1", local)
+	for _, want := range []string{
+		"services-base: no snapshot has fingerprint " + fp + "; building it first",
+		"services-base: built codelab-services-base-2026-11-27-1830 (id 801",
+		"api-base: built codelab-api-base-2026-11-27-1830 (id 803",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if a := readFile(t, filepath.Join(dir, "args-role-api")); !strings.Contains(a, "base_image=801\n") {
+		t.Errorf("api not built on the new base:\n%s", a)
+	}
+	// The base now has the fingerprint (the build tagged 801). A new app image under the
+	// same tag changes api's fingerprint: api alone is rebuilt, on 801.
+	if err := os.Remove(filepath.Join(dir, "args-role-api")); err != nil {
+		t.Fatal(err)
+	}
+	reg.push(t, "api", "latest")
+	o, out, errb = opts()
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out, errb)
+	}
+	if !strings.Contains(out.String(), "services-base: the service images build on snapshot codelab-services-base-2026-11-27-1830 (id 801)") ||
+		strings.Contains(out.String(), "services-base: built") || !strings.Contains(out.String(), "api-base: built") {
+		t.Errorf("a new app image must rebuild api on the existing base:\n%s", out)
+	}
+	if a := readFile(t, filepath.Join(dir, "args-role-api")); !strings.Contains(a, "base_image=801\n") {
+		t.Errorf("api not built on the existing base:\n%s", a)
+	}
+	// Same inputs again: api is up to date, and the base is not mentioned.
+	o, out, _ = opts()
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "api-base: up to date") || strings.Contains(out.String(), "services-base") {
+		t.Errorf("want api up to date and nothing said of the base:\n%s", out)
+	}
+}
+
+// A --version the registry lacks fails naming the image and tag before any droplet is
+// created or Packer runs; so does a registry that wants a token the environment lacks.
+func TestBuildServiceImageBadVersionOrNoToken(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	reg := newAppRegistry(t)
+	reg.push(t, "api", "v1")
+	bin, dir := fakePackerBin(t, mustNotBuild)
+	o, _, _ := buildOptions(t, srv, repo, bin, "api")
+	o.Registry, o.AppVersion, o.LocalArtifacts = reg.Path, "v2", localArtifacts(t, repo)
+	err := cli.RunBuild(t.Context(), o)
+	if !errors.Is(err, registry.ErrNotFound) || !strings.Contains(err.Error(), "api-base: image "+reg.Path+"/api tag v2") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil || srv.Count("POST /v2/droplets") != 0 {
+		t.Fatal("a droplet or Packer ran for a version the registry lacks")
+	}
+	// A registry that answers 401 to an anonymous pull: the error says which variable.
+	locked := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="codelab"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+	}))
+	defer locked.Close()
+	o, _, _ = buildOptions(t, srv, repo, bin, "services")
+	o.Registry, o.LocalArtifacts = strings.TrimPrefix(locked.URL, "http://")+"/codelab", localArtifacts(t, repo)
+	err = cli.RunBuild(t.Context(), o)
+	if !errors.Is(err, registry.ErrUnauthorized) || !strings.Contains(err.Error(), "set CODELAB_REGISTRY_TOKEN") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil || srv.Count("POST /v2/droplets") != 0 {
+		t.Fatal("a droplet or Packer ran without registry access")
 	}
 }
