@@ -144,8 +144,8 @@ func testFleetView(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		if snaps, err = c.Snapshots(ctx); err != nil {
 			t.Fatal(err)
 		}
-		// Stale means a newer snapshot of the droplet's own family: landing and sites
-		// (services base) and api (api-base) are; web's web-base and neo4j's are not.
+		// Stale means a newer snapshot of the droplet's own family: api-1 (api-base) and
+		// the droplets of the first services base are; web-1 (web-base) and neo4j-1 are not.
 		family := regexp.MustCompile(`^codelab-(.+)-\d{4}-\d{2}-\d{2}-\d{4}$`)
 		v, _ = waitFleet(t, api, 30*time.Second, func(v fleetView) error {
 			if v.ImagesFrom != "digitalocean" {
@@ -161,7 +161,7 @@ func testFleetView(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 				if want := snaps[m[1]].Name != d.Image; d.StaleImage != want {
 					errs = append(errs, fmt.Errorf("%s runs %s (newest of %s: %s): stale=%v, want %v", d.Node, d.Image, m[1], snaps[m[1]].Name, d.StaleImage, want))
 				}
-				if (d.Role == "api" || d.Role == "landing" || d.Role == "sites") && !d.StaleImage {
+				if d.Node == api.Name && !d.StaleImage {
 					errs = append(errs, fmt.Errorf("%s runs %s and is not marked stale", d.Node, d.Image))
 				}
 			}
