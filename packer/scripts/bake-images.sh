@@ -26,6 +26,15 @@ for f in baked-images.json images.list service.json docker/config.json; do
 done
 [ -f "$ETC/image.json" ] || die "$ETC/image.json is missing: the droplet is not from a services base"
 
+if [ -d /run/systemd/system ]; then
+	# The build droplet booted from the services base, so codelab-agent started, failed on
+	# the build's empty user_data and is retried by systemd: stop it (and what it starts)
+	# so nothing writes droplet state while the image is made; cleanup.sh removes what it
+	# wrote. Docker must be up for the pulls.
+	systemctl stop codelab-agent.service consul-template.service consul.service 2>/dev/null || true
+	systemctl start docker.service || die "docker.service does not start"
+fi
+
 export DOCKER_CONFIG="$PAYLOAD/docker"
 chmod 0700 "$DOCKER_CONFIG"
 chmod 0600 "$DOCKER_CONFIG/config.json"
