@@ -100,8 +100,8 @@ images are up to date). --json prints the plan, or what was built, as JSON.`,
 		Args: targetArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Target = args[0]
-			if o.Step && o.Target == "all" {
-				return exitcode.UsageError("--step pauses for Enter at every Packer step: build one image at a time (app or neo4j)")
+			if o.Step && (o.Target == "all" || o.Target == "services") {
+				return exitcode.UsageError("--step pauses for Enter at every Packer step: build one image at a time (app, neo4j, api, web, landing or sites)")
 			}
 			if o.Debug && o.Level != nil {
 				o.Level.Set(slog.LevelDebug)
