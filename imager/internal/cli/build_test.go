@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -688,5 +689,42 @@ func TestBuildServiceImageBadVersionOrNoToken(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil || srv.Count("POST /v2/droplets") != 0 {
 		t.Fatal("a droplet or Packer ran without registry access")
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// `imager build all --plan`, as printed: golden file testdata/plan-all.txt (-update
+// regenerates). Fingerprints and the registry's address vary with the inputs and the
+// test's port and are replaced; the application digests are fixed.
+func TestBuildPlanTextGolden(t *testing.T) {
+	repo := fixtureRepo(t)
+	bin, _ := fakePackerBin(t, mustNotBuild)
+	g, out, errb := globals(t, env{})
+	g.Repo, g.Packer = repo, bin
+	reg := newAppRegistry(t)
+	for _, role := range []string{"api", "web", "landing", "sites"} {
+		reg.pushFixed(t, role, "v1")
+	}
+	o := &cli.BuildOptions{Globals: g, Target: "all", Plan: true, AgentVersion: "v9", GitSHA: "abc", AppVersion: "v1",
+		Regions: []string{"nyc3"}, BuildAgent: fakeAgent("agent"), BuildModule: fakeModule, Registry: reg.Path}
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errb)
+	}
+	got := regexp.MustCompile(`\b[0-9a-f]{32}\b`).ReplaceAllString(out.String(), "<fingerprint>")
+	got = strings.ReplaceAll(got, reg.Path, "<registry>/codelab")
+	// The artifact table's URLs and versions are the versions file's: not this test's.
+	got = got[:strings.Index(got, "ARTIFACT")]
+	p := filepath.Join("testdata", "plan-all.txt")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := readFile(t, p); got != want {
+		t.Fatalf("plan differs from %s (-update regenerates):\n%s", p, got)
 	}
 }

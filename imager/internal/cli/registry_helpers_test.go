@@ -9,8 +9,13 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // appRegistry is an in-process registry on loopback standing in for the roles' images:
@@ -33,6 +38,21 @@ func (r *appRegistry) push(t *testing.T, role, tag string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r.write(t, role, tag, img)
+}
+
+// pushFixed stores an image whose digest depends only on role (for golden files).
+func (r *appRegistry) pushFixed(t *testing.T, role, tag string) string {
+	t.Helper()
+	img, err := mutate.AppendLayers(empty.Image, static.NewLayer([]byte("app "+role), types.DockerLayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.write(t, role, tag, img)
+}
+
+func (r *appRegistry) write(t *testing.T, role, tag string, img v1.Image) string {
+	t.Helper()
 	ref, err := name.NewTag(r.Path + "/" + role + ":" + tag)
 	if err != nil {
 		t.Fatal(err)
