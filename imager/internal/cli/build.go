@@ -657,6 +657,10 @@ func (b *build) buildImage(ctx context.Context, lines *packer.Lines, ib *ImageBu
 		if id == 0 {
 			return fmt.Errorf("no %s snapshot to build on", ib.Base.Image.Family)
 		}
+		if s := ib.Base.Existing; ib.Base.Result.SnapshotID == 0 && !slices.Contains(s.Regions, b.regions[0]) {
+			return fmt.Errorf("%s snapshot %s (id %d) is in %s, not in the build region %s: transfer it there or build with --regions %s,...",
+				ib.Base.Image.Family, s.Name, s.ID, strings.Join(s.Regions, ","), b.regions[0], strings.Join(s.Regions, ","))
+		}
 		source = strconv.Itoa(id)
 		// The service image's payload is only what it bakes: baked-images.json and the
 		// registry login, in a folder of its own (0700), removed with the build.

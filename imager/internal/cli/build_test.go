@@ -728,3 +728,25 @@ func TestBuildPlanTextGolden(t *testing.T) {
 		t.Fatalf("plan differs from %s (-update regenerates):\n%s", p, got)
 	}
 }
+
+// A services base that is not in the build region fails the service image naming both,
+// before Packer starts.
+func TestBuildServiceImageNeedsTheBaseInTheBuildRegion(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	local := localArtifacts(t, repo)
+	fp := fingerprint(t, repo, "services-base", "agent-v1", local)
+	srv.AddSnapshot(localdotest.Snapshot{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Now(), Regions: []string{"fra1"}, Tags: []string{images.TagFingerprint + fp}})
+	reg := newAppRegistry(t)
+	reg.push(t, "web", "latest")
+	bin, dir := fakePackerBin(t, mustNotBuild)
+	o, out, _ := buildOptions(t, srv, repo, bin, "web")
+	o.Registry, o.LocalArtifacts = reg.Path, local
+	err := cli.RunBuild(t.Context(), o)
+	if err == nil || !strings.Contains(err.Error(), "services-base snapshot codelab-services-base-2026-11-01-0000 (id 10) is in fra1, not in the build region nyc3") {
+		t.Fatalf("err = %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil {
+		t.Fatal("packer build ran")
+	}
+}
