@@ -107,6 +107,10 @@ func TestEndToEnd(t *testing.T) {
 		return out
 	}
 
+	t.Run("api and web boot from their service images with the registry's images baked in", func(t *testing.T) {
+		checkServiceImages(ctx, t, c)
+	})
+
 	t.Run("every droplet reports ready in status --json", func(t *testing.T) {
 		for _, n := range c.Nodes {
 			st, err := c.WaitReady(ctx, n, 3*time.Minute, time.Time{})
@@ -219,7 +223,7 @@ func TestEndToEnd(t *testing.T) {
 		return l
 	}
 
-	t.Run("imager list-images shows both snapshots with fingerprints", func(t *testing.T) {
+	t.Run("imager list-images shows the six families' snapshots with fingerprints", func(t *testing.T) {
 		fams := map[string]bool{}
 		for _, im := range listImages(t).Images {
 			if im.Fingerprint == "" {
@@ -227,8 +231,10 @@ func TestEndToEnd(t *testing.T) {
 			}
 			fams[im.Family] = true
 		}
-		if !fams["services-base"] || !fams["neo4j-base"] {
-			t.Fatalf("families listed: %v", fams)
+		for _, f := range cluster.Families {
+			if !fams[f] {
+				t.Fatalf("families listed: %v, want %v", fams, cluster.Families)
+			}
 		}
 	})
 
@@ -239,7 +245,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		out := map[string][]int{}
 		for _, im := range imgs {
-			for _, f := range []string{"services-base", "neo4j-base"} {
+			for _, f := range cluster.Families {
 				if strings.HasPrefix(im.Name, "codelab-"+f+"-") {
 					out[f] = append(out[f], im.ID)
 				}
@@ -250,22 +256,22 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return out
 	}
-	build := func(t *testing.T, args ...string) string {
-		out, err := c.Imager(ctx, append([]string{"build", "all", "--api-url", c.Info.APIURL, "--repo", c.Opts.Repo, "--regions", c.Opts.Region}, args...)...)
+	build := func(t *testing.T, target string, args ...string) string {
+		out, err := c.Imager(ctx, append(c.BuildArgs(target), args...)...)
 		if err != nil {
-			t.Fatalf("imager build all %v: %v", args, err)
+			t.Fatalf("imager build %s %v: %v\n%s", target, args, err, out)
 		}
 		return out
 	}
 
-	t.Run("a second imager build all skips both images", func(t *testing.T) {
+	t.Run("a second imager build all skips every image", func(t *testing.T) {
 		before := snapIDs(t)
-		out := build(t)
+		out := build(t, "all")
 		if after := snapIDs(t); fmt.Sprint(after) != fmt.Sprint(before) {
 			t.Fatalf("snapshots changed: %v -> %v\n%s", before, after, out)
 		}
-		if strings.Count(out, "up to date") < 2 {
-			t.Fatalf("build did not report both images up to date:\n%s", out)
+		if n := strings.Count(out, "up to date"); n < len(cluster.Families) {
+			t.Fatalf("build reported %d images up to date, want %d:\n%s", n, len(cluster.Families), out)
 		}
 	})
 
@@ -278,12 +284,16 @@ func TestEndToEnd(t *testing.T) {
 		for _, d := range ds {
 			inUse[d.Image.ID] = true
 		}
-		build(t, "--force")
-		build(t, "--force")
+		// Two forced rebuilds of the services base and of one service image (api, built
+		// on the newest base); the other families keep their one snapshot.
+		for range 2 {
+			build(t, "app", "--force")
+			build(t, "api", "--force")
+		}
 		before := snapIDs(t)
 		want := map[int]bool{} // what must remain: the newest of each family and those in use
-		for _, ids := range before {
-			if len(ids) < 3 {
+		for fam, ids := range before {
+			if (fam == "services-base" || fam == "api-base") && len(ids) < 3 {
 				t.Fatalf("after two forced rebuilds: %v", before)
 			}
 			want[ids[len(ids)-1]] = true

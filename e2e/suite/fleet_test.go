@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -173,7 +174,7 @@ func testFleetView(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		}
 	})
 
-	t.Run("after a forced rebuild of the services base the app droplets read stale image", func(t *testing.T) {
+	t.Run("after forced rebuilds of the services base and the api image the droplets of those families read stale image", func(t *testing.T) {
 		api := node("api")
 		v, err := fleet(api)
 		if err != nil {
@@ -189,20 +190,36 @@ func testFleetView(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 				running = d.Image
 			}
 		}
-		// The suite's earlier forced rebuilds made a newer services base; when run alone,
-		// make one.
-		if newest := snaps["services-base"].Name; newest == "" || newest == running {
-			if out, err := c.Imager(ctx, "build", "app", "--force", "--api-url", c.Info.APIURL, "--repo", c.Opts.Repo); err != nil {
-				t.Fatalf("imager build app --force: %v\n%s", err, out)
+		// The suite's earlier forced rebuilds made a newer services base and api image;
+		// when run alone, make them.
+		if newest := snaps["api-base"].Name; newest == "" || newest == running {
+			for _, target := range []string{"app", "api"} {
+				if out, err := c.Imager(ctx, append(c.BuildArgs(target), "--force")...); err != nil {
+					t.Fatalf("imager build %s --force: %v\n%s", target, err, out)
+				}
 			}
 		}
+		if snaps, err = c.Snapshots(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Stale means a newer snapshot of the droplet's own family: api-1 (api-base) and
+		// the droplets of the first services base are; web-1 (web-base) and neo4j-1 are not.
+		family := regexp.MustCompile(`^codelab-(.+)-\d{4}-\d{2}-\d{2}-\d{4}$`)
 		v, _ = waitFleet(t, api, 30*time.Second, func(v fleetView) error {
 			if v.ImagesFrom != "digitalocean" {
 				return fmt.Errorf("newest images from %q (%s), want the DigitalOcean API through the droplet's do_token", v.ImagesFrom, v.ImagesError)
 			}
 			var errs []error
 			for _, d := range v.Droplets {
-				if d.Role != "neo4j" && !d.StaleImage {
+				m := family.FindStringSubmatch(d.Image)
+				if m == nil {
+					errs = append(errs, fmt.Errorf("%s runs %q, not a codelab snapshot", d.Node, d.Image))
+					continue
+				}
+				if want := snaps[m[1]].Name != d.Image; d.StaleImage != want {
+					errs = append(errs, fmt.Errorf("%s runs %s (newest of %s: %s): stale=%v, want %v", d.Node, d.Image, m[1], snaps[m[1]].Name, d.StaleImage, want))
+				}
+				if d.Node == api.Name && !d.StaleImage {
 					errs = append(errs, fmt.Errorf("%s runs %s and is not marked stale", d.Node, d.Image))
 				}
 			}

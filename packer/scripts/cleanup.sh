@@ -42,8 +42,12 @@ if [ -e /etc/machine-id ]; then
 fi
 rm -f /var/lib/dbus/machine-id
 
-log "removing tokens and credentials (registry token, doctl config)"
+log "removing tokens and credentials (registry token and logins, credential helper state, doctl config)"
 rm -f /etc/codelab/registry-token
+rm -rf /etc/codelab/registry-auth
+for home in /root /home/*; do
+	rm -rf "$home/.docker/config.json" "$home/.docker/.token_seed" "$home/.docker/.token_seed.lock" "$home/.password-store"
+done
 find /root/.config/doctl -mindepth 1 -delete 2>/dev/null || true
 
 log "removing known_hosts"

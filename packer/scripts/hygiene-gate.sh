@@ -23,7 +23,18 @@ for home in /root /home/*; do
 	exists "$home/.ssh/authorized_keys2" "authorized_keys2"
 	for h in "$home"/.*_history "$home/.lesshst"; do exists "$h" "shell history"; done
 	exists "$home/.docker/config.json" "registry credentials"
+	# Credential helper state: docker-credential-pass's store, the secretservice/ecr/gcr
+	# helpers' files, and any login a build left in a DOCKER_CONFIG of its own.
+	exists "$home/.password-store" "credential helper state"
+	for f in "$home"/.docker/*.json "$home"/.docker/.token_seed* "$home"/.ecr "$home"/.config/gcloud/docker_credential_gcr_config.json; do
+		[ "$f" = "$home/.docker/config.json" ] || exists "$f" "credential helper state"
+	done
 done
+exists /etc/codelab/registry-auth "registry credentials"
+each_cfg() { # any Docker client config with credentials outside a home (a build's DOCKER_CONFIG)
+	find / -xdev \( -path /proc -o -path /sys -o -path /var/lib/docker -o -path /usr \) -prune -o \
+		-type f -name config.json -path '*docker*' -print 2>/dev/null | xargs -r grep -l '"auth' 2>/dev/null | sort
+}
 exists /var/lib/cloud/instance "cloud-init instance state"
 not_empty /var/lib/cloud/instances "cloud-init instance state"
 not_empty /var/lib/cloud/data "cloud-init instance state"
@@ -65,10 +76,11 @@ temporary() {
 		while IFS= read -r p; do [ "$(readlink -f "$p")" = "$self" ] || echo "$p"; done
 }
 each "temporary file" < <(temporary)
+each "registry credentials (Docker client config with auths)" < <(each_cfg)
 
 if [ "${#failures[@]}" -gt 0 ]; then
 	echo "hygiene gate: FAILED, ${#failures[@]} problem(s):" >&2
 	for f in "${failures[@]}"; do echo "hygiene gate:   $f" >&2; done
 	exit 1
 fi
-echo "hygiene gate: ok (no Consul state, SSH host keys, authorized_keys, known_hosts, cloud-init state, agent state, history, tokens, machine-id, random seed, Docker engine id, logs, apt lists or temporary files)"
+echo "hygiene gate: ok (no Consul state, SSH host keys, authorized_keys, known_hosts, cloud-init state, agent state, history, tokens, registry credentials, credential helper state, machine-id, random seed, Docker engine id, logs, apt lists or temporary files)"

@@ -86,18 +86,20 @@ func (o *Options) StateDir() string {
 type NodeSpec struct {
 	Name   string
 	Role   string
-	Image  string // image family: services-base or neo4j-base
+	Image  string // image family: services-base, neo4j-base or a service image (api-base, ...)
 	Consul string // server or client
 	Port   int    // the role's application port (0: none published)
 }
 
 // Plan is the demo cluster: three Consul servers (neo4j among them), api and web clients.
+// api and web boot from their service images (their containers baked in), landing and
+// sites from the services base (they pull).
 var Plan = []NodeSpec{
 	{Name: "neo4j-1", Role: "neo4j", Image: "neo4j-base", Consul: "server"},
 	{Name: "landing-1", Role: "landing", Image: "services-base", Consul: "server", Port: 3002},
 	{Name: "sites-1", Role: "sites", Image: "services-base", Consul: "server", Port: 3003},
-	{Name: "api-1", Role: "api", Image: "services-base", Consul: "client", Port: 3000},
-	{Name: "web-1", Role: "web", Image: "services-base", Consul: "client", Port: 3001},
+	{Name: "api-1", Role: "api", Image: "api-base", Consul: "client", Port: 3000},
+	{Name: "web-1", Role: "web", Image: "web-base", Consul: "client", Port: 3001},
 }
 
 // Node is a booted droplet.
@@ -407,9 +409,21 @@ func (c *Cluster) Imager(ctx context.Context, args ...string) (string, error) {
 	return c.run(ctx, c.imagerEnv(), filepath.Join(c.Opts.BinDir, "imager"), args...)
 }
 
+// BuildArgs are the arguments of an `imager build` against this cluster's local
+// DigitalOcean: its API, the repository, its one region, and the registry and version
+// the droplets' user_data names, so the service images bake exactly the images the
+// droplets would pull.
+func (c *Cluster) BuildArgs(target string) []string {
+	return []string{"build", target, "--api-url", c.Info.APIURL, "--repo", c.Opts.Repo, "--regions", c.Opts.Region,
+		"--registry", c.Info.RegistryPull, "--version", c.Opts.Version}
+}
+
+// Families are the six image families the imager builds.
+var Families = []string{"services-base", "neo4j-base", "api-base", "web-base", "landing-base", "sites-base"}
+
 func (c *Cluster) buildImages(ctx context.Context) error {
 	// The local DigitalOcean has one region, the build region.
-	args := []string{"build", "all", "--api-url", c.Info.APIURL, "--local-artifacts", c.artifactsDir(), "--repo", c.Opts.Repo, "--regions", c.Opts.Region}
+	args := append(c.BuildArgs("all"), "--local-artifacts", c.artifactsDir())
 	if c.Opts.ForceBuild {
 		args = append(args, "--force")
 	}
@@ -430,7 +444,7 @@ func (c *Cluster) Snapshots(ctx context.Context) (map[string]godo.Image, error) 
 	})
 	out := map[string]godo.Image{}
 	for _, im := range imgs {
-		for _, fam := range []string{"services-base", "neo4j-base"} {
+		for _, fam := range Families {
 			if strings.HasPrefix(im.Name, "codelab-"+fam+"-") {
 				out[fam] = im
 			}

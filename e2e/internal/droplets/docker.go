@@ -3,6 +3,12 @@
 // and VPC) with fixed addresses, and the metadata address 169.254.169.254 redirected to
 // the local DigitalOcean inside the droplet's network namespace.
 //
+// A snapshot is the droplet's root file system (docker commit) plus a copy of its
+// /var/lib/docker volume, as a volume of the snapshot's own: on DigitalOcean a snapshot
+// is the whole disk, so the images a build pulled (the service images bake the roles'
+// images) are in every droplet created from it. A droplet from a snapshot starts with a
+// copy of that volume.
+//
 // It drives the docker CLI (the one on PATH, or Docker.Bin) rather than the Engine API:
 // the CLI is what an operator would type to look at the same containers.
 package droplets
@@ -96,6 +102,15 @@ type Instance struct {
 	Container  string `json:"container"`
 	PublicMAC  string `json:"publicMac"`
 	PrivateMAC string `json:"privateMac"`
+	// DockerData is the copy of the snapshot's Docker data the droplet started with
+	// (zero for a base image or a snapshot without one).
+	DockerData DataCopy `json:"-"`
+}
+
+// DataCopy is one copy of a /var/lib/docker volume: bytes and how long it took.
+type DataCopy struct {
+	Bytes    int64
+	Duration time.Duration
 }
 
 // ImageInfo describes a Docker image.
@@ -103,6 +118,9 @@ type ImageInfo struct {
 	Ref     string
 	Size    int64
 	Created time.Time
+	// DockerData is the snapshot's copy of the droplet's /var/lib/docker (Commit only);
+	// Size does not include it.
+	DockerData DataCopy
 }
 
 // ErrNoImage means a Docker image does not exist.
@@ -155,6 +173,42 @@ func (d *Docker) ContainerName(id int) string {
 }
 
 func (d *Docker) volumeName(id int) string { return d.ContainerName(id) + "-docker" }
+
+// snapshotVolume is the volume holding the Docker data of snapshot ref, or "" when ref
+// is not a snapshot of this instance (a base image).
+func (d *Docker) snapshotVolume(ref string) string {
+	id, ok := strings.CutPrefix(ref, fmt.Sprintf("codelab-localdo/%s:image-", d.Instance))
+	if !ok || id == "" {
+		return ""
+	}
+	return fmt.Sprintf("localdo-%s-image-%s-docker", d.Instance, id)
+}
+
+// copyVolume copies the content of volume from into volume to (which exists) in a
+// throwaway container of image (any image with GNU cp and du: the snapshot itself),
+// without network. cp -a keeps what the Engine's overlay2 store needs: hard links,
+// ownership, the whiteout device nodes and the trusted.overlay.* attributes (hence
+// CAP_SYS_ADMIN).
+func (d *Docker) copyVolume(ctx context.Context, image, from, to string) (DataCopy, error) {
+	start := time.Now()
+	args := append([]string{"run", "--rm", "--network", "none", "--cap-add", "SYS_ADMIN",
+		"--security-opt", "apparmor=unconfined", "-v", from + ":/from:ro", "-v", to + ":/to"}, d.labels("volume-copy")...)
+	args = append(args, "--entrypoint", "/bin/sh", image, "-c", "cp -a /from/. /to/ && du -sb /to | cut -f1")
+	out, err := d.run(ctx, nil, args...)
+	if err != nil {
+		return DataCopy{}, fmt.Errorf("copy Docker data %s to %s: %w", from, to, err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		return DataCopy{}, fmt.Errorf("copy Docker data %s to %s: size %q: %w", from, to, out, err)
+	}
+	return DataCopy{Bytes: n, Duration: time.Since(start)}, nil
+}
+
+func (d *Docker) volumeExists(ctx context.Context, name string) bool {
+	_, err := d.run(ctx, nil, "volume", "inspect", "-f", "{{.Name}}", name)
+	return err == nil
+}
 
 // SnapshotRef is the Docker image reference of snapshot image id.
 func (d *Docker) SnapshotRef(id int) string {
@@ -296,6 +350,13 @@ func (d *Docker) Create(ctx context.Context, spec Spec, nets Networks) (Instance
 	if _, err := d.run(ctx, nil, append(append([]string{"volume", "create"}, d.labels("volume", idLabel)...), vol)...); err != nil {
 		return Instance{}, fmt.Errorf("create droplet %d volume: %w", spec.DropletID, err)
 	}
+	var data DataCopy
+	if sv := d.snapshotVolume(spec.Image); sv != "" && d.volumeExists(ctx, sv) {
+		var err error
+		if data, err = d.copyVolume(ctx, spec.Image, sv, vol); err != nil {
+			return Instance{}, fmt.Errorf("droplet %d from %s: %w", spec.DropletID, spec.Image, err)
+		}
+	}
 	args := []string{"create", "--name", name, "--hostname", spec.Hostname,
 		"--network", nets.Public.Name, "--ip", spec.PublicIP.String(),
 		"-v", vol + ":/var/lib/docker"}
@@ -317,7 +378,7 @@ func (d *Docker) Create(ctx context.Context, spec Spec, nets Networks) (Instance
 			return Instance{}, fmt.Errorf("copy files into droplet %d: %w", spec.DropletID, err)
 		}
 	}
-	inst := Instance{Container: name}
+	inst := Instance{Container: name, DockerData: data}
 	out, err := d.run(ctx, nil, "inspect", "-f", "{{json .NetworkSettings.Networks}}", name)
 	if err != nil {
 		return inst, fmt.Errorf("inspect droplet %d: %w", spec.DropletID, err)
@@ -456,8 +517,10 @@ func (d *Docker) Exists(ctx context.Context, id int) bool {
 	return err == nil
 }
 
-// Commit snapshots a droplet's root file system (not the /var/lib/docker volume) as image
-// ref, labelled as snapshot image imageID of this instance.
+// Commit snapshots a droplet's root file system as image ref, labelled as snapshot image
+// imageID of this instance, and copies its /var/lib/docker volume into the snapshot's
+// volume. Packer powers the droplet off first; a snapshot of a running droplet copies
+// the Engine's store while it may be writing, as a live snapshot on DigitalOcean may.
 func (d *Docker) Commit(ctx context.Context, dropletID, imageID int, ref string) (ImageInfo, error) {
 	args := []string{"commit"}
 	for _, l := range []string{
@@ -470,7 +533,22 @@ func (d *Docker) Commit(ctx context.Context, dropletID, imageID int, ref string)
 	if _, err := d.run(ctx, nil, args...); err != nil {
 		return ImageInfo{}, fmt.Errorf("snapshot droplet %d: %w", dropletID, err)
 	}
-	return d.Image(ctx, ref)
+	sv := d.snapshotVolume(ref)
+	if sv == "" {
+		return ImageInfo{}, fmt.Errorf("snapshot droplet %d: %s is not a snapshot reference of instance %s", dropletID, ref, d.Instance)
+	}
+	if _, err := d.run(ctx, nil, append(append([]string{"volume", "create"}, d.labels("snapshot-docker", LabelImageID+"="+strconv.Itoa(imageID))...), sv)...); err != nil {
+		return ImageInfo{}, fmt.Errorf("snapshot droplet %d Docker data: %w", dropletID, err)
+	}
+	data, err := d.copyVolume(ctx, ref, d.volumeName(dropletID), sv)
+	if err != nil {
+		_, _ = d.run(context.WithoutCancel(ctx), nil, "volume", "rm", "-f", sv)
+		_ = d.RemoveImage(context.WithoutCancel(ctx), ref)
+		return ImageInfo{}, fmt.Errorf("snapshot droplet %d: %w", dropletID, err)
+	}
+	info, err := d.Image(ctx, ref)
+	info.DockerData = data
+	return info, err
 }
 
 // Image describes a Docker image; ErrNoImage when it does not exist.
@@ -491,10 +569,16 @@ func (d *Docker) Image(ctx context.Context, ref string) (ImageInfo, error) {
 	return ImageInfo{Ref: ref, Size: size, Created: created}, nil
 }
 
-// RemoveImage untags a snapshot image; Docker frees it once no droplet container uses it.
+// RemoveImage untags a snapshot image (Docker frees it once no droplet container uses it)
+// and removes its Docker data volume (droplets have their own copies).
 func (d *Docker) RemoveImage(ctx context.Context, ref string) error {
 	if _, err := d.run(ctx, nil, "image", "rm", "-f", ref); err != nil && !strings.Contains(strings.ToLower(err.Error()), "no such image") {
 		return fmt.Errorf("remove image %s: %w", ref, err)
+	}
+	if sv := d.snapshotVolume(ref); sv != "" {
+		if _, err := d.run(ctx, nil, "volume", "rm", "-f", sv); err != nil {
+			return fmt.Errorf("remove image %s Docker data: %w", ref, err)
+		}
 	}
 	return nil
 }

@@ -230,10 +230,12 @@ func (s *Server) doSnapshot(name string) func(ctx context.Context, d droplet, a 
 			return err
 		}
 		z, _ := findSize(d.Size)
+		// The snapshot is the disk: root file system and Docker data.
+		size := info.Size + info.DockerData.Bytes
 		im := &image{
 			ID: imageID, Name: name, Type: "snapshot", Distribution: s.distribution(d.ImageID),
 			Regions: []string{d.Region}, MinDiskSize: z.disk,
-			SizeGB:  math.Ceil(float64(info.Size)/1e7) / 100, // GB with two decimals
+			SizeGB:  math.Ceil(float64(size)/1e7) / 100, // GB with two decimals
 			Created: s.cfg.Now(), Tags: []string{}, Ref: ref, DropletID: d.ID,
 		}
 		s.mu.Lock()
@@ -242,7 +244,8 @@ func (s *Server) doSnapshot(name string) func(ctx context.Context, d droplet, a 
 		if dd := s.st.Droplets[d.ID]; dd != nil {
 			dd.SnapshotIDs = append(dd.SnapshotIDs, im.ID)
 		}
-		s.log.Info("snapshot created", "droplet", d.ID, "image", im.ID, "name", name, "ref", ref, "size_gb", im.SizeGB)
+		s.log.Info("snapshot created", "droplet", d.ID, "image", im.ID, "name", name, "ref", ref, "size_gb", im.SizeGB,
+			"docker_data_bytes", info.DockerData.Bytes, "docker_data_copy", info.DockerData.Duration.Round(time.Millisecond))
 		return s.st.save(s.cfg.StateDir)
 	}
 }

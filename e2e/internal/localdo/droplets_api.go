@@ -292,6 +292,10 @@ func (s *Server) boot(r *http.Request, id int, name, ref string, pub, priv netip
 	if err != nil {
 		return inst, err
 	}
+	if inst.DockerData.Bytes > 0 {
+		s.log.Info("droplet starts with the snapshot's Docker data", "droplet", id, "image", ref,
+			"docker_data_bytes", inst.DockerData.Bytes, "docker_data_copy", inst.DockerData.Duration.Round(time.Millisecond))
+	}
 	return inst, s.cfg.Runtime.Start(r.Context(), id, s.cfg.MetadataTarget)
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	osexec "os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -63,6 +64,10 @@ build {
       "test \"$(curl -fsS http://169.254.169.254/metadata/v1/user-data)\" = '#codelab v1 role=builder'",
       "systemctl is-system-running --wait || true",
       "echo built-by-packer > /etc/codelab-tiny",
+      "mkdir -p /var/lib/docker/overlay2/l1/diff",
+      "echo baked > /var/lib/docker/overlay2/l1/diff/data",
+      "ln /var/lib/docker/overlay2/l1/diff/data /var/lib/docker/overlay2/l1/diff/link",
+      "mknod /var/lib/docker/overlay2/l1/diff/gone c 0 0",
       "rm -f /etc/ssh/ssh_host_* /root/.ssh/authorized_keys",
     ]
   }
@@ -142,6 +147,11 @@ func TestPackerBuildsASnapshotAgainstTheLocalDigitalOcean(t *testing.T) {
 	if got := exec("cat", "/etc/codelab-tiny"); got != "built-by-packer" {
 		t.Fatalf("/etc/codelab-tiny = %q", got)
 	}
+	// The snapshot carries the droplet's Docker data (a volume, as on the build droplet):
+	// content, hard links and overlay2's whiteout devices.
+	if got := exec("sh", "-c", "cd /var/lib/docker/overlay2/l1/diff && cat data && stat -c '%h %F' data gone"); got != "baked\n2 regular file\n1 character special file" {
+		t.Fatalf("Docker data in the droplet from the snapshot: %q", got)
+	}
 	if got := exec("sh", "-c", "ls /etc/ssh/ssh_host_*_key | wc -l"); got != "2" {
 		t.Fatalf("host keys in the new droplet: %s", got)
 	}
@@ -186,6 +196,9 @@ func TestPackerBuildsASnapshotAgainstTheLocalDigitalOcean(t *testing.T) {
 	}
 	if _, err := dk.Image(ctx, dk.SnapshotRef(imageID)); err == nil {
 		t.Fatal("the snapshot's Docker image outlived its deletion")
+	}
+	if out, err := osexec.Command("docker", "volume", "ls", "-q", "--filter", "label="+droplets.LabelImageID+"="+strconv.Itoa(imageID)).Output(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("the snapshot's Docker data outlived its deletion: %q %v", out, err)
 	}
 }
 

@@ -10,10 +10,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +25,7 @@ import (
 	"github.com/codelab-app/infra/imager/internal/fileutil"
 	"github.com/codelab-app/infra/imager/internal/images"
 	"github.com/codelab-app/infra/imager/internal/packer"
+	"github.com/codelab-app/infra/imager/internal/registry"
 	"github.com/codelab-app/infra/imager/versions"
 	"github.com/codelab-app/infra/internal/exitcode"
 	"github.com/spf13/cobra"
@@ -30,8 +34,16 @@ import (
 // RequiredUnits must exist in systemd/ for a build (the install script enables them).
 var RequiredUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-fleet.service", "codelab-fleet.timer"}
 
-// BaseImage is the DigitalOcean image every codelab image is built from.
+// BaseImage is the DigitalOcean image the two base images are built from.
 const BaseImage = "debian-12-x64"
+
+// DefaultRegistry is where the roles' images come from: the agent's default for
+// user_data's registry=.
+const DefaultRegistry = "registry.digitalocean.com/codelab"
+
+// DefaultAppVersion is the application image tag a service image bakes (user_data's
+// version= default).
+const DefaultAppVersion = "latest"
 
 // BuildOptions are `imager build`'s inputs.
 type BuildOptions struct {
@@ -46,9 +58,13 @@ type BuildOptions struct {
 	LocalArtifacts string // folder of local artifact files (the local DigitalOcean)
 	AgentVersion   string // default: git describe
 	GitSHA         string // default: git rev-parse HEAD
-	BuildAgent     AgentBuilder
-	BuildModule    ModuleBuilder
-	Now            func() time.Time
+	AppVersion     string // application image tag the service images bake (--version)
+	Registry       string // registry path of the roles' images (--registry)
+	// RegistryTransport carries the registry requests; nil is the default transport.
+	RegistryTransport http.RoundTripper
+	BuildAgent        AgentBuilder
+	BuildModule       ModuleBuilder
+	Now               func() time.Time
 }
 
 // ModuleBuilder builds a Go-module artifact (doctl); artifacts.BuildModule in
@@ -58,13 +74,24 @@ type ModuleBuilder func(ctx context.Context, repo string, a artifacts.Artifact, 
 func newBuildCmd(g *Globals) *cobra.Command {
 	o := &BuildOptions{Globals: g, BuildAgent: GoBuildAgent, BuildModule: artifacts.BuildModule}
 	cmd := &cobra.Command{
-		Use:   "build app|neo4j|all [--plan] [--json] [--force] [--regions nyc3,fra1] [--debug]",
-		Short: "Build the agent, then the image snapshots with Packer (all: both in parallel)",
+		Use:   "build app|neo4j|api|web|landing|sites|services|all [--version v1] [--registry R] [--plan] [--json] [--force] [--regions nyc3,fra1] [--debug]",
+		Short: "Build the agent, then the image snapshots with Packer (all: the two bases, then the four service images)",
 		Long: `build builds the static codelab-agent and doctl, fetches and verifies the pinned artifacts,
 and runs packer build for each image. A snapshot whose fingerprint (every input: templates,
 scripts, versions, artifacts, agent binary, units, role files) matches is not rebuilt
 unless --force. Ctrl-C interrupts Packer so it destroys its droplet and temporary key;
 whatever remains is deleted or named.
+
+app is codelab-services-base and neo4j codelab-neo4j-base, both from debian-12-x64.
+api, web, landing and sites (services: all four) are codelab-<role>-base: the newest
+services base with the current fingerprint (built first when there is none) plus the
+role's images at --version, resolved to digests against --registry before any droplet
+is created, pulled by digest on the build droplet and listed in
+/etc/codelab/baked-images.json. Their fingerprint is the base's plus those digests (and
+the template and role files): a new app image or a new base means a rebuild. The
+registry token comes from CODELAB_REGISTRY_TOKEN (anonymous when unset) and never lands
+in the image. all builds the two bases in parallel, then the four service images in
+parallel.
 
 --plan resolves the images, fingerprints, base image, regions and every artifact with its
 source and verification, prints them and builds nothing on DigitalOcean (it compiles the
@@ -73,8 +100,8 @@ images are up to date). --json prints the plan, or what was built, as JSON.`,
 		Args: targetArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Target = args[0]
-			if o.Step && o.Target == "all" {
-				return exitcode.UsageError("--step pauses for Enter at every Packer step: build one image at a time (app or neo4j)")
+			if o.Step && (o.Target == "all" || o.Target == "services") {
+				return exitcode.UsageError("--step pauses for Enter at every Packer step: build one image at a time (app, neo4j, api, web, landing or sites)")
 			}
 			if o.Debug && o.Level != nil {
 				o.Level.Set(slog.LevelDebug)
@@ -92,6 +119,8 @@ images are up to date). --json prints the plan, or what was built, as JSON.`,
 	f.StringVar(&o.LocalArtifacts, "local-artifacts", "", "local DigitalOcean builds: take consul and consul-template from this folder and the overrides in its "+artifacts.LocalOverrideFile+" (env CODELAB_LOCAL_ARTIFACTS); the image is tagged "+images.TagLocalArtifacts)
 	f.StringVar(&o.AgentVersion, "agent-version", "", "codelab-agent version (default: git describe --tags --always --dirty)")
 	f.StringVar(&o.GitSHA, "git-sha", "", "git commit (default: git rev-parse HEAD)")
+	f.StringVar(&o.AppVersion, "version", DefaultAppVersion, "application image tag the service images bake (user_data version=)")
+	f.StringVar(&o.Registry, "registry", DefaultRegistry, "registry path of the roles' images (user_data registry=)")
 	return cmd
 }
 
@@ -105,6 +134,15 @@ type ImageBuild struct {
 	Name        string
 	Packages    map[string]string // apt package versions the droplet installed
 	Err         error
+
+	// Dependency marks the services base when it is built (or looked up) only because a
+	// service image needs it.
+	Dependency bool
+	// Service images: the base they build on, what they bake, and a resolve failure
+	// (only a --plan goes on after one).
+	Base       *ImageBuild
+	Baked      *registry.Baked
+	ResolveErr error
 }
 
 // build is one run of `imager build`: what it resolved, step by step.
@@ -165,10 +203,35 @@ func RunBuild(ctx context.Context, o *BuildOptions) error {
 	if len(todo) == 0 {
 		return b.report(nil)
 	}
-	if err := b.stagePayload(ctx); err != nil {
-		return err
+	var bases, services []*ImageBuild
+	for _, ib := range todo {
+		if ib.Image.IsService() {
+			services = append(services, ib)
+		} else {
+			bases = append(bases, ib)
+		}
 	}
-	b.runPacker(ctx, todo)
+	if len(bases) > 0 {
+		if err := b.stagePayload(ctx); err != nil {
+			return err
+		}
+		b.runPacker(ctx, bases)
+	}
+	// The service images start once the bases are done: their source is the services
+	// base snapshot.
+	var ready []*ImageBuild
+	for _, ib := range services {
+		base := ib.Base
+		switch {
+		case base.Err != nil:
+			ib.Err = fmt.Errorf("the services base it builds on (%s) failed: %w", base.Image.Family, base.Err)
+		case slices.Contains(bases, base) && base.Result.SnapshotID == 0:
+			ib.Err = fmt.Errorf("the services base it builds on (%s) produced no snapshot", base.Image.Family)
+		default:
+			ready = append(ready, ib)
+		}
+	}
+	b.runPacker(ctx, ready)
 	return b.report(todo)
 }
 
@@ -280,23 +343,71 @@ func (b *build) buildAgent(ctx context.Context) error {
 	return nil
 }
 
-// fingerprint computes each image's fingerprint and finds a snapshot that has it.
+// fingerprint computes each image's fingerprint and finds a snapshot that has it. A
+// service image needs the services base (added as a dependency when not asked for) and
+// its role's images resolved to digests: that happens here, before any droplet exists.
 func (b *build) fingerprint(ctx context.Context, imgs []Image) error {
-	for _, im := range imgs {
+	var base *ImageBuild
+	add := func(im Image, dep bool) (*ImageBuild, error) {
 		inputs, err := Inputs(b.repo, im.Family, b.agentBin, b.arts)
+		if err != nil {
+			return nil, err
+		}
+		ib := &ImageBuild{Image: im, Inputs: inputs, Fingerprint: images.Fingerprint(inputs), Dependency: dep}
+		b.builds = append(b.builds, ib)
+		return ib, nil
+	}
+	for _, im := range imgs {
+		if im.IsService() {
+			continue
+		}
+		ib, err := add(im, false)
 		if err != nil {
 			return err
 		}
-		b.builds = append(b.builds, &ImageBuild{Image: im, Inputs: inputs, Fingerprint: images.Fingerprint(inputs)})
+		if im.Family == ServicesBase.Family {
+			base = ib
+		}
 	}
-	if b.api == nil {
-		return nil
+	var services []Image
+	for _, im := range imgs {
+		if im.IsService() {
+			services = append(services, im)
+		}
 	}
-	snaps, err := images.List(ctx, b.api)
-	if err != nil {
-		return err
+	if len(services) > 0 && base == nil {
+		var err error
+		if base, err = add(ServicesBase, true); err != nil {
+			return err
+		}
+	}
+	var snaps []images.Snapshot
+	if b.api != nil {
+		var err error
+		if snaps, err = images.List(ctx, b.api); err != nil {
+			return err
+		}
+	}
+	resolver := &registry.Resolver{Token: b.registryToken(), Transport: b.o.RegistryTransport}
+	for _, im := range services {
+		ib := &ImageBuild{Image: im, Base: base}
+		b.builds = append(b.builds, ib)
+		if ib.Baked, ib.ResolveErr = b.resolveImages(ctx, resolver, im.Role); ib.ResolveErr != nil {
+			if !b.o.Plan {
+				return fmt.Errorf("%s: %w", im.Family, ib.ResolveErr)
+			}
+			continue
+		}
+		inputs, err := ServiceInputs(b.repo, im, base.Fingerprint, ib.Baked.Images)
+		if err != nil {
+			return err
+		}
+		ib.Inputs, ib.Fingerprint = inputs, images.Fingerprint(inputs)
 	}
 	for _, ib := range b.builds {
+		if ib.Fingerprint == "" {
+			continue
+		}
 		if s, ok := images.FindFingerprint(snaps, ib.Image.Family, ib.Fingerprint); ok {
 			ib.Existing = &s
 		}
@@ -304,10 +415,68 @@ func (b *build) fingerprint(ctx context.Context, imgs []Image) error {
 	return nil
 }
 
-// pending says which images are built and which are up to date.
+// registryToken is the registry token from the environment ("" is anonymous).
+func (b *build) registryToken() string {
+	return strings.TrimSpace(b.o.getenv(registry.TokenEnv))
+}
+
+func (b *build) registryPath() string {
+	if b.o.Registry == "" {
+		return DefaultRegistry
+	}
+	return strings.TrimSuffix(b.o.Registry, "/")
+}
+
+func (b *build) appVersion() string {
+	if b.o.AppVersion == "" {
+		return DefaultAppVersion
+	}
+	return b.o.AppVersion
+}
+
+// resolveImages renders the role's image references for --registry and --version and
+// resolves each to the digest the registry serves.
+func (b *build) resolveImages(ctx context.Context, r *registry.Resolver, role string) (*registry.Baked, error) {
+	refs, err := registry.RoleRefs(role, b.registryPath(), b.appVersion())
+	if err != nil {
+		return nil, err
+	}
+	baked := &registry.Baked{SchemaVersion: registry.BakedSchemaVersion, Role: role, Version: b.appVersion(), Registry: b.registryPath()}
+	for _, ref := range refs {
+		start := time.Now()
+		im, err := r.Resolve(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		b.log.Info("resolved image", "role", role, "ref", ref, "digest", im.Digest, "duration", time.Since(start).Round(time.Millisecond))
+		baked.Images = append(baked.Images, im)
+	}
+	return baked, nil
+}
+
+// pending says which images are built and which are up to date. The services base,
+// when only a dependency, is built only if a service image needs it and it is missing.
 func (b *build) pending() []*ImageBuild {
 	var todo []*ImageBuild
+	needBase := false
 	for _, ib := range b.builds {
+		if ib.Image.IsService() && (ib.Existing == nil || b.o.Force) {
+			needBase = true
+		}
+	}
+	for _, ib := range b.builds {
+		if ib.Dependency {
+			if !needBase {
+				continue
+			}
+			if s := ib.Existing; s != nil {
+				b.say("%s: the service images build on snapshot %s (id %d), fingerprint %s\n", ib.Image.Family, s.Name, s.ID, ib.Fingerprint)
+				continue
+			}
+			b.say("%s: no snapshot has fingerprint %s; building it first (the service images build on it)\n", ib.Image.Family, ib.Fingerprint)
+			todo = append(todo, ib)
+			continue
+		}
 		if s := ib.Existing; s != nil {
 			if !b.o.Force {
 				b.say("%s: up to date: snapshot %s (id %d) has fingerprint %s; skipping (--force rebuilds)\n",
@@ -400,7 +569,11 @@ type BuiltImage struct {
 	Regions     []string          `json:"regions"`
 	Fingerprint string            `json:"fingerprint"`
 	Packages    map[string]string `json:"packages,omitempty"`
-	Error       string            `json:"error,omitempty"`
+	// Service images: the registry and version they bake and the images with digests.
+	Registry   string           `json:"registry,omitempty"`
+	AppVersion string           `json:"appVersion,omitempty"`
+	Baked      []registry.Image `json:"bakedImages,omitempty"`
+	Error      string           `json:"error,omitempty"`
 }
 
 // report prints the outcome (and --json) and returns the failures.
@@ -408,7 +581,13 @@ func (b *build) report(todo []*ImageBuild) error {
 	out := BuildOutput{SchemaVersion: SchemaVersion, LocalArtifacts: b.local, Images: []BuiltImage{}}
 	var errs []error
 	for _, ib := range b.builds {
+		if ib.Dependency && !slices.Contains(todo, ib) {
+			continue
+		}
 		bi := BuiltImage{Family: ib.Image.Family, Fingerprint: ib.Fingerprint, Regions: []string{}}
+		if ib.Baked != nil {
+			bi.Registry, bi.AppVersion, bi.Baked = ib.Baked.Registry, ib.Baked.Version, ib.Baked.Images
+		}
 		switch {
 		case !slices.Contains(todo, ib):
 			bi.Status, bi.Name, bi.ID, bi.Regions = "up-to-date", ib.Existing.Name, ib.Existing.ID, ib.Existing.Regions
@@ -453,7 +632,7 @@ func (b *build) buildImage(ctx context.Context, lines *packer.Lines, ib *ImageBu
 		r := *b.runner
 		r.Log, runner = log, &r
 	}
-	dir, err := stageTemplate(b.repo, ib.Image.Family)
+	dir, err := stageTemplate(b.repo, ib.Image.Template())
 	if err != nil {
 		return err
 	}
@@ -468,10 +647,37 @@ func (b *build) buildImage(ctx context.Context, lines *packer.Lines, ib *ImageBu
 		return err
 	}
 	manifest := filepath.Join(workDir, "image.json")
-	args := packerVars(b.repo, b.o.apiURL(), b.payload, b.override, map[string]string{
+	source, payload := BaseImage, b.payload
+	extra := map[string]string{}
+	if ib.Image.IsService() {
+		id := ib.Base.Result.SnapshotID
+		if id == 0 && ib.Base.Existing != nil {
+			id = ib.Base.Existing.ID
+		}
+		if id == 0 {
+			return fmt.Errorf("no %s snapshot to build on", ib.Base.Image.Family)
+		}
+		if s := ib.Base.Existing; ib.Base.Result.SnapshotID == 0 && !slices.Contains(s.Regions, b.regions[0]) {
+			return fmt.Errorf("%s snapshot %s (id %d) is in %s, not in the build region %s: transfer it there or build with --regions %s,...",
+				ib.Base.Image.Family, s.Name, s.ID, strings.Join(s.Regions, ","), b.regions[0], strings.Join(s.Regions, ","))
+		}
+		source = strconv.Itoa(id)
+		// The service image's payload is only what it bakes: baked-images.json and the
+		// registry login, in a folder of its own (0700), removed with the build.
+		payload = filepath.Join(workDir, "bake")
+		svc := ServiceManifest{Image: ib.Image.Family, Role: ib.Image.Role, Fingerprint: ib.Fingerprint,
+			BaseFingerprint: ib.Base.Fingerprint, BaseSnapshot: id, Registry: ib.Baked.Registry, Version: ib.Baked.Version, Images: ib.Baked.Images}
+		if err := writeBakePayload(payload, ib.Baked, svc, b.registryToken()); err != nil {
+			return err
+		}
+		extra["role"] = ib.Image.Role
+		extra["base_fingerprint"] = ib.Base.Fingerprint
+		fmt.Fprintf(out, "building on %s snapshot %d; baking %s\n", ib.Base.Image.Family, id, bakedList(ib.Baked))
+	}
+	vars := map[string]string{
 		"region":           b.regions[0],
 		"snapshot_regions": hclList(b.regions),
-		"base_image":       BaseImage,
+		"base_image":       source,
 		"snapshot_time":    stamp.Format("2006-01-02-1504"),
 		"build_id":         buildID,
 		"agent_version":    b.version,
@@ -479,7 +685,9 @@ func (b *build) buildImage(ctx context.Context, lines *packer.Lines, ib *ImageBu
 		"fingerprint":      ib.Fingerprint,
 		"manifest_out":     manifest,
 		"local_artifacts":  fmt.Sprint(b.local),
-	})
+	}
+	maps.Copy(vars, extra)
+	args := packerVars(b.repo, b.o.apiURL(), payload, b.override, vars)
 	defer func() {
 		if cerr := b.cleanupLeftovers(ctx, out, buildID, err != nil); cerr != nil {
 			err = errors.Join(err, cerr)
@@ -499,6 +707,9 @@ func (b *build) buildImage(ctx context.Context, lines *packer.Lines, ib *ImageBu
 		return fmt.Errorf("snapshot %d was built but %w", ib.Result.SnapshotID, err)
 	}
 	tags := images.Tags(ib.Image.Family, ib.Fingerprint, b.version, b.sha, ib.Packages, b.local)
+	if ib.Image.IsService() {
+		tags = append(tags, images.ServiceTags(ib.Base.Fingerprint, ib.Baked.Version, bakedDigests(ib.Baked))...)
+	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	if err := b.api.TagImage(tctx, ib.Result.SnapshotID, tags); err != nil {
@@ -691,6 +902,120 @@ func Inputs(repo, family, agentBin string, arts []artifacts.Artifact) ([]images.
 	in = append(in, images.Input{Path: "agent/codelab-agent", SHA256: sum})
 	for _, a := range arts {
 		in = append(in, images.Input{Path: "artifact/" + a.Name + "/" + a.Version, SHA256: a.Identity()})
+	}
+	return in, nil
+}
+
+// ServiceManifest is the "service" object bake-images.sh adds to a service image's
+// /etc/codelab/image.json.
+type ServiceManifest struct {
+	Image           string           `json:"image"`
+	Role            string           `json:"role"`
+	Fingerprint     string           `json:"fingerprint"`
+	BaseFingerprint string           `json:"baseFingerprint"`
+	BaseSnapshot    int              `json:"baseSnapshot"`
+	Registry        string           `json:"registry"`
+	Version         string           `json:"version"`
+	Images          []registry.Image `json:"images"`
+}
+
+// writeBakePayload fills dir with what packer/scripts/bake-images.sh reads:
+// baked-images.json (installed as /etc/codelab/baked-images.json), images.list (one
+// "<ref> <digest>" a line), service.json (the manifest's service object) and
+// docker/config.json, the registry login the droplet pulls with (0600; empty auths when
+// the pull is anonymous). The droplet removes the login as soon as the pulls are done,
+// cleanup.sh the rest, and the hygiene gate checks.
+func writeBakePayload(dir string, baked *registry.Baked, svc ServiceManifest, token string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "docker"), 0o700); err != nil {
+		return fmt.Errorf("stage the images to bake: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("stage the images to bake: %w", err)
+	}
+	data, err := baked.JSON()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "baked-images.json"), data, 0o644); err != nil {
+		return fmt.Errorf("stage the images to bake: %w", err)
+	}
+	var list strings.Builder
+	for _, im := range baked.Images {
+		if strings.ContainsAny(im.Ref+im.Digest, " \t\n") {
+			return fmt.Errorf("stage the images to bake: %q %q holds white space", im.Ref, im.Digest)
+		}
+		fmt.Fprintf(&list, "%s %s\n", im.Ref, im.Digest)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "images.list"), []byte(list.String()), 0o644); err != nil {
+		return fmt.Errorf("stage the images to bake: %w", err)
+	}
+	sj, err := json.Marshal(svc)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "service.json"), sj, 0o644); err != nil {
+		return fmt.Errorf("stage the images to bake: %w", err)
+	}
+	cfg, err := registry.DockerConfig(baked.Registry, token)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "docker", "config.json"), cfg, 0o600); err != nil {
+		return fmt.Errorf("stage the registry login: %w", err)
+	}
+	return nil
+}
+
+// bakedDigests maps each baked image's repository name (api for .../codelab/api) to its
+// digest.
+func bakedDigests(baked *registry.Baked) map[string]string {
+	out := map[string]string{}
+	for _, im := range baked.Images {
+		repo, err := registry.Repository(im.Ref)
+		if err != nil {
+			repo = im.Ref
+		}
+		out[repo[strings.LastIndex(repo, "/")+1:]] = im.Digest
+	}
+	return out
+}
+
+func bakedList(baked *registry.Baked) string {
+	var parts []string
+	for _, im := range baked.Images {
+		parts = append(parts, im.Ref+"@"+im.Digest)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ServiceInputs are the inputs of a service image: the services base's fingerprint,
+// each baked image reference with its digest, the services template, the shared
+// templates, the scripts and the role's files. Nothing else: the base's fingerprint
+// covers the rest.
+func ServiceInputs(repo string, im Image, baseFingerprint string, baked []registry.Image) ([]images.Input, error) {
+	in := []images.Input{{Path: "base/" + ServicesBase.Family, SHA256: baseFingerprint}}
+	for _, bi := range baked {
+		in = append(in, images.Input{Path: "image/" + bi.Ref, SHA256: bi.Digest})
+	}
+	for _, dir := range []string{filepath.Join(packerDir, ServicesTemplate), commonDir, pluginsDir, scriptsDir, filepath.Join("roles", im.Role)} {
+		err := filepath.WalkDir(filepath.Join(repo, dir), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			sum, err := artifacts.HashFile(p)
+			if err != nil {
+				return err
+			}
+			rel, err := filepath.Rel(repo, p)
+			if err != nil {
+				return err
+			}
+			in = append(in, images.Input{Path: filepath.ToSlash(rel), SHA256: sum})
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("fingerprint %s inputs: %w", im.Family, err)
+		}
 	}
 	return in, nil
 }

@@ -5,8 +5,11 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +23,7 @@ import (
 	"github.com/codelab-app/infra/imager/internal/artifacts"
 	"github.com/codelab-app/infra/imager/internal/cli"
 	"github.com/codelab-app/infra/imager/internal/images"
+	"github.com/codelab-app/infra/imager/internal/registry"
 	"github.com/codelab-app/infra/imager/versions"
 	"github.com/codelab-app/infra/internal/exitcode"
 	"github.com/codelab-app/infra/tools/testenv"
@@ -160,18 +164,20 @@ func TestBuildAllRunsPackerAndTagsSnapshots(t *testing.T) {
 	// Same fingerprint exists, but --force rebuilds.
 	srv.AddSnapshot(localdotest.Snapshot{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Now(), Tags: []string{images.TagFingerprint + fp}})
 	// The snapshots the fake Packer reports (as Packer's would have made them).
-	for id, fam := range map[int]string{801: "services-base", 802: "neo4j-base"} {
+	for id, fam := range serviceIDs {
 		srv.AddSnapshot(localdotest.Snapshot{ID: id, Name: "codelab-" + fam + "-2026-11-27-1830", Created: time.Now()})
 	}
-	bin, dir := fakePackerBin(t, `
-case "$ARGS_FILE" in *neo4j*) id=802 ;; *) id=801 ;; esac
+	reg := newAppRegistry(t)
+	digests := reg.pushAll(t, "v7")
+	bin, dir := fakePackerBin(t, fakeServiceIDs+`
 echo "1,,ui,say,==> digitalocean: Creating droplet..."
 echo "1,,ui,message,    digitalocean: hygiene gate: ok"
 echo "2,digitalocean,artifact,0,id,nyc3:$id"
 `)
 	o, out, errb := buildOptions(t, srv, repo, bin, "all")
 	o.Force = true
-	o.Globals.Getenv = env{"DIGITALOCEAN_API_TOKEN": "tok", "CODELAB_LOCAL_ARTIFACTS": local}.get
+	o.Registry, o.AppVersion = reg.Path, "v7"
+	o.Globals.Getenv = env{"DIGITALOCEAN_API_TOKEN": "tok", "CODELAB_LOCAL_ARTIFACTS": local, "CODELAB_REGISTRY_TOKEN": "regtok"}.get
 	if err := cli.RunBuild(t.Context(), o); err != nil {
 		t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, out, errb)
 	}
@@ -221,10 +227,75 @@ echo "2,digitalocean,artifact,0,id,nyc3:$id"
 	if !strings.Contains(out.String(), "services-base: built codelab-services-base-2026-11-27-1830 (id 801, regions nyc3)") {
 		t.Errorf("summary: %s", out)
 	}
-	if n := srv.Count("GET /v2/droplets?page=1&per_page=200&tag_name=codelab-build"); n != 2 {
+	// The service images build on the services base just built (801), after it, each
+	// with its role's images resolved to digests, the login in a 0600 file and never on
+	// a command line.
+	for id, fam := range serviceIDs {
+		role := strings.TrimSuffix(fam, "-base")
+		if role == "services" || role == "neo4j" {
+			continue
+		}
+		a := readFile(t, filepath.Join(dir, "args-role-"+role))
+		for _, want := range []string{"base_image=801\n", "role=" + role + "\n", "services.pkr.hcl\n", "variables.pkr.hcl\n", "base_fingerprint=" + fp + "\n"} {
+			if !strings.Contains(a, want) {
+				t.Errorf("%s: packer args lack %q:\n%s", fam, want, a)
+			}
+		}
+		if strings.Contains(a, "regtok") {
+			t.Errorf("%s: the registry token is on Packer's command line", fam)
+		}
+		ref := reg.Path + "/" + role + ":v7"
+		want := `{
+  "schemaVersion": 1,
+  "role": "` + role + `",
+  "version": "v7",
+  "registry": "` + reg.Path + `",
+  "images": [
+    {
+      "ref": "` + ref + `",
+      "digest": "` + digests[role] + `"
+    }
+  ]
+}
+`
+		payload := filepath.Join(dir, "payload-"+role)
+		if got := readFile(t, filepath.Join(payload, "baked-images.json")); got != want {
+			t.Errorf("%s: baked-images.json\n%s\nwant\n%s", fam, got, want)
+		}
+		if got := readFile(t, filepath.Join(payload, "images.list")); got != ref+" "+digests[role]+"\n" {
+			t.Errorf("%s: images.list = %q", fam, got)
+		}
+		st, err := os.Stat(filepath.Join(payload, "docker", "config.json"))
+		if err != nil || st.Mode().Perm() != 0o600 || !strings.Contains(readFile(t, filepath.Join(payload, "docker", "config.json")), `"auth":`) {
+			t.Errorf("%s: registry login %v %v", fam, st, err)
+		}
+		tags := srv.Image(id).Tags
+		if !slices.Contains(tags, "codelab-image:"+fam) || !slices.Contains(tags, "codelab-base-fp:"+fp) || !slices.Contains(tags, "codelab-app-version:v7") ||
+			!slices.Contains(tags, "codelab-app-image:"+role+":"+strings.ReplaceAll(digests[role], "sha256:", "sha256:")) || len(tags) != 10 {
+			t.Errorf("snapshot %d tags = %v", id, tags)
+		}
+		if !strings.Contains(out.String(), fam+": built codelab-"+fam+"-2026-11-27-1830 (id "+fmt.Sprint(id)) {
+			t.Errorf("summary lacks %s: %s", fam, out)
+		}
+	}
+	if n := srv.Count("GET /v2/droplets?page=1&per_page=200&tag_name=codelab-build"); n != 6 {
 		t.Errorf("leftover checks = %d, want one per image: %v", n, srv.Requests())
 	}
 }
+
+// serviceIDs are the snapshot ids fakeServiceIDs reports, by family.
+var serviceIDs = map[int]string{801: "services-base", 802: "neo4j-base", 803: "api-base", 804: "web-base", 805: "landing-base", 806: "sites-base"}
+
+// fakeServiceIDs picks the snapshot id the fake Packer reports from the staged template
+// (neo4j) or the role variable, records a service build's arguments as args-role-<role>
+// and copies its payload (deleted after the build) to payload-<role>.
+const fakeServiceIDs = `
+id=801
+case "$ARGS_FILE" in *neo4j*) id=802 ;; esac
+for a in "$@"; do case "$a" in role=*) role=${a#role=} ;; payload_dir=*) payload=${a#payload_dir=} ;; esac; done
+case "$role" in api) id=803 ;; web) id=804 ;; landing) id=805 ;; sites) id=806 ;; esac
+if [ -n "$role" ]; then cp "$ARGS_FILE" "$(dirname "$ARGS_FILE")/args-role-$role"; cp -a "$payload" "$(dirname "$ARGS_FILE")/payload-$role"; fi
+`
 
 // filepathBaseStage finds the staged template folder name the fake recorded for family.
 func filepathBaseStage(t *testing.T, dir, family string) string {
@@ -363,8 +434,10 @@ func TestBuildPlanJSON(t *testing.T) {
 	bin, dir := fakePackerBin(t, mustNotBuild)
 	g, out, errb := globals(t, env{})
 	g.Repo, g.Packer = repo, bin
+	reg := newAppRegistry(t)
+	digests := reg.pushAll(t, "latest")
 	o := &cli.BuildOptions{Globals: g, Target: "all", Plan: true, JSON: true, AgentVersion: "v9", GitSHA: "abc",
-		Regions: []string{"nyc3", "fra1"}, BuildAgent: fakeAgent("agent"), BuildModule: fakeModule}
+		Regions: []string{"nyc3", "fra1"}, BuildAgent: fakeAgent("agent"), BuildModule: fakeModule, Registry: reg.Path}
 	if err := cli.RunBuild(t.Context(), o); err != nil {
 		t.Fatalf("%v\n%s", err, errb)
 	}
@@ -375,8 +448,15 @@ func TestBuildPlanJSON(t *testing.T) {
 	if p.SchemaVersion != 1 || p.BaseImage != "debian-12-x64" || p.BuildRegion != "nyc3" || strings.Join(p.Regions, ",") != "nyc3,fra1" || p.LocalArtifacts {
 		t.Errorf("plan header: %+v", p)
 	}
-	if len(p.Images) != 2 || p.Images[0].Action != "unknown" || len(p.Images[0].Fingerprint) != 32 {
+	if len(p.Images) != 6 || p.Images[0].Action != "unknown" || len(p.Images[0].Fingerprint) != 32 {
 		t.Errorf("images: %+v", p.Images)
+	}
+	for _, im := range p.Images[2:] {
+		role := strings.TrimSuffix(im.Family, "-base")
+		if im.Action != "unknown" || len(im.Fingerprint) != 32 || im.Base != "services-base" || im.BaseFingerprint != p.Images[0].Fingerprint ||
+			im.AppVersion != "latest" || len(im.Baked) != 1 || im.Baked[0].Ref != reg.Path+"/"+role+":latest" || im.Baked[0].Digest != digests[role] {
+			t.Errorf("service image in the plan: %+v", im)
+		}
 	}
 	names := map[string]bool{}
 	for _, a := range p.Artifacts {
@@ -513,5 +593,160 @@ echo "2,digitalocean,artifact,0,id,nyc3:901"`)
 	}
 	if args := readFile(t, filepath.Join(dir, "args-"+filepathBaseStage(t, dir, "services-base"))); strings.Contains(args, "-debug\n") {
 		t.Errorf("--debug must not pass Packer's pausing -debug:\n%s", args)
+	}
+}
+
+// `build api` with no services base builds it first, then api on it; with the base
+// there, only api, on that snapshot; with api's fingerprint there, nothing; a new app
+// image (same tag, new digest) means a rebuild.
+func TestBuildServiceImageOnTheServicesBase(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	local := localArtifacts(t, repo)
+	reg := newAppRegistry(t)
+	reg.push(t, "api", "latest")
+	for id, fam := range serviceIDs {
+		srv.AddSnapshot(localdotest.Snapshot{ID: id, Name: "codelab-" + fam + "-2026-11-27-1830", Created: time.Now()})
+	}
+	bin, dir := fakePackerBin(t, fakeServiceIDs+`echo "2,digitalocean,artifact,0,id,nyc3:$id"`)
+	opts := func() (*cli.BuildOptions, *strings.Builder, *strings.Builder) {
+		o, out, errb := buildOptions(t, srv, repo, bin, "api")
+		o.Registry, o.LocalArtifacts = reg.Path, local
+		return o, out, errb
+	}
+	o, out, errb := opts()
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out, errb)
+	}
+	fp := fingerprint(t, repo, "services-base", "agent-v1", local)
+	for _, want := range []string{
+		"services-base: no snapshot has fingerprint " + fp + "; building it first",
+		"services-base: built codelab-services-base-2026-11-27-1830 (id 801",
+		"api-base: built codelab-api-base-2026-11-27-1830 (id 803",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if a := readFile(t, filepath.Join(dir, "args-role-api")); !strings.Contains(a, "base_image=801\n") {
+		t.Errorf("api not built on the new base:\n%s", a)
+	}
+	// The base now has the fingerprint (the build tagged 801). A new app image under the
+	// same tag changes api's fingerprint: api alone is rebuilt, on 801.
+	if err := os.Remove(filepath.Join(dir, "args-role-api")); err != nil {
+		t.Fatal(err)
+	}
+	reg.push(t, "api", "latest")
+	o, out, errb = opts()
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, out, errb)
+	}
+	if !strings.Contains(out.String(), "services-base: the service images build on snapshot codelab-services-base-2026-11-27-1830 (id 801)") ||
+		strings.Contains(out.String(), "services-base: built") || !strings.Contains(out.String(), "api-base: built") {
+		t.Errorf("a new app image must rebuild api on the existing base:\n%s", out)
+	}
+	if a := readFile(t, filepath.Join(dir, "args-role-api")); !strings.Contains(a, "base_image=801\n") {
+		t.Errorf("api not built on the existing base:\n%s", a)
+	}
+	// Same inputs again: api is up to date, and the base is not mentioned.
+	o, out, _ = opts()
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "api-base: up to date") || strings.Contains(out.String(), "services-base") {
+		t.Errorf("want api up to date and nothing said of the base:\n%s", out)
+	}
+}
+
+// A --version the registry lacks fails naming the image and tag before any droplet is
+// created or Packer runs; so does a registry that wants a token the environment lacks.
+func TestBuildServiceImageBadVersionOrNoToken(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	reg := newAppRegistry(t)
+	reg.push(t, "api", "v1")
+	bin, dir := fakePackerBin(t, mustNotBuild)
+	o, _, _ := buildOptions(t, srv, repo, bin, "api")
+	o.Registry, o.AppVersion, o.LocalArtifacts = reg.Path, "v2", localArtifacts(t, repo)
+	err := cli.RunBuild(t.Context(), o)
+	if !errors.Is(err, registry.ErrNotFound) || !strings.Contains(err.Error(), "api-base: image "+reg.Path+"/api tag v2") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil || srv.Count("POST /v2/droplets") != 0 {
+		t.Fatal("a droplet or Packer ran for a version the registry lacks")
+	}
+	// A registry that answers 401 to an anonymous pull: the error says which variable.
+	locked := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="codelab"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+	}))
+	defer locked.Close()
+	o, _, _ = buildOptions(t, srv, repo, bin, "services")
+	o.Registry, o.LocalArtifacts = strings.TrimPrefix(locked.URL, "http://")+"/codelab", localArtifacts(t, repo)
+	err = cli.RunBuild(t.Context(), o)
+	if !errors.Is(err, registry.ErrUnauthorized) || !strings.Contains(err.Error(), "set CODELAB_REGISTRY_TOKEN") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil || srv.Count("POST /v2/droplets") != 0 {
+		t.Fatal("a droplet or Packer ran without registry access")
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// `imager build all --plan`, as printed: golden file testdata/plan-all.txt (-update
+// regenerates). Fingerprints and the registry's address vary with the inputs and the
+// test's port and are replaced; the application digests are fixed.
+func TestBuildPlanTextGolden(t *testing.T) {
+	repo := fixtureRepo(t)
+	bin, _ := fakePackerBin(t, mustNotBuild)
+	g, out, errb := globals(t, env{})
+	g.Repo, g.Packer = repo, bin
+	reg := newAppRegistry(t)
+	for _, role := range []string{"api", "web", "landing", "sites"} {
+		reg.pushFixed(t, role, "v1")
+	}
+	o := &cli.BuildOptions{Globals: g, Target: "all", Plan: true, AgentVersion: "v9", GitSHA: "abc", AppVersion: "v1",
+		Regions: []string{"nyc3"}, BuildAgent: fakeAgent("agent"), BuildModule: fakeModule, Registry: reg.Path}
+	if err := cli.RunBuild(t.Context(), o); err != nil {
+		t.Fatalf("%v\n%s", err, errb)
+	}
+	got := regexp.MustCompile(`\b[0-9a-f]{32}\b`).ReplaceAllString(out.String(), "<fingerprint>")
+	got = strings.ReplaceAll(got, reg.Path, "<registry>/codelab")
+	// The artifact table's URLs and versions are the versions file's: not this test's.
+	got = got[:strings.Index(got, "ARTIFACT")]
+	p := filepath.Join("testdata", "plan-all.txt")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := readFile(t, p); got != want {
+		t.Fatalf("plan differs from %s (-update regenerates):\n%s", p, got)
+	}
+}
+
+// A services base that is not in the build region fails the service image naming both,
+// before Packer starts.
+func TestBuildServiceImageNeedsTheBaseInTheBuildRegion(t *testing.T) {
+	repo := fixtureRepo(t)
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	local := localArtifacts(t, repo)
+	fp := fingerprint(t, repo, "services-base", "agent-v1", local)
+	srv.AddSnapshot(localdotest.Snapshot{ID: 10, Name: "codelab-services-base-2026-11-01-0000", Created: time.Now(), Regions: []string{"fra1"}, Tags: []string{images.TagFingerprint + fp}})
+	reg := newAppRegistry(t)
+	reg.push(t, "web", "latest")
+	bin, dir := fakePackerBin(t, mustNotBuild)
+	o, out, _ := buildOptions(t, srv, repo, bin, "web")
+	o.Registry, o.LocalArtifacts = reg.Path, local
+	err := cli.RunBuild(t.Context(), o)
+	if err == nil || !strings.Contains(err.Error(), "services-base snapshot codelab-services-base-2026-11-01-0000 (id 10) is in fra1, not in the build region nyc3") {
+		t.Fatalf("err = %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "BUILT")); err == nil {
+		t.Fatal("packer build ran")
 	}
 }

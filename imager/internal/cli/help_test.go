@@ -17,7 +17,9 @@ func TestContractCommandsParse(t *testing.T) {
 	for _, line := range []string{
 		"build app", "build neo4j", "build all --force", "build app --debug", "build app --step",
 		"build all --plan", "build all --plan --json", "build all --json", "build all --regions nyc3,fra1",
-		"validate app", "validate neo4j", "validate all",
+		"build api", "build web", "build landing", "build sites", "build services", "build api --version v1.2.3",
+		"build all --version v1 --registry registry.digitalocean.com/codelab",
+		"validate app", "validate neo4j", "validate api", "validate services", "validate all",
 		"fmt", "fmt --check",
 		"list-images", "list-images --json",
 		"clean-images", "clean-images --keep 3", "clean-images --dry-run",
@@ -53,7 +55,7 @@ func TestContractCommandsParse(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"build"}, {"build", "web"}, {"validate", "app", "neo4j"}, {"fmt", "x"}, {"list-images", "--nope"}} {
+	for _, args := range [][]string{{"build"}, {"build", "frontend"}, {"validate", "app", "neo4j"}, {"fmt", "x"}, {"list-images", "--nope"}} {
 		g, _, _ := globals(t, env{})
 		err := run(t, g, args...)
 		if exitcode.Code(err) != exitcode.Usage {

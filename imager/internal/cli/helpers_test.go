@@ -99,11 +99,8 @@ func fixtureRepo(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(repo, "roles", "api"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(repo, "roles", "api", "docker-compose.yml"), []byte("services: {}\n"), 0o644); err != nil {
-		t.Fatal(err)
+	for _, role := range []string{"api", "web", "landing", "sites", "neo4j"} {
+		copyTree(t, filepath.Join(repoRoot(t), "roles", role), filepath.Join(repo, "roles", role))
 	}
 	if err := os.WriteFile(filepath.Join(repo, "go.work"), []byte("go 1.26\n"), 0o644); err != nil {
 		t.Fatal(err)

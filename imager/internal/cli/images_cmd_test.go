@@ -205,3 +205,52 @@ func TestTokenErrorsAreOneLine(t *testing.T) {
 		}
 	}
 }
+
+// list-images and clean-images cover the six families: four snapshots of each, the
+// oldest api-base in use; --keep 3 deletes the oldest of each family but that one. The
+// service images' baked version (as a tag holds it) and digests show in the list.
+func TestListAndCleanCoverEveryFamily(t *testing.T) {
+	srv := localdotest.New(t, localdotest.Options{Token: "tok"})
+	base := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	fams := []string{"services-base", "neo4j-base", "api-base", "web-base", "landing-base", "sites-base"}
+	oldest := map[string]int{}
+	id := 300
+	for f, fam := range fams {
+		for i := range 4 {
+			id++
+			c := base.AddDate(0, 0, i).Add(time.Duration(f) * time.Minute)
+			tags := []string{"codelab-fp:fp" + fmt.Sprint(id)}
+			if fam != "services-base" && fam != "neo4j-base" {
+				tags = append(tags, images.ServiceTags("basefp", "v1.2.3", map[string]string{strings.TrimSuffix(fam, "-base"): "sha256:0123456789abcdef0123"})...)
+			}
+			srv.AddSnapshot(localdotest.Snapshot{ID: id, Name: images.SnapshotName(fam, c), Created: c, Regions: []string{"nyc3"}, Tags: tags})
+			if i == 0 {
+				oldest[fam] = id
+			}
+		}
+	}
+	srv.CreateDroplet("api-1", oldest["api-base"])
+	g, out, _ := globals(t, env{"DIGITALOCEAN_API_TOKEN": "tok"})
+	if err := run(t, g, "list-images", "--api-url", srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "BAKES") || !strings.Contains(out.String(), "v1_2_3 api@sha256:0123456789ab ") || strings.Count(out.String(), "v1_2_3 ") != 16 {
+		t.Errorf("list lacks the baked images:\n%s", out)
+	}
+	out.Reset()
+	if err := run(t, g, "clean-images", "--keep", "3", "--api-url", srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	left := map[int]bool{}
+	for _, id := range snapshotIDs(srv) {
+		left[id] = true
+	}
+	for _, fam := range fams {
+		if want := fam == "api-base"; left[oldest[fam]] != want {
+			t.Errorf("%s: oldest snapshot %d kept = %v, want %v (in use: only api-base's)", fam, oldest[fam], left[oldest[fam]], want)
+		}
+	}
+	if len(left) != 6*3+1 {
+		t.Errorf("%d snapshots left, want 19:\n%s", len(left), out)
+	}
+}

@@ -66,15 +66,15 @@ func RunList(ctx context.Context, o *ListOptions) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tFAMILY\tCREATED\tSIZE\tREGIONS\tFINGERPRINT\tPACKAGES\tIN USE")
+	fmt.Fprintln(tw, "ID\tNAME\tFAMILY\tCREATED\tSIZE\tREGIONS\tFINGERPRINT\tPACKAGES\tBAKES\tIN USE")
 	for _, s := range snaps {
 		name := s.Name
 		if s.LocalArtifacts {
 			name += " (local-artifacts)"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, name, dash(s.Family),
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, name, dash(s.Family),
 			created(s.Created), fmt.Sprintf("%.2f GB", s.SizeGB), dash(strings.Join(s.Regions, ",")),
-			dash(s.Fingerprint), dash(packages(s.Packages)), inUse(s))
+			dash(s.Fingerprint), dash(packages(s.Packages)), dash(bakes(s)), inUse(s))
 	}
 	return tw.Flush()
 }
@@ -93,6 +93,22 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// bakes is a service image's application version and images: "v1 api@sha256:0123456789ab".
+func bakes(s images.Snapshot) string {
+	if s.AppVersion == "" && len(s.AppImages) == 0 {
+		return ""
+	}
+	parts := []string{dash(s.AppVersion)}
+	for _, n := range slices.Sorted(maps.Keys(s.AppImages)) {
+		d := s.AppImages[n]
+		if len(d) > len("sha256:")+12 {
+			d = d[:len("sha256:")+12]
+		}
+		parts = append(parts, n+"@"+d)
+	}
+	return strings.Join(parts, " ")
 }
 
 func created(t time.Time) string {

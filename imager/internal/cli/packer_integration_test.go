@@ -20,7 +20,7 @@ func TestValidateAndFmtCheckCommittedTemplates(t *testing.T) {
 	if err := run(t, g, "validate", "all"); err != nil {
 		t.Fatalf("validate all: %v\n%s\n%s", err, out, errb)
 	}
-	for _, want := range []string{"services-base: valid", "neo4j-base: valid"} {
+	for _, want := range []string{"services-base: valid", "neo4j-base: valid", "api-base: valid", "web-base: valid", "landing-base: valid", "sites-base: valid"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("validate output lacks %q: %s", want, out)
 		}
@@ -29,7 +29,7 @@ func TestValidateAndFmtCheckCommittedTemplates(t *testing.T) {
 	if err := run(t, g, "fmt", "--check"); err != nil {
 		t.Fatalf("fmt --check: %v\n%s\n%s", err, out, errb)
 	}
-	if !strings.Contains(out.String(), "formatted: 5 folder(s) checked") {
+	if !strings.Contains(out.String(), "formatted: 6 folder(s) checked") {
 		t.Errorf("fmt --check output: %s", out)
 	}
 }
@@ -96,7 +96,7 @@ func TestValidateFailsOnABrokenTemplate(t *testing.T) {
 	g, out, errb := globals(t, env{})
 	g.Repo, g.Packer = repo, bin
 	err = run(t, g, "validate", "all")
-	if err == nil || !strings.Contains(err.Error(), "1 of 2 templates invalid: [services-base]") {
+	if err == nil || !strings.Contains(err.Error(), "1 of 6 templates invalid: [services-base]") {
 		t.Fatalf("validate = %v\n%s", err, out)
 	}
 	if !strings.Contains(out.String(), "neo4j-base: valid") || !strings.Contains(errb.String(), "no_such_option") {

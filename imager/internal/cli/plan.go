@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/codelab-app/infra/imager/internal/artifacts"
+	"github.com/codelab-app/infra/imager/internal/registry"
 	"github.com/codelab-app/infra/imager/versions"
 )
 
@@ -33,6 +34,16 @@ type PlanImage struct {
 	// unknown (no token: the snapshots were not listed).
 	Action   string `json:"action"`
 	Snapshot string `json:"snapshot,omitempty"`
+	// Dependency: the services base, planned because a service image builds on it.
+	Dependency bool `json:"dependency,omitempty"`
+	// Service images: the base they build on (family and fingerprint), the registry and
+	// version they bake, each image with its digest, or why they could not be resolved.
+	Base            string           `json:"base,omitempty"`
+	BaseFingerprint string           `json:"baseFingerprint,omitempty"`
+	Registry        string           `json:"registry,omitempty"`
+	AppVersion      string           `json:"appVersion,omitempty"`
+	Baked           []registry.Image `json:"bakedImages,omitempty"`
+	ResolveError    string           `json:"resolveError,omitempty"`
 }
 
 func (b *build) plan() PlanOutput {
@@ -42,14 +53,25 @@ func (b *build) plan() PlanOutput {
 		AgentVersion: b.version, GitSHA: b.sha, Artifacts: b.arts,
 	}
 	for _, ib := range b.builds {
-		pi := PlanImage{Family: ib.Image.Family, Fingerprint: ib.Fingerprint, Action: "build"}
+		pi := PlanImage{Family: ib.Image.Family, Fingerprint: ib.Fingerprint, Action: "build", Dependency: ib.Dependency}
+		if ib.Image.IsService() {
+			pi.Base, pi.BaseFingerprint = ib.Base.Image.Family, ib.Base.Fingerprint
+			pi.Registry, pi.AppVersion = b.registryPath(), b.appVersion()
+			if ib.Baked != nil {
+				pi.Baked = ib.Baked.Images
+			}
+		}
 		switch {
+		case ib.ResolveErr != nil:
+			pi.Action, pi.ResolveError = "unresolved", ib.ResolveErr.Error()
 		case b.api == nil:
 			pi.Action = "unknown"
 		case ib.Existing != nil && b.o.Force:
 			pi.Action, pi.Snapshot = "rebuild", ib.Existing.Name
 		case ib.Existing != nil:
 			pi.Action, pi.Snapshot = "up-to-date", ib.Existing.Name
+		case ib.Dependency:
+			pi.Action = "build (the service images build on it)"
 		}
 		p.Images = append(p.Images, pi)
 	}
@@ -80,7 +102,21 @@ func (b *build) printPlan() error {
 		if im.Action == "unknown" {
 			action = "build unless a snapshot has the fingerprint (no token: snapshots not listed)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", im.Family, im.Fingerprint, action)
+		if im.ResolveError != "" {
+			action = "unresolved: " + im.ResolveError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", im.Family, dash(im.Fingerprint), action)
+	}
+	baked := false
+	for _, im := range p.Images {
+		for _, bi := range im.Baked {
+			if !baked {
+				fmt.Fprintln(tw)
+				fmt.Fprintln(tw, "IMAGE\tBASE\tBAKES\tDIGEST")
+				baked = true
+			}
+			fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\n", im.Family, im.Base, im.BaseFingerprint, bi.Ref, bi.Digest)
+		}
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "ARTIFACT\tVERSION\tSOURCE\tVERIFIED BY")

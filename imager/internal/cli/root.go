@@ -139,32 +139,66 @@ func (g *Globals) cacheDir() (string, error) {
 
 // Image is one image family the imager builds.
 type Image struct {
-	Target string // the CLI name: app, neo4j
-	Family string // the template folder and snapshot family: services-base, neo4j-base
+	Target string // the CLI name: app, neo4j, api, web, landing, sites
+	Family string // the snapshot family: services-base, neo4j-base, api-base, ...
+	// Role is set for a service image: the role whose images are baked in, on top of
+	// the services base (template folder packer/services, parameterised by role).
+	Role string
 }
 
-// Images are the images in build order.
-var Images = []Image{
-	{Target: "app", Family: "services-base"},
-	{Target: "neo4j", Family: "neo4j-base"},
+// Template is the folder under packer/ holding the image's own templates.
+func (im Image) Template() string {
+	if im.Role != "" {
+		return ServicesTemplate
+	}
+	return im.Family
 }
 
-// ParseTarget maps app|neo4j|all (or a family name) to images.
+// IsService says whether the image is a service image (built on the services base).
+func (im Image) IsService() bool { return im.Role != "" }
+
+// ServicesTemplate is the one template folder of the four service images.
+const ServicesTemplate = "services"
+
+// ServicesBase is the image every service image is built on.
+var ServicesBase = Image{Target: "app", Family: "services-base"}
+
+// Bases are the images built from debian-12-x64; Services those built on ServicesBase.
+var (
+	Bases    = []Image{ServicesBase, {Target: "neo4j", Family: "neo4j-base"}}
+	Services = []Image{
+		{Target: "api", Family: "api-base", Role: "api"},
+		{Target: "web", Family: "web-base", Role: "web"},
+		{Target: "landing", Family: "landing-base", Role: "landing"},
+		{Target: "sites", Family: "sites-base", Role: "sites"},
+	}
+	// Images are all six, in build order.
+	Images = append(append([]Image(nil), Bases...), Services...)
+)
+
+// Targets is the usage string of the build targets.
+const Targets = "app, neo4j, api, web, landing, sites, services or all"
+
+// ParseTarget maps app|neo4j|api|web|landing|sites|services|all (or a family name) to
+// images: services is the four service images, all is all six.
 func ParseTarget(s string) ([]Image, error) {
-	if s == "all" {
+	switch s {
+	case "all":
 		return Images, nil
+	case "services":
+		return Services, nil
 	}
 	for _, im := range Images {
 		if s == im.Target || s == im.Family {
 			return []Image{im}, nil
 		}
 	}
-	return nil, exitcode.UsageError("unknown image %q: want app, neo4j or all", s)
+	return nil, exitcode.UsageError("unknown image %q: want %s", s, Targets)
 }
 
 func targetArg(cmd *cobra.Command, args []string) error {
 	if len(args) != 1 {
-		return exitcode.UsageError("%s needs one of app, neo4j, all", cmd.CommandPath())
+		return exitcode.UsageError("%s needs one of %s", cmd.CommandPath(), Targets)
 	}
 	_, err := ParseTarget(args[0])
 	return err
@@ -177,14 +211,16 @@ func NewRootCmd(g *Globals) *cobra.Command {
 		Short: "Build and manage the codelab DigitalOcean images (Packer snapshots)",
 		Long: `imager builds the codelab base images with Packer and manages their snapshots.
 
-  imager build app|neo4j|all [--plan] [--json] [--force] [--regions nyc3,fra1] [--debug]
-  imager validate app|neo4j|all
+  imager build app|neo4j|api|web|landing|sites|services|all [--version v1] [--registry R]
+               [--plan] [--json] [--force] [--regions nyc3,fra1] [--debug]
+  imager validate app|neo4j|api|web|landing|sites|services|all
   imager fmt [--check]
   imager list-images [--json]
   imager clean-images [--keep 3] [--dry-run]
 
 The DigitalOcean token comes from DIGITALOCEAN_API_TOKEN (or DIGITALOCEAN_TOKEN), the
 API URL from --api-url or DIGITALOCEAN_API_URL (default ` + images.DefaultAPIURL + `).
+The service images pull the roles' images with CODELAB_REGISTRY_TOKEN (anonymous when unset).
 
 ` + exitcode.Doc,
 		Version:       version.String(),

@@ -20,7 +20,7 @@ type ValidateOptions struct {
 func newValidateCmd(g *Globals) *cobra.Command {
 	o := &ValidateOptions{Globals: g}
 	return &cobra.Command{
-		Use:   "validate app|neo4j|all",
+		Use:   "validate app|neo4j|api|web|landing|sites|services|all",
 		Short: "Validate the Packer templates with the installed Packer",
 		Args:  targetArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -80,7 +80,7 @@ func RunValidate(ctx context.Context, o *ValidateOptions) error {
 	defer os.RemoveAll(payload)
 	var failed []string
 	for _, im := range imgs {
-		dir, err := stageTemplate(repo, im.Family)
+		dir, err := stageTemplate(repo, im.Template())
 		if err != nil {
 			return err
 		}
@@ -88,7 +88,11 @@ func RunValidate(ctx context.Context, o *ValidateOptions) error {
 		if err := r.Init(ctx, dir, o.Stderr); err != nil {
 			return fmt.Errorf("validate %s: %w", im.Family, err)
 		}
-		args := packerVars(repo, o.apiURL(), payload, "", nil)
+		var extra map[string]string
+		if im.IsService() {
+			extra = map[string]string{"role": im.Role}
+		}
+		args := packerVars(repo, o.apiURL(), payload, "", extra)
 		if err := r.Validate(ctx, dir, args, o.Stderr); err != nil {
 			fmt.Fprintf(o.Stdout, "%s: INVALID (%v)\n", im.Family, err)
 			failed = append(failed, im.Family)

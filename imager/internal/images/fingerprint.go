@@ -70,3 +70,24 @@ func Tags(family, fingerprint, agentVersion, gitSHA string, packages map[string]
 	}
 	return t
 }
+
+// ServiceTags are the extra tags of a service image: the services base fingerprint it
+// was built on, the application version, and each baked image's digest (digests, by
+// repository name).
+func ServiceTags(baseFingerprint, appVersion string, digests map[string]string) []string {
+	t := []string{TagBaseFingerprint + baseFingerprint, TagAppVersion + TagValue(appVersion)}
+	names := make([]string, 0, len(digests))
+	for n := range digests {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t = append(t, TagAppImage+TagValue(n)+":"+TagValue(digests[n]))
+	}
+	for i := range t {
+		if len(t[i]) > 255 {
+			t[i] = t[i][:255]
+		}
+	}
+	return t
+}

@@ -25,6 +25,12 @@ const (
 	// TagLocalArtifacts marks a --local-artifacts build (stand-ins, a test apt key):
 	// such an image can never pass for a production one.
 	TagLocalArtifacts = "codelab-local-artifacts"
+	// Service images (codelab-<role>-base): the services base's fingerprint they were
+	// built on, the application version they bake, and each baked image's digest as
+	// codelab-app-image:<name>:sha256:<hex>.
+	TagBaseFingerprint = "codelab-base-fp:"
+	TagAppVersion      = "codelab-app-version:"
+	TagAppImage        = "codelab-app-image:"
 )
 
 // Snapshot is one codelab snapshot.
@@ -43,8 +49,13 @@ type Snapshot struct {
 	// characters tags cannot hold are '_').
 	Packages map[string]string `json:"packages,omitempty"`
 	// LocalArtifacts is true for a --local-artifacts build.
-	LocalArtifacts bool      `json:"localArtifacts,omitempty"`
-	UsedBy         []Droplet `json:"usedBy"`
+	LocalArtifacts bool `json:"localArtifacts,omitempty"`
+	// Service images: the services base fingerprint, the application version and the
+	// digest of each baked image, by repository name (from their tags).
+	BaseFingerprint string            `json:"baseFingerprint,omitempty"`
+	AppVersion      string            `json:"appVersion,omitempty"`
+	AppImages       map[string]string `json:"appImages,omitempty"`
+	UsedBy          []Droplet         `json:"usedBy"`
 }
 
 // InUse says whether a live droplet was created from the snapshot.
@@ -100,6 +111,17 @@ func (s *Snapshot) FromTags() {
 			}
 		case t == TagLocalArtifacts:
 			s.LocalArtifacts = true
+		case strings.HasPrefix(t, TagBaseFingerprint):
+			s.BaseFingerprint = strings.TrimPrefix(t, TagBaseFingerprint)
+		case strings.HasPrefix(t, TagAppVersion):
+			s.AppVersion = strings.TrimPrefix(t, TagAppVersion)
+		case strings.HasPrefix(t, TagAppImage):
+			if name, d, ok := strings.Cut(strings.TrimPrefix(t, TagAppImage), ":"); ok {
+				if s.AppImages == nil {
+					s.AppImages = map[string]string{}
+				}
+				s.AppImages[name] = d
+			}
 		}
 	}
 }

@@ -153,6 +153,12 @@ func TestProvisioningScriptsAndHygieneGate(t *testing.T) {
 		{"random seed", "mkdir -p /var/lib/systemd && head -c 32 /dev/urandom > /var/lib/systemd/random-seed", "systemd random seed: /var/lib/systemd/random-seed"},
 		{"root known_hosts", "mkdir -p /root/.ssh && echo 'host ssh-ed25519 AAAA' > /root/.ssh/known_hosts", "known_hosts: /root/.ssh/known_hosts"},
 		{"system known_hosts", "echo 'host ssh-ed25519 AAAA' > /etc/ssh/ssh_known_hosts", "known_hosts: /etc/ssh/ssh_known_hosts"},
+		{"credential helper store", "mkdir -p /root/.password-store/docker-credential-helpers && touch /root/.password-store/docker-credential-helpers/x", "credential helper state: /root/.password-store"},
+		{"docker token seed", "mkdir -p /root/.docker && touch /root/.docker/.token_seed", "credential helper state: /root/.docker/.token_seed"},
+		{"docker other config", "mkdir -p /home/debian/.docker && echo '{}' > /home/debian/.docker/daemon.json", "credential helper state: /home/debian/.docker/daemon.json"},
+		{"registry login file", "mkdir -p /etc/codelab/registry-auth && echo x > /etc/codelab/registry-auth/config.json", "registry credentials: /etc/codelab/registry-auth"},
+		// Last: cleanup.sh does not know this folder (the gate finds it by its content).
+		{"build DOCKER_CONFIG", `mkdir -p /srv/build-docker && echo '{"auths":{"r.example":{"auth":"eDp4"}}}' > /srv/build-docker/config.json`, "registry credentials (Docker client config with auths): /srv/build-docker/config.json"},
 	}
 	var script strings.Builder
 	script.WriteString(dirty + provision)
@@ -230,6 +236,127 @@ func TestInstallFailsClearly(t *testing.T) {
 			}
 			if !strings.Contains(out, "INSTALL rc=1") || !strings.Contains(out, tc.want) {
 				t.Fatalf("want failure %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
+// bakeStub is a docker CLI standing in for the Engine on the build droplet: it logs
+// every call with the login it could read through DOCKER_CONFIG, and image inspect
+// answers the digest of the last pull (or nothing with BAD_DIGEST=1).
+const bakeStub = `mkdir -p /opt/stub /etc/codelab
+cat > /usr/local/bin/docker <<'STUB'
+#!/bin/sh
+printf '%s | login=%s\\n' "$*" "$(tr -d ' \\n' < "$DOCKER_CONFIG/config.json" 2>/dev/null)" >> /opt/stub/calls
+case "$1" in
+pull) [ "${FAIL_PULL:-0}" = 1 ] && exit 1; echo "$3" > /opt/stub/pulled ;;
+tag) ;;
+image) [ "${BAD_DIGEST:-0}" = 1 ] || cat /opt/stub/pulled ;;
+*) exit 99 ;;
+esac
+STUB
+chmod +x /usr/local/bin/docker
+echo '{"image":"services-base","fingerprint":"basefp","packages":{"docker-ce":"1"}}' > /etc/codelab/image.json
+cp -a /mnt/payload /tmp/codelab-payload
+`
+
+// bakePayload is what the imager stages for a service image (writeBakePayload).
+func bakePayload(t *testing.T, withToken bool) string {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "docker"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"baked-images.json":  bakedJSON,
+		"images.list":        "10.250.0.1:8766/codelab/api:v1 sha256:" + strings.Repeat("ab", 32) + "\n",
+		"service.json":       `{"image":"api-base","role":"api","images":[{"ref":"10.250.0.1:8766/codelab/api:v1","digest":"sha256:` + strings.Repeat("ab", 32) + `"}]}`,
+		"docker/config.json": `{"auths":{}}`,
+	}
+	if withToken {
+		files["docker/config.json"] = `{"auths":{"10.250.0.1:8766":{"auth":"c2VjcmV0dG9rZW46c2VjcmV0dG9rZW4="}}}`
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+const bakedJSON = `{
+  "schemaVersion": 1,
+  "role": "api",
+  "version": "v1",
+  "registry": "10.250.0.1:8766/codelab",
+  "images": [
+    {
+      "ref": "10.250.0.1:8766/codelab/api:v1",
+      "digest": "sha256:abababababababababababababababababababababababababababababababab"
+    }
+  ]
+}
+`
+
+// bake-images.sh pulls by digest with the login it was given, tags as the compose file
+// names the image, installs baked-images.json, records the images in image.json, and
+// leaves no login behind: cleanup and the hygiene gate pass.
+func TestBakeImages(t *testing.T) {
+	requireDocker(t)
+	out, err := inDebian(t, bakePayload(t, true), bakeStub+`
+CODELAB_IMAGE=api-base CODELAB_ROLE=api /scripts/bake-images.sh; echo "BAKE rc=$?"
+[ -e /tmp/codelab-payload/docker ] && echo "LOGIN LEFT"
+cmp /etc/codelab/baked-images.json /tmp/codelab-payload/baked-images.json || echo "BAKED DIFFERS"
+stat -c 'mode=%a' /etc/codelab/baked-images.json
+cat /etc/codelab/image.json; cat /etc/codelab/image
+echo "CALLS:"; cat /opt/stub/calls
+/scripts/cleanup.sh >/dev/null && /scripts/hygiene-gate.sh; echo "GATE rc=$?"
+`)
+	if err != nil {
+		t.Fatalf("container: %v\n%s", err, out)
+	}
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	for _, want := range []string{
+		"BAKE rc=0", "mode=644", "GATE rc=0",
+		`{"image":"services-base","fingerprint":"basefp","packages":{"docker-ce":"1"},"service":{"image":"api-base","role":"api","images":[{"ref":"10.250.0.1:8766/codelab/api:v1","digest":"` + digest + `"}]}}`,
+		"codelab-api-base-2026-11-27-1200",
+		"pull -q 10.250.0.1:8766/codelab/api@" + digest + " | login={\"auths\":{\"10.250.0.1:8766\":{\"auth\":",
+		"tag 10.250.0.1:8766/codelab/api@" + digest + " 10.250.0.1:8766/codelab/api:v1 |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"LOGIN LEFT", "BAKED DIFFERS"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("%s:\n%s", bad, out)
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if cmd, _, ok := strings.Cut(line, " | login="); ok && strings.Contains(cmd, "c2VjcmV0") {
+			t.Errorf("the login is on a docker command line: %s", line)
+		}
+	}
+}
+
+// A failed pull or a digest Docker does not record fails the bake, and the login is
+// removed all the same.
+func TestBakeImagesFailsClearly(t *testing.T) {
+	requireDocker(t)
+	for _, tc := range []struct{ name, env, want string }{
+		{"pull fails", "FAIL_PULL=1", "could not pull 10.250.0.1:8766/codelab/api@sha256:"},
+		{"digest differs", "BAD_DIGEST=1", "10.250.0.1:8766/codelab/api:v1: Docker does not record digest sha256:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := inDebian(t, bakePayload(t, true), bakeStub+tc.env+` CODELAB_IMAGE=api-base /scripts/bake-images.sh; echo "BAKE rc=$?"
+[ -e /tmp/codelab-payload/docker ] && echo "LOGIN LEFT"
+[ -e /etc/codelab/baked-images.json ] && echo "BAKED WRITTEN"
+true
+`)
+			if err != nil {
+				t.Fatalf("container: %v\n%s", err, out)
+			}
+			if !strings.Contains(out, "BAKE rc=1") || !strings.Contains(out, tc.want) || strings.Contains(out, "LOGIN LEFT") || strings.Contains(out, "BAKED WRITTEN") {
+				t.Fatalf("want failure %q, no login and no baked file left:\n%s", tc.want, out)
 			}
 		})
 	}
