@@ -7,6 +7,7 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
+	"github.com/codelab-app/infra/agent/internal/firewall"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/render"
@@ -46,16 +47,22 @@ type Deps struct {
 	Timeouts     Timeouts
 	// KVKeys lists Consul KV keys below a prefix (status of required keys).
 	KVKeys func(ctx context.Context, prefix string) ([]string, error)
+	// Firewall installs the rules that close the metadata service to
+	// containers (firewall.Installer.Apply).
+	Firewall func(ctx context.Context) (firewall.Report, error)
 }
 
 // NewPlan is the boot plan every role runs:
 //
 //	fetch-metadata -> parse-userdata -> render -> units -> consul-ready -> compose-up
 //	                                \-> registry-login (once per instance)
-//	docker ---------------------------> pull-images ------------------------/
+//	docker -> firewall                 (units and compose-up wait for it)
+//	docker, parse-userdata -> pull-images  (compose-up waits for it)
 //
 // pull-images needs only parse-userdata and docker, so image pulls overlap
-// rendering, units and the wait for Consul.
+// rendering, units and the wait for Consul. No container starts before the
+// firewall step: units (consul-template's exec runs compose up) and
+// compose-up wait for it.
 func NewPlan(d Deps) Plan {
 	if d.Facts == nil {
 		d.Facts = &Facts{}
@@ -67,9 +74,10 @@ func NewPlan(d Deps) Plan {
 		{Step: &Render{Facts: d.Facts, Root: d.Root, Validators: d.Validators, Log: d.Log}, Kind: EveryBoot, After: []string{StepParseUserdata}},
 		{Step: &RegistryLogin{Facts: d.Facts, Root: d.Root, TokenFile: d.TokenFile, Log: d.Log}, Kind: OncePerInstance, After: []string{StepParseUserdata}},
 		{Step: &DockerStep{Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot},
-		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker}},
+		{Step: &FirewallStep{Apply: d.Firewall, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepDocker}},
+		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker, StepFirewall}},
 		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepUnits}},
 		{Step: &PullImages{Facts: d.Facts, Puller: &containers.Puller{API: d.Docker, Retry: d.PullRetry, Log: d.Log}, Root: d.Root, TokenFile: d.TokenFile, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
-		{Step: &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec, KVKeys: d.KVKeys}, Kind: EveryBoot, After: []string{StepPullImages, StepConsulReady}},
+		{Step: &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec, KVKeys: d.KVKeys}, Kind: EveryBoot, After: []string{StepPullImages, StepConsulReady, StepFirewall}},
 	}
 }

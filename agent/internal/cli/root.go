@@ -59,6 +59,7 @@ starts the units, pulls the role's images and runs its Compose project.
 		newUserdataCmd(g, stdio),
 		newBackupCmd(g, stdio),
 		newMonitorCmd(g, stdio),
+		newFirewallCmd(g, stdio),
 	)
 	cliconv.Strict(root)
 	return root
