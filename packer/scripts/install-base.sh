@@ -99,7 +99,7 @@ shopt -u nullglob
 for u in "${units[@]}"; do
 	install -m 0644 "$u" "/etc/systemd/system/$(basename "$u")"
 done
-for required in codelab-agent.service codelab-firewall.service consul.service consul-template.service codelab-ssh-hostkeys.service; do
+for required in codelab-agent.service consul.service consul-template.service codelab-ssh-hostkeys.service codelab-firewall.service; do
 	[ -f "/etc/systemd/system/$required" ] || die "systemd unit $required is missing from the payload (systemd/ in the repo)"
 done
 

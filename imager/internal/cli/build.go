@@ -28,7 +28,7 @@ import (
 )
 
 // RequiredUnits must exist in systemd/ for a build (the install script enables them).
-var RequiredUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service"}
+var RequiredUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-firewall.service"}
 
 // BaseImage is the DigitalOcean image every codelab image is built from.
 const BaseImage = "debian-12-x64"
