@@ -633,8 +633,17 @@ func (f faults) containerMetadata(t *testing.T) {
 				t.Fatalf("no container of project %s", n.Role)
 			}
 			pid := strings.TrimSpace(f.exec(t, n, "docker", "inspect", "-f", "{{.State.Pid}}", ids[0]))
-			if out, err := f.c.Docker.Exec(f.ctx, n.ID, "nsenter", "-t", pid, "-n", "curl", "-sS", "-m", "5", url); err == nil {
+			inContainer := func(u string) (string, error) {
+				return f.c.Docker.Exec(f.ctx, n.ID, "nsenter", "-t", pid, "-n", "curl", "-fsS", "-m", "5", u)
+			}
+			if out, err := inContainer(url); err == nil {
 				t.Errorf("container %s reached the metadata service: %s", ids[0], out)
+			}
+			// The container does reach the local DigitalOcean's metadata
+			// server at its own address: only 169.254.169.254 is closed.
+			direct := strings.TrimSuffix(f.c.Info.MetadataURL, ".json") + "/id"
+			if out, err := inContainer(direct); err != nil {
+				t.Errorf("container %s cannot reach %s either, so the block proves nothing: %v %s", ids[0], direct, err, out)
 			}
 			for _, fam := range []struct {
 				cmd  string
@@ -667,7 +676,7 @@ func (f faults) containerMetadata(t *testing.T) {
 
 	neo := f.node(t, "neo4j-1")
 	fromContainer := func(u string) (string, error) {
-		return f.c.Docker.Exec(f.ctx, neo.ID, "docker", "exec", "neo4j-neo4j-1", "wget", "-q", "-T", "5", "-O", "-", u)
+		return f.c.Docker.Exec(f.ctx, neo.ID, "docker", "exec", "neo4j-neo4j-1", "wget", "-q", "-O", "-", u)
 	}
 	if out, err := fromContainer(url); err == nil {
 		t.Fatalf("a container in %s reached the metadata service: %s", neo.Name, out)
