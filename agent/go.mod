@@ -7,6 +7,7 @@ require (
 	github.com/codelab-app/infra/roles v0.0.0
 	github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
 	github.com/compose-spec/compose-go/v2 v2.1.3
+	github.com/coreos/go-iptables v0.8.0
 	github.com/digitalocean/godo v1.237.0
 	github.com/hashicorp/consul-template v0.41.1
 	github.com/minio/minio-go/v7 v7.4.1

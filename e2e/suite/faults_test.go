@@ -168,7 +168,7 @@ func (f faults) action(t *testing.T, a *godo.Action, err error) {
 }
 
 func (f faults) run(t *testing.T) {
-	t.Run("a container inside a droplet is answered by the local metadata service, as on DigitalOcean", f.containerMetadata)
+	t.Run("metadata: no container on any droplet reaches the metadata service, the droplet does; without the agent's rule one reaches the local one", f.containerMetadata)
 	t.Run("backups: a backup run on the neo4j droplet lands in the local Spaces and status shows it", f.backupInDemo)
 	t.Run("fault: a required KV key absent at first boot, set 60 s later", f.missingKey)
 	t.Run("fault: metadata service down for the first 30 s of a first boot", f.metadataDown)
@@ -603,18 +603,97 @@ func (f faults) lateServers(t *testing.T) {
 	t.Logf("recovery: the client ready %s after its server was created", time.Since(arrived).Round(time.Second))
 }
 
-// containerMetadata: a request from a container inside a droplet to
-// 169.254.169.254 reaches the local DigitalOcean (which answers with that
-// droplet's metadata) and never leaves the machine; another port there is
-// dropped inside the droplet.
+// metadataRule is the agent's IPv4 rule in DOCKER-USER, as
+// agent/internal/firewall writes it (iptables -D needs it word for word).
+var metadataRule = []string{"-m", "conntrack", "--ctorigdst", "169.254.169.254/32",
+	"-m", "comment", "--comment", "codelab: containers never reach the metadata service",
+	"-j", "REJECT", "--reject-with", "icmp-admin-prohibited"}
+
+// containerMetadata: on every droplet of the demo cluster a container
+// cannot reach the metadata service while the droplet itself can, with the
+// agent's rules in DOCKER-USER once each and the boot's firewall step
+// saying so. On the neo4j droplet, removing the agent's IPv4 rule lets a
+// container reach the LOCAL metadata service again (the local
+// DigitalOcean's DNAT answers with that droplet's id: the rule, not an
+// accident, is what blocks it), another port there stays dropped inside the
+// droplet, and `codelab-agent firewall` closes it again. No packet leaves
+// the machine: inside each droplet 169.254.169.254:80 is DNATed to the
+// local DigitalOcean and anything else addressed there is dropped.
 func (f faults) containerMetadata(t *testing.T) {
-	neo := f.node(t, "neo4j-1")
-	got := f.exec(t, neo, "docker", "exec", "neo4j-neo4j-1", "wget", "-q", "-O", "-", "http://169.254.169.254/metadata/v1/id")
-	if strings.TrimSpace(got) != strconv.Itoa(neo.ID) {
-		t.Errorf("metadata id from a container in %s = %q, want %d", neo.Name, got, neo.ID)
+	const url = "http://169.254.169.254/metadata/v1/id"
+	for _, n := range f.c.Nodes {
+		t.Run(n.Name, func(t *testing.T) {
+			if got := f.exec(t, n, "curl", "-fsS", "-m", "5", url); strings.TrimSpace(got) != strconv.Itoa(n.ID) {
+				t.Errorf("the droplet's own metadata id = %q, want %d", got, n.ID)
+			}
+			// A container of the role: the request comes from its
+			// network namespace, as the app's would.
+			ids := strings.Fields(f.exec(t, n, "docker", "ps", "-q", "--filter", "label=com.docker.compose.project="+n.Role))
+			if len(ids) == 0 {
+				t.Fatalf("no container of project %s", n.Role)
+			}
+			pid := strings.TrimSpace(f.exec(t, n, "docker", "inspect", "-f", "{{.State.Pid}}", ids[0]))
+			inContainer := func(u string) (string, error) {
+				return f.c.Docker.Exec(f.ctx, n.ID, "nsenter", "-t", pid, "-n", "curl", "-fsS", "-m", "5", u)
+			}
+			if out, err := inContainer(url); err == nil {
+				t.Errorf("container %s reached the metadata service: %s", ids[0], out)
+			}
+			// The container does reach the local DigitalOcean's metadata
+			// server at its own address: only 169.254.169.254 is closed.
+			direct := strings.TrimSuffix(f.c.Info.MetadataURL, ".json") + "/id"
+			if out, err := inContainer(direct); err != nil {
+				t.Errorf("container %s cannot reach %s either, so the block proves nothing: %v %s", ids[0], direct, err, out)
+			}
+			for _, fam := range []struct {
+				cmd  string
+				want int
+			}{{"iptables", 1}, {"ip6tables", 4}} {
+				if out := f.exec(t, n, fam.cmd, "-w", "-S", "DOCKER-USER"); strings.Count(out, "--ctorigdst") != fam.want {
+					t.Errorf("%s DOCKER-USER, want %d metadata rules:\n%s", fam.cmd, fam.want, out)
+				}
+			}
+			out, _, _ := f.c.AgentStatus(f.ctx, n, "--json")
+			var r struct {
+				Boot struct {
+					Steps []struct{ Name, Result, Detail string }
+				}
+			}
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("status --json: %v", err)
+			}
+			var detail string
+			for _, s := range r.Boot.Steps {
+				if s.Name == "firewall" {
+					detail = s.Result + ": " + s.Detail
+				}
+			}
+			if !strings.HasPrefix(detail, "ok: DOCKER-USER: 169.254.169.254 rejected for containers (IPv4, IPv6)") {
+				t.Errorf("status, firewall step: %q", detail)
+			}
+		})
 	}
-	out, err := f.c.Docker.Exec(f.ctx, neo.ID, "docker", "exec", "neo4j-neo4j-1", "wget", "-q", "-O", "-", "http://169.254.169.254:8080/")
-	if err == nil {
+
+	neo := f.node(t, "neo4j-1")
+	fromContainer := func(u string) (string, error) {
+		return f.c.Docker.Exec(f.ctx, neo.ID, "docker", "exec", "neo4j-neo4j-1", "wget", "-q", "-O", "-", u)
+	}
+	if out, err := fromContainer(url); err == nil {
+		t.Fatalf("a container in %s reached the metadata service: %s", neo.Name, out)
+	}
+	f.exec(t, neo, append([]string{"iptables", "-w", "-D", "DOCKER-USER"}, metadataRule...)...)
+	t.Cleanup(func() { _, _ = f.c.Docker.Exec(context.Background(), neo.ID, "codelab-agent", "firewall") })
+	got, err := fromContainer(url)
+	if err != nil || strings.TrimSpace(got) != strconv.Itoa(neo.ID) {
+		t.Errorf("without the agent's rule, metadata id from a container in %s = %q (%v), want %d from the local metadata service", neo.Name, got, err, neo.ID)
+	}
+	if out, err := fromContainer("http://169.254.169.254:8080/"); err == nil {
 		t.Errorf("a container reached 169.254.169.254:8080: %s", out)
+	}
+	if out := f.exec(t, neo, "codelab-agent", "firewall"); !strings.Contains(out, "1 rule added") {
+		t.Errorf("codelab-agent firewall after the removal: %q", out)
+	}
+	if out, err := fromContainer(url); err == nil {
+		t.Errorf("after codelab-agent firewall, a container in %s still reached the metadata service: %s", neo.Name, out)
 	}
 }

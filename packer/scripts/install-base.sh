@@ -40,8 +40,11 @@ else
 	log "apt-get update + upgrade"
 	apt-get update -q
 	apt-get -y -q -o Dpkg::Options::=--force-confold upgrade
-	apt-get -y -q install --no-install-recommends ca-certificates
+	# iptables: codelab-agent firewall keeps containers from the metadata service.
+	apt-get -y -q install --no-install-recommends ca-certificates iptables
 fi
+command -v iptables >/dev/null && command -v ip6tables >/dev/null ||
+	die "iptables/ip6tables missing (codelab-firewall.service needs them)"
 
 log "installing binaries"
 install -m 0755 "$PAYLOAD/bin/consul" /usr/local/bin/consul
@@ -58,8 +61,21 @@ for b in consul consul-template doctl codelab-agent; do
 		die "/usr/local/bin/$b does not run"
 done
 
+# Consul is a static binary (no package creates its user): it runs as the system user and
+# group consul (systemd/consul.service), owns its data folder and reads /etc/consul.d, whose
+# files codelab-agent writes owned by consul.
+log "creating the consul user"
+if ! getent group consul >/dev/null; then
+	groupadd --system consul
+fi
+if ! getent passwd consul >/dev/null; then
+	useradd --system --gid consul --home-dir /opt/consul --no-create-home --shell /usr/sbin/nologin \
+		--comment "Consul agent" consul
+fi
+
 log "creating directories"
-install -d -m 0750 /etc/consul.d /opt/consul
+install -d -m 0750 -o root -g consul /etc/consul.d
+install -d -m 0750 -o consul -g consul /opt/consul
 install -d -m 0755 /etc/consul-template /root/docker /etc/codelab
 install -d -m 0700 /root/.config /root/.config/doctl
 
@@ -83,7 +99,7 @@ shopt -u nullglob
 for u in "${units[@]}"; do
 	install -m 0644 "$u" "/etc/systemd/system/$(basename "$u")"
 done
-for required in codelab-agent.service consul.service consul-template.service codelab-ssh-hostkeys.service codelab-fleet.service codelab-fleet.timer; do
+for required in codelab-agent.service consul.service consul-template.service codelab-ssh-hostkeys.service codelab-fleet.service codelab-fleet.timer codelab-firewall.service; do
 	[ -f "/etc/systemd/system/$required" ] || die "systemd unit $required is missing from the payload (systemd/ in the repo)"
 done
 
@@ -91,9 +107,11 @@ if systemd_running; then
 	systemctl daemon-reload
 fi
 # consul and consul-template are enabled here but started by codelab-agent at boot, once
-# their configuration is rendered. docker is enabled and started. Every timer is enabled:
-# codelab-fleet.timer keeps the droplet's fleet record in Consul fresh after the boot.
-systemctl enable codelab-agent.service consul.service consul-template.service codelab-ssh-hostkeys.service
+# their configuration is rendered. docker is enabled and started. codelab-firewall is
+# RequiredBy docker.service: enabling it makes every start of dockerd wait for its rules.
+# Every timer is enabled: codelab-fleet.timer keeps the droplet's fleet record in Consul
+# fresh after the boot.
+systemctl enable codelab-agent.service codelab-firewall.service consul.service consul-template.service codelab-ssh-hostkeys.service
 for u in "${units[@]}"; do
 	case "$(basename "$u")" in *.timer) systemctl enable "$(basename "$u")" ;; esac
 done

@@ -83,20 +83,46 @@ func TestBootInSystemdContainer(t *testing.T) {
 	c.CopyIn(t, filepath.Join(cache, "consul"), "/usr/local/bin/consul")
 	c.CopyIn(t, filepath.Join(cache, "consul-template"), "/usr/local/bin/consul-template")
 	c.CopyIn(t, mustLook(t, "docker-compose"), "/usr/libexec/docker/cli-plugins/docker-compose")
-	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-fleet.service", "codelab-fleet.timer"} {
+	for _, u := range []string{"codelab-agent.service", "codelab-firewall.service", "consul.service", "consul-template.service", "codelab-fleet.service", "codelab-fleet.timer"} {
 		c.CopyIn(t, filepath.Join(testenv.RepoDir(), "systemd", u), "/etc/systemd/system/"+u)
 	}
-	// The folders install-base.sh creates: the hardened units may write only
-	// there (ProtectSystem=strict with ReadWritePaths=).
-	c.MustExec(t, "install", "-d", "-m", "0750", "/etc/consul.d", "/opt/consul")
+	// The consul user and the folders install-base.sh creates: the hardened
+	// units may write only there (ProtectSystem=strict with ReadWritePaths=).
+	c.MustExec(t, "groupadd", "--system", "consul")
+	c.MustExec(t, "useradd", "--system", "--gid", "consul", "--home-dir", "/opt/consul", "--no-create-home", "--shell", "/usr/sbin/nologin", "consul")
+	c.MustExec(t, "install", "-d", "-m", "0750", "-o", "root", "-g", "consul", "/etc/consul.d")
+	c.MustExec(t, "install", "-d", "-m", "0750", "-o", "consul", "-g", "consul", "/opt/consul")
 	c.MustExec(t, "install", "-d", "-m", "0755", "/etc/consul-template", "/root/docker", "/etc/codelab")
 	c.WriteFile(t, "/etc/systemd/system/codelab-agent.service.d/test.conf",
 		[]byte(fmt.Sprintf("[Service]\nEnvironment=CODELAB_METADATA_URL=http://%s/metadata/v1.json\n", l.Addr())), 0o644)
 	c.WriteFile(t, "/etc/docker/daemon.json", []byte(fmt.Sprintf(`{"insecure-registries": [%q]}`+"\n", inner)), 0o644)
 	c.WriteFile(t, boot.ImageFile, []byte("codelab-api-base-test\n"), 0o644)
 	c.MustExec(t, "systemctl", "daemon-reload")
-	c.MustExec(t, "systemctl", "enable", "consul.service", "consul-template.service", "codelab-agent.service", "codelab-fleet.timer")
+	c.MustExec(t, "systemctl", "enable", "codelab-firewall.service", "consul.service", "consul-template.service", "codelab-agent.service", "codelab-fleet.timer")
+	// codelab-firewall.service is RequiredBy= and Before= docker.service:
+	// this restart runs it first.
 	c.MustExec(t, "systemctl", "restart", "docker.service")
+	if got := c.MustExec(t, "systemctl", "is-active", "codelab-firewall.service"); got != "active" {
+		t.Fatalf("codelab-firewall.service is %s after docker started", got)
+	}
+	// metadataRules counts the agent's rules in DOCKER-USER: one IPv4 and
+	// four IPv6 rules, however often they were applied.
+	metadataRules := func(when string) {
+		t.Helper()
+		for _, fam := range []struct {
+			cmd  string
+			want int
+		}{{"iptables", 1}, {"ip6tables", 4}} {
+			out := c.MustExec(t, fam.cmd, "-w", "-S", "DOCKER-USER")
+			if n := strings.Count(out, "--ctorigdst"); n != fam.want || !strings.Contains(out, "-j REJECT") {
+				t.Errorf("%s: %s DOCKER-USER holds %d metadata rules, want %d:\n%s", when, fam.cmd, n, fam.want, out)
+			}
+			if fwd := c.MustExec(t, fam.cmd, "-w", "-S", "FORWARD"); strings.Count(fwd, "-j DOCKER-USER") != 1 {
+				t.Errorf("%s: %s FORWARD does not jump to DOCKER-USER once:\n%s", when, fam.cmd, fwd)
+			}
+		}
+	}
+	metadataRules("before the first boot")
 
 	startAgent := func() (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
@@ -179,7 +205,7 @@ func TestBootInSystemdContainer(t *testing.T) {
 			t.Errorf("step %s: %s (started %v)", s.Name, s.Result, s.StartedAt)
 		}
 	}
-	if len(r.Boot.Steps) != 9 || r.Boot.DurationMS <= 0 {
+	if len(r.Boot.Steps) != 10 || r.Boot.DurationMS <= 0 {
 		t.Errorf("boot: %d steps, %d ms", len(r.Boot.Steps), r.Boot.DurationMS)
 	}
 	if len(r.Boot.Images) != 1 || r.Boot.Images[0].Digest != digest || r.Boot.Images[0].Result != "pulled" {
@@ -235,6 +261,27 @@ func TestBootInSystemdContainer(t *testing.T) {
 	if got := c.MustExec(t, "systemctl", "show", "-p", "Result", "--value", "codelab-fleet.service"); got != "success" {
 		fj, _ := c.Exec(context.Background(), "journalctl", "--no-pager", "-n", "30", "-u", "codelab-fleet")
 		t.Errorf("codelab-fleet.service result %q\n%s", got, fj)
+	}
+	// The metadata service is closed to containers, and status says so.
+	for _, st := range r.Boot.Steps {
+		if st.Name == boot.StepFirewall && st.Detail != "DOCKER-USER: 169.254.169.254 rejected for containers (IPv4, IPv6), rules already in place" {
+			t.Errorf("firewall step: %s %q", st.Result, st.Detail)
+		}
+	}
+	metadataRules("after the first boot")
+	// Consul runs as consul, from files that are consul's (secrets 0600).
+	consulPID := strings.TrimSpace(c.MustExec(t, "systemctl", "show", "-p", "MainPID", "--value", "consul"))
+	if got := c.MustExec(t, "ps", "-o", "user=,group=", "-p", consulPID); strings.Join(strings.Fields(got), ":") != "consul:consul" {
+		t.Errorf("consul (pid %s) runs as %q, want consul:consul", consulPID, got)
+	}
+	for _, f := range []string{"consul.hcl 640", "encrypt.hcl 600", "join.hcl 600", "service-api.hcl 640"} {
+		name, mode, _ := strings.Cut(f, " ")
+		if got := c.MustExec(t, "stat", "-c", "%U:%G %a", "/etc/consul.d/"+name); got != "consul:consul "+mode {
+			t.Errorf("/etc/consul.d/%s is %s, want consul:consul %s", name, got, mode)
+		}
+	}
+	if got := c.MustExec(t, "sh", "-c", "find /opt/consul ! -user consul | head -5"); got != "" {
+		t.Errorf("files in Consul's data folder not owned by consul:\n%s", got)
 	}
 
 	// The env file consul-template rendered reached the container.
@@ -320,6 +367,16 @@ func TestBootInSystemdContainer(t *testing.T) {
 	if got := c.MustExec(t, "systemctl", "show", "-p", "ActiveState", "--value", "codelab-agent"); got != "active" {
 		t.Errorf("codelab-agent.service is %s after recovering, want active", got)
 	}
+
+	// 4. Three boots later the rules are still there once each. A restart
+	// of docker.service keeps them (dockerd never flushes DOCKER-USER) and
+	// runs codelab-firewall.service again first (PartOf=), which puts back
+	// a rule removed meanwhile.
+	metadataRules("after three boots")
+	c.MustExec(t, "iptables", "-w", "-D", "DOCKER-USER", "-m", "conntrack", "--ctorigdst", "169.254.169.254/32",
+		"-m", "comment", "--comment", "codelab: containers never reach the metadata service", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited")
+	c.MustExec(t, "systemctl", "restart", "docker.service")
+	metadataRules("after a docker restart")
 
 	// 4. Reboots. The container restarts (a new kernel boot for systemd,
 	// /run emptied, /var/lib/docker kept); the agent's unit starts after

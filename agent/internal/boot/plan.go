@@ -7,6 +7,7 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
+	"github.com/codelab-app/infra/agent/internal/firewall"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/render"
@@ -50,6 +51,9 @@ type Deps struct {
 	// boot: with it, a reboot starts the containers without waiting for
 	// Consul.
 	Previous *Completed
+	// Firewall installs the rules that close the metadata service to
+	// containers (firewall.Installer.Apply).
+	Firewall func(ctx context.Context) (firewall.Report, error)
 }
 
 // NewPlan is the boot plan every role runs:
@@ -58,6 +62,7 @@ type Deps struct {
 //	                                \-> registry-login (once per instance)
 //	docker ---------------------------> pull-images ------------------------/
 //	      \--------------------------> render
+//	      \-> firewall                 (units and compose-up wait for it)
 //
 // pull-images needs only parse-userdata and docker, so image pulls overlap
 // rendering, units and the wait for Consul. On a reboot (ComposeUp.Reboot)
@@ -65,7 +70,9 @@ type Deps struct {
 // and pull-images are done, from the env files the last boot rendered.
 // Only a first boot waits on Consul KV. render needs docker for the
 // Engine's API version (the Compose healthchecks' start_interval); the
-// agent's unit starts after docker.service, so that wait is short.
+// agent's unit starts after docker.service, so that wait is short. No
+// container starts before the firewall step: units (consul-template's exec
+// runs compose up) and compose-up wait for it.
 func NewPlan(d Deps) Plan {
 	if d.Facts == nil {
 		d.Facts = &Facts{}
@@ -78,10 +85,11 @@ func NewPlan(d Deps) Plan {
 		{Step: &Render{Facts: d.Facts, Root: d.Root, Validators: d.Validators, Log: d.Log}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
 		{Step: &RegistryLogin{Facts: d.Facts, Root: d.Root, TokenFile: d.TokenFile, Log: d.Log}, Kind: OncePerInstance, After: []string{StepParseUserdata}},
 		{Step: &DockerStep{Facts: d.Facts, Units: d.Units, API: d.Docker, Timeout: t.Unit, Rec: d.Rec, Log: d.Log}, Kind: EveryBoot},
-		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker}},
+		{Step: &FirewallStep{Apply: d.Firewall, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepDocker}},
+		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker, StepFirewall}},
 		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepUnits}},
 		{Step: &PullImages{Facts: d.Facts, Puller: &containers.Puller{API: d.Docker, Retry: d.PullRetry, Log: d.Log}, Root: d.Root, TokenFile: d.TokenFile, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
-		{Step: compose, Kind: EveryBoot, After: []string{StepPullImages, StepRender, StepConsulReady},
+		{Step: compose, Kind: EveryBoot, After: []string{StepPullImages, StepRender, StepConsulReady, StepFirewall},
 			Shortcut: &Shortcut{Skip: []string{StepConsulReady}, Take: compose.Reboot}},
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/codelab-app/infra/agent/internal/containers"
+	"github.com/codelab-app/infra/agent/internal/firewall"
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/render"
@@ -35,6 +36,7 @@ const (
 	StepRender        = "render"
 	StepRegistryLogin = "registry-login"
 	StepDocker        = "docker"
+	StepFirewall      = "firewall"
 	StepUnits         = "units"
 	StepConsulReady   = "consul-ready"
 	StepPullImages    = "pull-images"
@@ -401,6 +403,34 @@ func (s *DockerStep) Run(ctx context.Context) error {
 				st.Steps[i].Detail = strings.TrimPrefix(st.Steps[i].Detail+", engine API "+ping.APIVersion, ", ")
 			}
 		})
+	}
+	return nil
+}
+
+// FirewallStep closes the metadata service to containers: it makes sure
+// the DOCKER-USER rules of package firewall are in place (adding only what
+// is missing) before anything runs a container, so it comes after the
+// docker step and before the units (consul-template's exec runs compose
+// up) and compose-up. codelab-firewall.service installed them already
+// before dockerd started; this step is the check that status shows, and
+// puts back any rule removed since.
+type FirewallStep struct {
+	// Apply installs the rules (firewall.Installer.Apply).
+	Apply func(ctx context.Context) (firewall.Report, error)
+	Rec   *Recorder
+}
+
+func (s *FirewallStep) Name() string { return StepFirewall }
+func (s *FirewallStep) Run(ctx context.Context) error {
+	if s.Apply == nil {
+		return errors.New("close the metadata service to containers: no firewall installer")
+	}
+	rep, err := s.Apply(ctx)
+	if err != nil {
+		return WithHint(fmt.Errorf("close the metadata service to containers: %w", err), firewall.Hint)
+	}
+	if s.Rec != nil {
+		s.Rec.SetDetail(StepFirewall, rep.String())
 	}
 	return nil
 }

@@ -223,6 +223,7 @@ func (o *BootOptions) deps(ctx context.Context, root fsutil.Root, rec *boot.Reco
 		TokenFile:    o.TokenFile,
 		Timeouts:     o.Timeouts,
 		KVKeys:       cc.KVKeys,
+		Firewall:     applySystemFirewall,
 	}
 	return d, func() {
 		for _, c := range closers {

@@ -60,6 +60,7 @@ starts the units, pulls the role's images and runs its Compose project.
 		newBackupCmd(g, stdio),
 		newMonitorCmd(g, stdio),
 		newFleetCmd(g, stdio),
+		newFirewallCmd(g, stdio),
 	)
 	cliconv.Strict(root)
 	return root

@@ -8,14 +8,70 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Root writes files below Dir. An empty Dir means the real filesystem root.
 // Tests point Dir at a temporary folder; production leaves it empty.
 type Root struct {
 	Dir string
+	// Owners resolves the user named by WriteFileAs. Nil means
+	// SystemOwners on the real root; below a Dir (tests, previews, which
+	// need not run as root nor have the user) files keep their writer's
+	// owner unless Owners is set.
+	Owners Owners
+}
+
+// Owner is the numeric user and group a file is written for.
+type Owner struct{ UID, GID int }
+
+// Owners resolves a system user's name to the Owner of its files.
+type Owners func(name string) (Owner, error)
+
+// SystemOwners looks up the user and the group called name in the system's
+// user and group databases.
+func SystemOwners(name string) (Owner, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return Owner{}, fmt.Errorf("look up user %s: %w", name, err)
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return Owner{}, fmt.Errorf("look up group %s: %w", name, err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return Owner{}, fmt.Errorf("user %s: uid %q: %w", name, u.Uid, err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return Owner{}, fmt.Errorf("group %s: gid %q: %w", name, g.Gid, err)
+	}
+	return Owner{UID: uid, GID: gid}, nil
+}
+
+// Owner resolves name ("" is the writer) to the owner WriteFileAs gives
+// its files; nil means the writer's.
+func (r Root) Owner(name string) (*Owner, error) {
+	if name == "" {
+		return nil, nil
+	}
+	lookup := r.Owners
+	if lookup == nil {
+		if r.Dir != "" {
+			return nil, nil
+		}
+		lookup = SystemOwners
+	}
+	o, err := lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return &o, nil
 }
 
 // Path maps an absolute path on the droplet (/etc/consul.d/consul.hcl) to
@@ -52,15 +108,52 @@ func (r Root) WriteFile(p string, data []byte, perm fs.FileMode) (changed bool, 
 	return WriteFile(r.Path(p), data, perm)
 }
 
+// WriteFileAs is WriteFile for a file owned by the system user and group
+// called user (Root.Owner): the temporary file gets that owner and perm
+// before any byte lands in it, so the file is never readable by anyone
+// else, not even for a moment, and never changes owner after it is in
+// place. A file whose bytes and mode match but whose owner does not is
+// rewritten (changed). An empty user is WriteFile.
+func (r Root) WriteFileAs(p string, data []byte, perm fs.FileMode, user string) (changed bool, err error) {
+	o, err := r.Owner(user)
+	if err != nil {
+		return false, fmt.Errorf("write %s: %w", p, err)
+	}
+	return WriteFileOwned(r.Path(p), data, perm, o)
+}
+
 // WriteFile is Root{}.WriteFile on a host path, for callers (tests, the
 // imager) that hold a full path already.
 func WriteFile(path string, data []byte, perm fs.FileMode) (changed bool, err error) {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		if st, err := os.Stat(path); err == nil && st.Mode().Perm() == perm.Perm() {
-			return false, nil
-		}
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	return WriteFileOwned(path, data, perm, nil)
+}
+
+// Differs reports whether writing data with perm (and owner, unless nil)
+// would change the file at path.
+func Differs(path string, data []byte, perm fs.FileMode, owner *Owner) bool {
+	old, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(old, data) {
+		return true
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != perm.Perm() {
+		return true
+	}
+	if owner == nil {
+		return false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return !ok || int(sys.Uid) != owner.UID || int(sys.Gid) != owner.GID
+}
+
+// WriteFileOwned is WriteFile with an owner for the file (nil: the
+// writer's), set on the temporary file before any byte is written.
+func WriteFileOwned(path string, data []byte, perm fs.FileMode, owner *Owner) (changed bool, err error) {
+	if _, err := os.ReadFile(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if !Differs(path, data, perm, owner) {
+		return false, nil
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -77,8 +170,14 @@ func WriteFile(path string, data []byte, perm fs.FileMode) (changed bool, err er
 			_ = os.Remove(tmpName)
 		}
 	}()
-	// Restrict the mode before any byte lands, so a secret is never
-	// readable by others, not even for a moment.
+	// Set the owner, then restrict the mode (a chown may clear mode bits),
+	// before any byte lands, so a secret is never readable by others, not
+	// even for a moment.
+	if owner != nil {
+		if err := tmp.Chown(owner.UID, owner.GID); err != nil {
+			return false, fmt.Errorf("chown temporary file for %s: %w", path, err)
+		}
+	}
 	if err := tmp.Chmod(perm.Perm()); err != nil {
 		return false, fmt.Errorf("chmod temporary file for %s: %w", path, err)
 	}

@@ -1,7 +1,6 @@
 package render
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,9 +36,11 @@ func (e *ValidationError) Error() string {
 func (e *ValidationError) Unwrap() error { return e.Err }
 
 // Apply stages files, runs every validator on the staged copy and only then
-// writes each file through root's atomic writer. If any validator fails,
-// nothing under root changes. It returns the droplet paths whose bytes or
-// mode changed, so callers restart only what really changed.
+// writes each file through root's atomic writer, owned by its consumer's
+// user (Consumer.Owner; root.Owners resolves it). If any validator fails,
+// or an owner cannot be resolved, nothing under root changes. It returns
+// the droplet paths whose bytes, mode or owner changed, so callers restart
+// only what really changed.
 func Apply(ctx context.Context, root fsutil.Root, files []File, validators ...Validator) (changed []string, err error) {
 	return ApplyHook(ctx, root, files, nil, validators...)
 }
@@ -80,10 +81,17 @@ func ApplyHook(ctx context.Context, root fsutil.Root, files []File, before func(
 			return nil, &ValidationError{Validator: v.Name(), Files: names, Err: errors.New(strings.ReplaceAll(err.Error(), staged, ""))}
 		}
 	}
+	// Every owner is known before the first write.
+	owners := make([]*fsutil.Owner, len(files))
+	for i, f := range files {
+		if owners[i], err = root.Owner(f.Consumer.Owner()); err != nil {
+			return nil, fmt.Errorf("owner of %s: %w", f.Path, err)
+		}
+	}
 	if before != nil {
 		var changing []string
-		for _, f := range files {
-			if differs(root, f) {
+		for i, f := range files {
+			if fsutil.Differs(root.Path(f.Path), f.Data, f.Mode, owners[i]) {
 				changing = append(changing, f.Path)
 			}
 		}
@@ -93,8 +101,8 @@ func ApplyHook(ctx context.Context, root fsutil.Root, files []File, before func(
 			}
 		}
 	}
-	for _, f := range files {
-		ok, err := root.WriteFile(f.Path, f.Data, f.Mode)
+	for i, f := range files {
+		ok, err := fsutil.WriteFileOwned(root.Path(f.Path), f.Data, f.Mode, owners[i])
 		if err != nil {
 			return changed, fmt.Errorf("write %s: %w", f.Path, err)
 		}
@@ -128,14 +136,4 @@ func copyForeign(root fsutil.Root, staged, dir string, rendered map[string]bool)
 		}
 	}
 	return nil
-}
-
-// differs reports whether writing f would change the file on disk.
-func differs(root fsutil.Root, f File) bool {
-	old, err := root.ReadFile(f.Path)
-	if err != nil || !bytes.Equal(old, f.Data) {
-		return true
-	}
-	st, err := os.Stat(root.Path(f.Path))
-	return err != nil || st.Mode().Perm() != f.Mode.Perm()
 }

@@ -48,6 +48,21 @@ const (
 	ConsumerNodeExporter   Consumer = "prometheus-node-exporter"
 )
 
+// ConsulUser is the system user Consul runs as (systemd/consul.service).
+const ConsulUser = "consul"
+
+// Owner is the system user (and group of the same name) that owns the
+// consumer's files: Consul runs as consul and reads every file of its
+// folder as that user, so each of them, secrets included, is consul's
+// (mode as rendered: secrets 0600). The other consumers run as root, the
+// writer: "".
+func (c Consumer) Owner() string {
+	if c == ConsumerConsul {
+		return ConsulUser
+	}
+	return ""
+}
+
 // File is one rendered file.
 type File struct {
 	Path     string // absolute path on the droplet

@@ -32,7 +32,7 @@ import (
 )
 
 // RequiredUnits must exist in systemd/ for a build (the install script enables them).
-var RequiredUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-fleet.service", "codelab-fleet.timer"}
+var RequiredUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-fleet.service", "codelab-fleet.timer", "codelab-firewall.service"}
 
 // BaseImage is the DigitalOcean image the two base images are built from.
 const BaseImage = "debian-12-x64"

@@ -94,7 +94,7 @@ func fixtureRepo(t *testing.T) string {
 	if err := os.MkdirAll(filepath.Join(repo, "systemd"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.timer", "codelab-ssh-hostkeys.service", "codelab-fleet.service", "codelab-fleet.timer"} {
+	for _, u := range []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-backup.timer", "codelab-ssh-hostkeys.service", "codelab-fleet.service", "codelab-fleet.timer", "codelab-firewall.service"} {
 		if err := os.WriteFile(filepath.Join(repo, "systemd", u), []byte("[Unit]\nDescription="+u+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -69,7 +69,7 @@ func testPayload(t *testing.T, units ...string) string {
 	return dir
 }
 
-var allUnits = []string{"codelab-agent.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-fleet.service", "codelab-fleet.timer", "codelab-backup.service", "codelab-backup.timer", "codelab-monitor.service"}
+var allUnits = []string{"codelab-agent.service", "codelab-firewall.service", "consul.service", "consul-template.service", "codelab-ssh-hostkeys.service", "codelab-fleet.service", "codelab-fleet.timer", "codelab-backup.service", "codelab-backup.timer", "codelab-monitor.service"}
 
 // inDebian runs script with bash in a fresh Debian 12 container without network, the
 // payload at /mnt/payload (read-only) and the provisioning scripts at /scripts.
@@ -176,6 +176,12 @@ done
 for u in codelab-backup codelab-fleet; do
 	[ -L /etc/systemd/system/timers.target.wants/$u.timer ] || echo "NOT ENABLED $u.timer"
 done
+[ "$(systemctl is-enabled codelab-firewall.service)" = enabled ] || echo "NOT ENABLED codelab-firewall"
+command -v iptables >/dev/null && command -v ip6tables >/dev/null || echo "MISSING iptables"
+# Consul runs as consul: its user and group, its data folder, its config folder readable by it.
+getent passwd consul | grep -q ':/opt/consul:/usr/sbin/nologin$' || echo "MISSING consul user: $(getent passwd consul)"
+[ "$(stat -c '%U:%G %a' /opt/consul)" = "consul:consul 750" ] || echo "MISSING /opt/consul owned by consul: $(stat -c '%U:%G %a' /opt/consul)"
+[ "$(stat -c '%U:%G %a' /etc/consul.d)" = "root:consul 750" ] || echo "MISSING /etc/consul.d readable by consul: $(stat -c '%U:%G %a' /etc/consul.d)"
 grep -q '^allow_userdata: false' /etc/cloud/cloud.cfg.d/99-codelab.cfg || echo "MISSING cloud-init allow_userdata: false"
 [ -f /usr/share/codelab/roles/api/docker-compose.yml ] || echo "MISSING role files"
 grep -q '^CODELAB_AGENT_VERSION=v9.9.9$' /etc/codelab/image.env || echo "MISSING image.env"
