@@ -44,8 +44,8 @@ func TestBootInSystemdContainer(t *testing.T) {
 	// Metadata, served from the host on the bridge.
 	var gossip [32]byte
 	_, _ = rand.Read(gossip[:])
-	line := fmt.Sprintf("#codelab v1 role=api env=prod consul=server bootstrap=1 join=%s gossip=%s registry=%s/codelab version=%s",
-		c.IP, base64.StdEncoding.EncodeToString(gossip[:]), inner, tag)
+	line := fmt.Sprintf("#codelab v1 role=api env=prod consul=server bootstrap=1 join=%s gossip=%s registry=%s/codelab version=%s %s",
+		c.IP, base64.StdEncoding.EncodeToString(gossip[:]), inner, tag, testenv.ServerTLS)
 	meta := map[string]any{
 		"droplet_id": 3141592, "hostname": "api-1", "region": "nyc3", "user_data": line,
 		"interfaces": map[string]any{"private": []any{map[string]any{"ipv4": map[string]any{"ip_address": c.IP}}}},

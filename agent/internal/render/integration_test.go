@@ -117,12 +117,16 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 		}
 	}
 	for i, n := range nodes {
-		role, mode := "neo4j", "consul=server bootstrap=3"
+		role, mode := "neo4j", "consul=server bootstrap=3 "+testenv.ServerTLS
 		if i > 0 {
 			role = "api"
 		}
 		if i == 3 {
-			mode = "consul=client"
+			mode = "consul=client " + testenv.ClientTLS
+			// auto_encrypt asks the join addresses for a certificate on
+			// the client's own server port, before gossip could tell it
+			// the servers' ports.
+			n.ports.Server = nodes[0].ports.Server
 		}
 		line := fmt.Sprintf("#codelab v1 role=%s env=prod %s join=%s gossip=%s", role, mode, strings.Join(join, ","), testGossip)
 		m := metadata.Metadata{DropletID: fmt.Sprint(1000 + i), Hostname: n.name, Region: "nyc3", PrivateIPv4: "127.0.0.1"}
@@ -168,6 +172,14 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("cluster did not form: %v", err)
+	}
+	// The client reached the servers over TLS (auto_encrypt gave it its
+	// certificate: the servers take no RPC without one), and a plain-text
+	// RPC connection to a server is cut at once.
+	for _, srv := range nodes[:3] {
+		if err := plainRPCRefused(net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.ports.Server))); err != nil {
+			t.Errorf("%s: %v", srv.name, err)
+		}
 	}
 
 	// KV to consul-template: the real binary, the rendered config and
@@ -217,4 +229,29 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 			t.Errorf("consul-template output lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// plainRPCRefused opens a plain-text Consul RPC connection (type byte 0,
+// RPCConsul) and expects the server to close it without an answer. A server
+// without verify_incoming would wait for the request instead, and the read
+// would time out.
+func plainRPCRefused(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("dial the RPC port: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte{0}); err != nil {
+		return nil // already closed
+	}
+	n, err := conn.Read(make([]byte, 64))
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return errors.New("a plain-text RPC connection stayed open: the server accepts RPC without TLS")
+	case err == nil || n > 0:
+		return fmt.Errorf("the server answered %d bytes to plain-text RPC", n)
+	}
+	return nil
 }

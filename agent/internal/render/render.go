@@ -36,6 +36,16 @@ const (
 	NodeExporterPort = 9100
 )
 
+const (
+	// ConsulTLSDir holds the CA certificate and, on servers, the server's
+	// RPC certificate and key. Consul reads only the files directly in
+	// ConsulDir as config, so this folder is not config.
+	ConsulTLSDir   = ConsulDir + "/tls"
+	ConsulCAFile   = ConsulTLSDir + "/ca.pem"
+	ConsulCertFile = ConsulTLSDir + "/server.pem"
+	ConsulKeyFile  = ConsulTLSDir + "/server-key.pem"
+)
+
 // Consumer names the program that reads a file, and so validates it.
 type Consumer string
 
@@ -105,6 +115,21 @@ func Render(in Input) ([]File, error) {
 		files = append(files, File{Path: p, Data: b, Mode: mode, Consumer: c})
 	}
 
+	ca, err := u.ClusterCA()
+	if err != nil {
+		return nil, fmt.Errorf("render consul TLS: %w", err)
+	}
+	add(ConsulCAFile, ca.CertPEM(), 0o644, ConsumerConsul)
+	if u.Consul == userdata.ConsulServer {
+		// Deterministic: the same CA, datacenter, name and address give
+		// the same bytes on every boot, so nothing restarts.
+		srv, err := ca.ServerCert(data.Datacenter, in.Meta.Hostname, ip)
+		if err != nil {
+			return nil, fmt.Errorf("render consul TLS: %w", err)
+		}
+		add(ConsulCertFile, srv.CertPEM, 0o644, ConsumerConsul)
+		add(ConsulKeyFile, srv.KeyPEM, 0o600, ConsumerConsul)
+	}
 	add(ConsulDir+"/consul.hcl", consulConfig(in, data), 0o640, ConsumerConsul)
 	add(ConsulDir+"/encrypt.hcl", hclFile(fmt.Sprintf("encrypt = %s\n", quote(u.GossipKey.Reveal()))), 0o600, ConsumerConsul)
 	add(ConsulDir+"/join.hcl", joinConfig(in), 0o600, ConsumerConsul)
@@ -184,6 +209,7 @@ func consulConfig(in Input, d roles.Data) []byte {
 		b.WriteString("\n")
 		kv("server", "false")
 	}
+	tlsConfig(&b, in)
 	if p := in.Ports; p != nil {
 		b.WriteString("\nports {\n")
 		for _, e := range []struct {
@@ -197,6 +223,29 @@ func consulConfig(in Input, d roles.Data) []byte {
 		b.WriteString("}\n")
 	}
 	return hclFile(b.String())
+}
+
+// tlsConfig turns on TLS for Consul's RPC (port 8300). Servers present
+// their own certificate, require one from every peer (verify_incoming) and
+// hand clients theirs through auto_encrypt; clients check that a server's
+// certificate is signed by the cluster's CA and names
+// server.<datacenter>.consul, so a host on the VPC can neither read nor
+// write the catalog or KV over RPC, nor pose as a server.
+func tlsConfig(b *strings.Builder, in Input) {
+	root := in.ContentRoot
+	b.WriteString("\ntls {\n  defaults {\n")
+	fmt.Fprintf(b, "    ca_file         = %s\n", quote(root+ConsulCAFile))
+	if in.User.Consul == userdata.ConsulServer {
+		fmt.Fprintf(b, "    cert_file       = %s\n", quote(root+ConsulCertFile))
+		fmt.Fprintf(b, "    key_file        = %s\n", quote(root+ConsulKeyFile))
+		b.WriteString("    verify_incoming = true\n")
+	}
+	b.WriteString("    verify_outgoing = true\n  }\n\n  internal_rpc {\n    verify_server_hostname = true\n  }\n}\n")
+	if in.User.Consul == userdata.ConsulServer {
+		b.WriteString("\nauto_encrypt {\n  allow_tls = true\n}\n")
+	} else {
+		b.WriteString("\nauto_encrypt {\n  tls = true\n}\n")
+	}
 }
 
 // nodeExporterDefaults binds the node exporter to the VPC address. The file

@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/codelab-app/infra/internal/clustersec"
 )
 
 // Marker starts every line; Version is the only format this agent reads.
@@ -90,6 +92,12 @@ type Config struct {
 	DC        string // empty: the droplet's region
 	Version   string // application image tag
 	Registry  string // where the role's images come from
+
+	// CA is the cluster's Consul CA certificate (ca=, public; required):
+	// every agent verifies the servers with it. CAKey (ca_key=) is its
+	// private key, on servers only: they sign their own RPC certificates.
+	CA    string
+	CAKey Secret
 
 	GossipKey     Secret // consul keygen output; required
 	RegistryToken Secret // DigitalOcean Container Registry token; optional
@@ -169,6 +177,22 @@ var keys = []key{
 	{name: "registry", expects: "an image registry path such as registry.digitalocean.com/codelab",
 		set: func(c *Config, v string) error { return setRE(&c.Registry, v, registryRE) },
 		get: func(c Config) string { return c.Registry }},
+	{name: "ca", expects: "the cluster's Consul CA certificate, URL-safe base64 DER, from `codelab-agent userdata --new-ca`",
+		set: func(c *Config, v string) error {
+			if _, err := clustersec.DecodeCert(v); err != nil {
+				return errBad
+			}
+			c.CA = v
+			return nil
+		}, get: func(c Config) string { return c.CA }},
+	{name: "ca_key", secret: true, expects: "the Consul CA's private key (43 characters of URL-safe base64; servers only)",
+		set: func(c *Config, v string) error {
+			if _, err := clustersec.DecodeKey(v); err != nil {
+				return errBad
+			}
+			c.CAKey = Secret(v)
+			return nil
+		}, get: func(c Config) string { return c.CAKey.Reveal() }},
 	{name: "gossip", secret: true, expects: "the Consul gossip key: base64 of 32 bytes, as printed by `consul keygen`",
 		set: func(c *Config, v string) error {
 			b, err := base64.StdEncoding.DecodeString(v)
@@ -364,6 +388,20 @@ func (c *Config) complete(seen map[string]int) error {
 	if c.Join.Tag != "" && c.DOToken == "" {
 		return &Error{Msg: fmt.Sprintf("join=tag:%s needs do_token=<read-only DigitalOcean API token> so Consul can find the servers by tag; or give join=addr1,addr2", c.Join.Tag)}
 	}
+	if c.CA == "" {
+		return &Error{Msg: "missing required key ca; expected ca=<the cluster's CA certificate> from `codelab-agent userdata --new-ca DIR` (the same on every droplet): Consul's RPC runs over TLS"}
+	}
+	if c.Consul == ConsulClient && c.CAKey != "" {
+		return &Error{Token: seen["ca_key"], Text: "ca_key=<redacted>", Msg: "ca_key is only for consul=server: a client needs only the public ca="}
+	}
+	if c.Consul == ConsulServer && c.CAKey == "" {
+		return &Error{Msg: "consul=server needs ca_key=<the CA's private key> to sign its own RPC certificate"}
+	}
+	if c.CAKey != "" {
+		if _, err := clustersec.Parse(c.CA, c.CAKey.Reveal()); err != nil {
+			return &Error{Token: seen["ca_key"], Text: "ca_key=<redacted>", Msg: "ca_key does not belong to the certificate in ca= (is it another cluster's CA?)"}
+		}
+	}
 	return nil
 }
 
@@ -393,6 +431,16 @@ func (c Config) line(redact bool) string {
 	return b.String()
 }
 
+// ClusterCA decodes ca= and, on a server, ca_key= (Parse has checked that
+// they belong together).
+func (c Config) ClusterCA() (clustersec.CA, error) {
+	ca, err := clustersec.Parse(c.CA, c.CAKey.Reveal())
+	if err != nil {
+		return clustersec.CA{}, fmt.Errorf("cluster CA: %w", err)
+	}
+	return ca, nil
+}
+
 // Datacenter is the Consul datacenter: dc= or else the region.
 func (c Config) Datacenter(region string) string {
 	if c.DC != "" {
@@ -408,8 +456,10 @@ func Help() string {
 	for _, k := range keys {
 		var notes []string
 		switch k.name {
-		case "role", "gossip":
+		case "role", "gossip", "ca":
 			notes = append(notes, "required")
+		case "ca_key":
+			notes = append(notes, "required for servers")
 		case "do_token":
 			notes = append(notes, "required with join=tag:")
 		}

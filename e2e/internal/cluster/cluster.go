@@ -25,6 +25,7 @@ import (
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
 	"github.com/codelab-app/infra/e2e/internal/localdo"
+	"github.com/codelab-app/infra/internal/clustersec"
 	"github.com/codelab-app/infra/roles"
 	"github.com/digitalocean/godo"
 )
@@ -120,6 +121,8 @@ type Cluster struct {
 	Timings []Timing
 	// Spaces is the local S3 server the neo4j backups go to.
 	Spaces *Spaces
+
+	ca clustersec.CA // the Consul CA, key included (ca.go)
 }
 
 // Timing is the wall time of one step of Up.
@@ -469,7 +472,7 @@ func (c *Cluster) UserData(n NodeSpec, join []string, gossip string) string {
 		line += fmt.Sprintf(" bootstrap=%d", len(join))
 	}
 	return line + fmt.Sprintf(" join=%s registry=%s version=%s gossip=%s do_token=%s",
-		strings.Join(join, ","), c.Info.RegistryPull, c.Opts.Version, gossip, DOToken)
+		strings.Join(join, ","), c.Info.RegistryPull, c.Opts.Version, gossip, DOToken) + c.tlsSettings(n.Consul)
 }
 
 // DOToken is the demo droplets' read-only DigitalOcean token (the local
@@ -515,6 +518,9 @@ func (c *Cluster) boot(ctx context.Context) error {
 	if have := len(Plan) - countMissing(byName); have > 0 && have < len(Plan) {
 		// The gossip key of the running droplets is not kept anywhere else.
 		return fmt.Errorf("%d of the %d droplets exist: run `make demo-down` and start again", have, len(Plan))
+	}
+	if err := c.loadCA(countMissing(byName) == len(Plan)); err != nil {
+		return err
 	}
 	// Servers first (they take the predicted addresses), then clients; each group in
 	// parallel.
