@@ -2,6 +2,7 @@ package boot
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -418,9 +419,26 @@ type ConsulReady struct {
 	Timeout time.Duration // 0: no limit
 	Poll    retry.Policy
 	Rec     *Recorder
+	// ProbeCA, while there is no leader, asks the other servers for their
+	// RPC certificates; a *consul.ForeignCAError (a server of another CA)
+	// fails the step at once. Nil: the default, through Consul.
+	ProbeCA func(ctx context.Context) error
 }
 
 func (s *ConsulReady) Name() string { return StepConsulReady }
+
+func (s *ConsulReady) probeCA(ctx context.Context) error {
+	if s.ProbeCA != nil {
+		return s.ProbeCA(ctx)
+	}
+	ca, err := s.Facts.User.ClusterCA()
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	return s.Consul.ProbeServersCA(ctx, s.Facts.User.Datacenter(s.Facts.Meta.Region), roots)
+}
 func (s *ConsulReady) Run(ctx context.Context) error {
 	if s.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -439,12 +457,22 @@ func (s *ConsulReady) Run(ctx context.Context) error {
 			what := "a Consul leader"
 			if !h.Reachable {
 				what = "the local Consul agent"
+			} else {
+				var fe *consul.ForeignCAError
+				if err := s.probeCA(ctx); errors.As(err, &fe) {
+					missing = fe.Error()
+					return retry.Permanent(fe)
+				}
 			}
 			s.Rec.Wait(StepConsulReady, Wait{What: what, Reason: missing, Hint: "consul members; journalctl -u consul -n 50"})
 			return errors.New(missing)
 		}
 		return nil
 	})
+	var fe *consul.ForeignCAError
+	if errors.As(err, &fe) {
+		return WithHint(fmt.Errorf("consul: %w", fe), "compare ca= in this droplet's user_data with a server's: codelab-agent userdata --check")
+	}
 	if err != nil {
 		return WithHint(fmt.Errorf("consul not ready after %s: %s", s.Timeout, missing), "journalctl -u consul -n 50")
 	}

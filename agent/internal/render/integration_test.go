@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -176,6 +177,11 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	// The client reached the servers over TLS (auto_encrypt gave it its
 	// certificate: the servers take no RPC without one), and a plain-text
 	// RPC connection to a server is cut at once.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(mustRead(t, nodes[0].root.Path(ConsulCAFile)))
+	if err := consul.New(net.JoinHostPort("127.0.0.1", strconv.Itoa(nodes[0].ports.HTTP))).ProbeServersCA(ctx, "nyc3", roots); err != nil {
+		t.Errorf("servers of one CA: probe: %v", err)
+	}
 	for _, srv := range nodes[:3] {
 		if err := plainRPCRefused(net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.ports.Server))); err != nil {
 			t.Errorf("%s: %v", srv.name, err)
@@ -254,4 +260,13 @@ func plainRPCRefused(addr string) error {
 		return fmt.Errorf("the server answered %d bytes to plain-text RPC", n)
 	}
 	return nil
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
