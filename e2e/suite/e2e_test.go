@@ -157,6 +157,8 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	securitySubtests(t, ctx, c)
+
 	api := node("api")
 	apiURL := fmt.Sprintf("http://%s:%d", api.PublicIP, api.Port)
 	get := func(path string) (int, string) {
