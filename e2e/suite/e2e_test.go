@@ -183,7 +183,9 @@ func TestEndToEnd(t *testing.T) {
 		probe := hex.EncodeToString(b)
 		prefix := "codelab/" + c.Opts.Env + "/api/"
 		for k, v := range map[string]string{"NEO4J_USER": "neo4j", "NEO4J_PASSWORD": "e2e-password", "E2E_PROBE": probe} {
-			exec(node("neo4j"), "consul", "kv", "put", prefix+k, v)
+			if err := c.KVPut(ctx, node("neo4j"), prefix+k, v); err != nil {
+				t.Fatal(err)
+			}
 		}
 		start := time.Now()
 		deadline := time.Now().Add(90 * time.Second)

@@ -290,3 +290,57 @@ func deriveKey(ca *ecdsa.PrivateKey, info []byte) (*ecdsa.PrivateKey, error) {
 	}
 	return nil, errors.New("derive server key: no valid scalar")
 }
+
+// ACL tokens. The cluster's ACL secrets are derived from the CA key, so a
+// server (which holds it) needs no other secret, and a client gets only its
+// role's token. Each is a UUID (Consul's form of a SecretID).
+const aclPurpose = "codelab acl v1"
+
+// Names of the derived tokens.
+const (
+	ManagementTokenName = "management"
+)
+
+// RoleTokenName names the token of role in env.
+func RoleTokenName(env, role string) string { return "role/" + env + "/" + role }
+
+// ACLToken derives the secret of the token called name.
+func (ca CA) ACLToken(name string) (string, error) {
+	root, err := ca.Sub(aclPurpose)
+	if err != nil {
+		return "", err
+	}
+	h := hmac.New(sha256.New, root)
+	h.Write([]byte("secret\x00" + name))
+	return uuid(h.Sum(nil)), nil
+}
+
+// ACLAccessor derives the public accessor id of the token called name, so
+// that creating it again finds the same token.
+func (ca CA) ACLAccessor(name string) (string, error) {
+	root, err := ca.Sub(aclPurpose)
+	if err != nil {
+		return "", err
+	}
+	h := hmac.New(sha256.New, root)
+	h.Write([]byte("accessor\x00" + name))
+	return uuid(h.Sum(nil)), nil
+}
+
+// SubToken derives a token for purpose from another token (a droplet's
+// agent recovery token from its role token, say): a new secret that needs
+// no new channel.
+func SubToken(parent, purpose string) string {
+	h := hmac.New(sha256.New, []byte(parent))
+	h.Write([]byte(aclPurpose + "\x00" + purpose))
+	return uuid(h.Sum(nil))
+}
+
+// uuid formats 16 bytes of b as a version 4, RFC 4122 variant UUID.
+func uuid(b []byte) string {
+	var u [16]byte
+	copy(u[:], b)
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"net"
+	"regexp"
 	"testing"
 	"time"
 )
@@ -130,3 +131,35 @@ func TestKeyPEMRoundTrip(t *testing.T) {
 		t.Fatalf("cert PEM: %v", err)
 	}
 }
+
+func TestACLTokens(t *testing.T) {
+	ca, _ := NewCA(time.Now())
+	other, _ := NewCA(time.Now())
+	m1, err := ca.ACLToken(ManagementTokenName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, _ := ca.ACLToken(ManagementTokenName)
+	api, _ := ca.ACLToken(RoleTokenName("prod", "api"))
+	neo, _ := ca.ACLToken(RoleTokenName("prod", "neo4j"))
+	om, _ := other.ACLToken(ManagementTokenName)
+	acc, _ := ca.ACLAccessor(RoleTokenName("prod", "api"))
+	if m1 != m2 {
+		t.Fatal("not deterministic")
+	}
+	seen := map[string]bool{}
+	for _, tok := range []string{m1, api, neo, om, acc} {
+		if seen[tok] {
+			t.Fatalf("two derivations gave %s", tok)
+		}
+		seen[tok] = true
+		if !uuidRE.MatchString(tok) {
+			t.Errorf("%s is not a UUID", tok)
+		}
+	}
+	if _, err := (CA{Cert: ca.Cert}).ACLToken(ManagementTokenName); err == nil {
+		t.Error("derived a token without the key")
+	}
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)

@@ -11,9 +11,18 @@ const (
 	OtherCAKey = "8VecEJ-gs8MJIIAvH8BmyoH-IPoKq_g4gPwilsnpw3k"
 )
 
-// ServerTLS and ClientTLS are the ca= (and ca_key=) settings of a test
-// user_data line for a Consul server and a client of the test CA.
+// The ACL tokens clustersec derives from TestCAKey (pinned here so that a
+// change to the derivation shows in a test).
+const (
+	TestManagementToken = "0f3cd6b2-644a-4f4c-abe7-c6d5a86cfeeb"
+	TestAPIToken        = "1341d94b-99b2-422e-94cc-9d31b156e007" // role/prod/api
+	TestNeo4jToken      = "df263943-b08f-4783-9e3b-49bc516dbae8" // role/prod/neo4j
+)
+
+// ServerTLS and ClientTLS are the security settings of a test user_data
+// line for a Consul server and a client of the test CA: ca= (and ca_key=),
+// and for a client consul_token= (the api role's token in env prod).
 const (
 	ServerTLS = "ca=" + TestCA + " ca_key=" + TestCAKey
-	ClientTLS = "ca=" + TestCA
+	ClientTLS = "ca=" + TestCA + " consul_token=" + TestAPIToken
 )

@@ -136,11 +136,14 @@ func TestBootInSystemdContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.WriteFile(t, "/tmp/kv-txn.json", txnJSON, 0o600)
+	// Consul runs with ACLs: writing KV takes the management token (the
+	// one the server derives from ca_key), from a header file.
+	c.WriteFile(t, "/tmp/kv-token.hdr", []byte("X-Consul-Token: "+testenv.TestManagementToken+"\n"), 0o600)
 	c.MustExec(t, "systemctl", "start", "--no-block", "codelab-agent.service")
 	seedCtx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for {
-		out, err := c.Exec(seedCtx, "curl", "-fsS", "-X", "PUT", "--data-binary", "@/tmp/kv-txn.json", "http://127.0.0.1:8500/v1/txn")
+		out, err := c.Exec(seedCtx, "curl", "-fsS", "-H", "@/tmp/kv-token.hdr", "-X", "PUT", "--data-binary", "@/tmp/kv-txn.json", "http://127.0.0.1:8500/v1/txn")
 		if err == nil {
 			break
 		}
@@ -166,7 +169,7 @@ func TestBootInSystemdContainer(t *testing.T) {
 			t.Errorf("step %s: %s (started %v)", s.Name, s.Result, s.StartedAt)
 		}
 	}
-	if len(r.Boot.Steps) != 9 || r.Boot.DurationMS <= 0 {
+	if len(r.Boot.Steps) != 10 || r.Boot.DurationMS <= 0 {
 		t.Errorf("boot: %d steps, %d ms", len(r.Boot.Steps), r.Boot.DurationMS)
 	}
 	if len(r.Boot.Images) != 1 || r.Boot.Images[0].Digest != digest || r.Boot.Images[0].Result != "pulled" {

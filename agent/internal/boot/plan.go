@@ -50,7 +50,7 @@ type Deps struct {
 
 // NewPlan is the boot plan every role runs:
 //
-//	fetch-metadata -> parse-userdata -> render -> units -> consul-ready -> compose-up
+//	fetch-metadata -> parse-userdata -> render -> units -> consul-ready -> consul-acl -> compose-up
 //	                                \-> registry-login (once per instance)
 //	docker ---------------------------> pull-images ------------------------/
 //
@@ -69,7 +69,8 @@ func NewPlan(d Deps) Plan {
 		{Step: &DockerStep{Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot},
 		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker}},
 		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepUnits}},
+		{Step: &ConsulACL{Facts: d.Facts, Consul: d.Consul, Rec: d.Rec, Log: d.Log}, Kind: EveryBoot, After: []string{StepConsulReady}},
 		{Step: &PullImages{Facts: d.Facts, Puller: &containers.Puller{API: d.Docker, Retry: d.PullRetry, Log: d.Log}, Root: d.Root, TokenFile: d.TokenFile, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
-		{Step: &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec, KVKeys: d.KVKeys}, Kind: EveryBoot, After: []string{StepPullImages, StepConsulReady}},
+		{Step: &ComposeUp{Facts: d.Facts, Root: d.Root, API: d.Docker, Docker: d.DockerCLI, EnvTimeout: t.Env, Timeout: t.Compose, Rec: d.Rec, KVKeys: d.KVKeys}, Kind: EveryBoot, After: []string{StepPullImages, StepConsulACL}},
 	}
 }

@@ -36,6 +36,7 @@ const (
 	StepDocker        = "docker"
 	StepUnits         = "units"
 	StepConsulReady   = "consul-ready"
+	StepConsulACL     = "consul-acl"
 	StepPullImages    = "pull-images"
 	StepComposeUp     = "compose-up"
 )
@@ -427,7 +428,7 @@ type ConsulReady struct {
 
 func (s *ConsulReady) Name() string { return StepConsulReady }
 
-func (s *ConsulReady) probeCA(ctx context.Context) error {
+func (s *ConsulReady) probeCA(ctx context.Context, c consul.Client) error {
 	if s.ProbeCA != nil {
 		return s.ProbeCA(ctx)
 	}
@@ -437,7 +438,7 @@ func (s *ConsulReady) probeCA(ctx context.Context) error {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
-	return s.Consul.ProbeServersCA(ctx, s.Facts.User.Datacenter(s.Facts.Meta.Region), roots)
+	return c.ProbeServersCA(ctx, s.Facts.User.Datacenter(s.Facts.Meta.Region), roots)
 }
 func (s *ConsulReady) Run(ctx context.Context) error {
 	if s.Timeout > 0 {
@@ -449,9 +450,16 @@ func (s *ConsulReady) Run(ctx context.Context) error {
 	if pol.Initial == 0 {
 		pol.Initial, pol.Max = 250*time.Millisecond, 2*time.Second
 	}
+	// The agent recovery token opens the local agent's self and members
+	// while no server can resolve tokens: before a leader, and before
+	// consul-acl has made the role tokens.
+	c := s.Consul
+	if rec, err := s.Facts.User.AgentRecoveryToken(); err == nil {
+		c = c.WithToken(rec.Reveal())
+	}
 	var missing string
 	err := retry.Do(ctx, pol, func(ctx context.Context) error {
-		h := s.Consul.Check(ctx)
+		h := c.Check(ctx)
 		missing = h.Missing(s.Facts.User.Join.String())
 		if missing != "" {
 			what := "a Consul leader"
@@ -459,7 +467,7 @@ func (s *ConsulReady) Run(ctx context.Context) error {
 				what = "the local Consul agent"
 			} else {
 				var fe *consul.ForeignCAError
-				if err := s.probeCA(ctx); errors.As(err, &fe) {
+				if err := s.probeCA(ctx, c); errors.As(err, &fe) {
 					missing = fe.Error()
 					return retry.Permanent(fe)
 				}
@@ -475,6 +483,64 @@ func (s *ConsulReady) Run(ctx context.Context) error {
 	}
 	if err != nil {
 		return WithHint(fmt.Errorf("consul not ready after %s: %s", s.Timeout, missing), "journalctl -u consul -n 50")
+	}
+	return nil
+}
+
+// ConsulACL, on a server, makes the cluster's ACL policies and role tokens
+// exist (consul.BootstrapACL, idempotent), with the management token and
+// the SecretIDs derived from the CA key. A client has nothing to do: its
+// token comes in user_data and the servers make it. Until the ACL system
+// answers (right after an election) it waits.
+type ConsulACL struct {
+	Facts *Facts
+	// Bootstrap makes the policies and tokens; nil: through Consul.
+	Bootstrap func(ctx context.Context, env string, roles []consul.RoleToken) error
+	Consul    consul.Client
+	Poll      retry.Policy
+	Rec       *Recorder
+	Log       *slog.Logger
+}
+
+func (s *ConsulACL) Name() string { return StepConsulACL }
+func (s *ConsulACL) Run(ctx context.Context) error {
+	u := s.Facts.User
+	if u.Consul != userdata.ConsulServer {
+		if s.Rec != nil {
+			s.Rec.SetDetail(StepConsulACL, "client: its role's token comes in user_data")
+		}
+		return nil
+	}
+	toks, err := render.RoleTokens(u)
+	if err != nil {
+		return err
+	}
+	boot := s.Bootstrap
+	if boot == nil {
+		mgmt, err := u.ManagementToken()
+		if err != nil {
+			return err
+		}
+		c := s.Consul.WithToken(mgmt.Reveal())
+		boot = c.BootstrapACL
+	}
+	pol := s.Poll
+	if pol.Initial == 0 {
+		pol.Initial, pol.Max = 500*time.Millisecond, 5*time.Second
+	}
+	err = retry.Do(ctx, pol, func(ctx context.Context) error {
+		err := boot(ctx, u.Env, toks)
+		if err != nil {
+			s.Rec.Wait(StepConsulACL, Wait{What: "Consul's ACL system", Reason: err.Error(), Hint: "journalctl -u consul -n 50"})
+		}
+		return err
+	})
+	if err != nil {
+		return WithHint(fmt.Errorf("consul ACL bootstrap: %w", err), "journalctl -u consul -n 50")
+	}
+	s.Rec.Unwait(StepConsulACL)
+	if s.Rec != nil {
+		s.Rec.SetDetail(StepConsulACL, fmt.Sprintf("%d role tokens in env %s", len(toks), u.Env))
 	}
 	return nil
 }

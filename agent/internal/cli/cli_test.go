@@ -172,6 +172,15 @@ func TestUserdataGenerateAndCheck(t *testing.T) {
 	if code != 0 || strings.Contains(out, "ca_key=") || !strings.Contains(out, " ca=") {
 		t.Fatalf("client line: exit %d: %q %s", code, out, errOut)
 	}
+	// ... and its role's Consul token, the one the servers derive.
+	cl, err := userdata.Parse(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTok, _ := userdata.Config{Role: "api", Env: "prod", CA: c.CA, CAKey: c.CAKey}.RoleToken()
+	if cl.ConsulToken == "" || cl.ConsulToken != srvTok {
+		t.Fatal("the client's consul_token is not the api role's derived token")
+	}
 	// Another cluster's key is refused, and not shown.
 	t.Setenv(EnvCAKey, testenv.OtherCAKey)
 	code, _, errOut = run(t, "", "userdata", "--role", "neo4j", "--consul", "server", "--ca", caFile)

@@ -42,6 +42,7 @@ const (
 	EnvRegistryToken = "CODELAB_REGISTRY_TOKEN"
 	EnvDOToken       = "CODELAB_DO_TOKEN"
 	EnvCAKey         = "CODELAB_CA_KEY"
+	EnvConsulToken   = "CODELAB_CONSUL_TOKEN"
 )
 
 // Files --new-ca writes.
@@ -64,16 +65,19 @@ Secrets are read from the environment, never from flags:
   ` + EnvRegistryToken + `   registry_token=
   ` + EnvDOToken + `         do_token=        (required with join=tag:)
   ` + EnvCAKey + `           ca_key=          (servers; or --ca-key-file)
+  ` + EnvConsulToken + `     consul_token=    (clients; derived from the CA key when it is given)
 
 Consul's RPC runs over TLS with the cluster's own CA. --new-ca DIR mints one
 for a new cluster: DIR/` + CACertName + ` (public, 0644) and DIR/` + CAKeyName + `
 (secret, 0600; keep it safe: servers sign their certificates with it). Every
 line then takes --ca DIR/` + CACertName + `; a server's line also the key.
+Consul runs with ACLs (default deny): a client's line carries its role's
+token (consul_token=), derived from the CA key; a server derives its own.
 
 ` + userdata.Help() + "\n" + exitcode.Doc,
 		Example: `  codelab-agent userdata --new-ca ./cluster-ca
   CODELAB_GOSSIP_KEY=$(consul keygen) CODELAB_DO_TOKEN=$DO_READ_TOKEN \
-    codelab-agent userdata --role api --env prod --ca ./cluster-ca/ca.pem
+    codelab-agent userdata --role api --env prod --ca ./cluster-ca/ca.pem --ca-key-file ./cluster-ca/ca-key.pem
   CODELAB_GOSSIP_KEY=... CODELAB_DO_TOKEN=... codelab-agent userdata --role neo4j \
     --consul server --ca ./cluster-ca/ca.pem --ca-key-file ./cluster-ca/ca-key.pem
   codelab-agent userdata --check --file user_data.txt`,
@@ -152,6 +156,19 @@ func RunUserdata(_ context.Context, o *UserdataOptions, stdio IO) error {
 	}
 	if ca.Key != nil && o.Consul == userdata.ConsulServer {
 		add("ca_key", clustersec.EncodeKey(ca.Key))
+	}
+	if o.Consul != userdata.ConsulServer {
+		tok := o.Getenv(EnvConsulToken)
+		if tok == "" && ca.Key != nil {
+			env := o.Env
+			if env == "" {
+				env = userdata.DefaultEnv
+			}
+			if tok, err = ca.ACLToken(clustersec.RoleTokenName(env, o.Role)); err != nil {
+				return err
+			}
+		}
+		add("consul_token", tok)
 	}
 	add("gossip", o.Getenv(EnvGossip))
 	add("registry_token", o.Getenv(EnvRegistryToken))

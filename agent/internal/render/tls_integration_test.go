@@ -85,7 +85,13 @@ func TestServerOfAnotherCAIsNamed(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ours.Cert)
-	c := consul.New(net.JoinHostPort("127.0.0.1", strconv.Itoa(nodes[0].ports.HTTP)))
+	// No leader, so no server resolves a token: the boot asks its own
+	// agent with the agent recovery token.
+	rec, err := mustParse(t, "#codelab v1 role=neo4j consul=server join=127.0.0.1 gossip="+testGossip+" "+testenv.ServerTLS).AgentRecoveryToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := consul.New(net.JoinHostPort("127.0.0.1", strconv.Itoa(nodes[0].ports.HTTP))).WithToken(rec.Reveal())
 	var fe *consul.ForeignCAError
 	err = retry.Do(ctx, retry.Policy{Initial: 200 * time.Millisecond, Max: time.Second}, func(ctx context.Context) error {
 		err := c.ProbeServersCA(ctx, "nyc3", roots)

@@ -98,6 +98,9 @@ type Config struct {
 	// private key, on servers only: they sign their own RPC certificates.
 	CA    string
 	CAKey Secret
+	// ConsulToken (consul_token=, clients only; required there) is the
+	// role's Consul ACL token. Servers derive theirs from CAKey.
+	ConsulToken Secret
 
 	GossipKey     Secret // consul keygen output; required
 	RegistryToken Secret // DigitalOcean Container Registry token; optional
@@ -122,6 +125,7 @@ var (
 	registryRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$`)
 	hostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
 	tokenRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]{8,512}$`)
+	uuidRE     = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 )
 
 // keys is the v1 key set, in the order String writes them.
@@ -193,6 +197,14 @@ var keys = []key{
 			c.CAKey = Secret(v)
 			return nil
 		}, get: func(c Config) string { return c.CAKey.Reveal() }},
+	{name: "consul_token", secret: true, expects: "the role's Consul ACL token, a UUID from `codelab-agent userdata` (clients only)",
+		set: func(c *Config, v string) error {
+			if !uuidRE.MatchString(v) {
+				return errBad
+			}
+			c.ConsulToken = Secret(v)
+			return nil
+		}, get: func(c Config) string { return c.ConsulToken.Reveal() }},
 	{name: "gossip", secret: true, expects: "the Consul gossip key: base64 of 32 bytes, as printed by `consul keygen`",
 		set: func(c *Config, v string) error {
 			b, err := base64.StdEncoding.DecodeString(v)
@@ -397,6 +409,12 @@ func (c *Config) complete(seen map[string]int) error {
 	if c.Consul == ConsulServer && c.CAKey == "" {
 		return &Error{Msg: "consul=server needs ca_key=<the CA's private key> to sign its own RPC certificate"}
 	}
+	if c.Consul == ConsulServer && c.ConsulToken != "" {
+		return &Error{Token: seen["consul_token"], Text: "consul_token=<redacted>", Msg: "consul_token is only for consul=client: a server derives its tokens from ca_key"}
+	}
+	if c.Consul == ConsulClient && c.ConsulToken == "" {
+		return &Error{Msg: "consul=client needs consul_token=<the role's Consul ACL token>; `codelab-agent userdata --ca ca.pem --ca-key-file ca-key.pem` derives it (Consul runs with ACLs, default deny)"}
+	}
 	if c.CAKey != "" {
 		if _, err := clustersec.Parse(c.CA, c.CAKey.Reveal()); err != nil {
 			return &Error{Token: seen["ca_key"], Text: "ca_key=<redacted>", Msg: "ca_key does not belong to the certificate in ca= (is it another cluster's CA?)"}
@@ -441,6 +459,48 @@ func (c Config) ClusterCA() (clustersec.CA, error) {
 	return ca, nil
 }
 
+// RoleToken is the Consul ACL token of the droplet's role: consul_token=
+// on a client, derived from the CA key on a server.
+func (c Config) RoleToken() (Secret, error) {
+	if c.ConsulToken != "" {
+		return c.ConsulToken, nil
+	}
+	return c.derived(clustersec.RoleTokenName(c.Env, c.Role))
+}
+
+// AgentRecoveryToken is the droplet's Consul agent recovery token, derived
+// from its role token: it opens the local agent's own endpoints (self,
+// members) even while no server can resolve tokens (no leader yet), which
+// is when the boot needs to see why.
+func (c Config) AgentRecoveryToken() (Secret, error) {
+	t, err := c.RoleToken()
+	if err != nil {
+		return "", err
+	}
+	return Secret(clustersec.SubToken(t.Reveal(), "agent recovery")), nil
+}
+
+// ManagementToken is the cluster's initial management token; only a server
+// (which holds the CA key) has it, "" elsewhere.
+func (c Config) ManagementToken() (Secret, error) {
+	if c.CAKey == "" {
+		return "", nil
+	}
+	return c.derived(clustersec.ManagementTokenName)
+}
+
+func (c Config) derived(name string) (Secret, error) {
+	ca, err := c.ClusterCA()
+	if err != nil {
+		return "", err
+	}
+	t, err := ca.ACLToken(name)
+	if err != nil {
+		return "", fmt.Errorf("derive Consul token: %w", err)
+	}
+	return Secret(t), nil
+}
+
 // Datacenter is the Consul datacenter: dc= or else the region.
 func (c Config) Datacenter(region string) string {
 	if c.DC != "" {
@@ -460,6 +520,8 @@ func Help() string {
 			notes = append(notes, "required")
 		case "ca_key":
 			notes = append(notes, "required for servers")
+		case "consul_token":
+			notes = append(notes, "required for clients")
 		case "do_token":
 			notes = append(notes, "required with join=tag:")
 		}

@@ -11,7 +11,7 @@ import (
 
 const (
 	srvTLS  = " ca=" + testenv.TestCA + " ca_key=" + testenv.TestCAKey
-	cliTLS  = " ca=" + testenv.TestCA
+	cliTLS  = " ca=" + testenv.TestCA + " consul_token=" + testenv.TestAPIToken
 	gossip  = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
 	doToken = "dop_v1_0123456789abcdef0123456789abcdef"
 )
@@ -24,7 +24,7 @@ func TestParseValid(t *testing.T) {
 		{
 			in: "#codelab v1 role=api gossip=" + gossip + " join=10.0.0.2,10.0.0.3" + cliTLS,
 			want: Config{Role: "api", Env: "prod", Consul: "client", Join: Join{Addrs: []string{"10.0.0.2", "10.0.0.3"}},
-				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip, CA: testenv.TestCA},
+				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip, CA: testenv.TestCA, ConsulToken: testenv.TestAPIToken},
 		},
 		{
 			in: "#codelab v1 role=neo4j env=staging consul=server bootstrap=5 join=tag:codelab-consul dc=fra1-a version=1.2.3 registry=registry.local:5000/codelab gossip=" + gossip + " registry_token=" + doToken + " do_token=" + doToken + srvTLS + "\r\n",
@@ -39,7 +39,7 @@ func TestParseValid(t *testing.T) {
 		{
 			in: "#codelab v1 role=sites gossip=" + gossip + " join=consul-1.internal:8301,10.1.1.1" + cliTLS,
 			want: Config{Role: "sites", Env: "prod", Consul: "client", Join: Join{Addrs: []string{"consul-1.internal:8301", "10.1.1.1"}},
-				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip, CA: testenv.TestCA},
+				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip, CA: testenv.TestCA, ConsulToken: testenv.TestAPIToken},
 		},
 	}
 	for _, tt := range tests {
@@ -100,8 +100,11 @@ func TestParseErrors(t *testing.T) {
 		{"missing ca", "#codelab v1 role=api" + ok, []string{"missing required key ca", "--new-ca"}},
 		{"bad ca", "#codelab v1 role=api ca=AAAA" + ok, []string{`"ca=AAAA"`, "CA certificate"}},
 		{"ca_key on client", "#codelab v1 role=api" + ok + srvTLS, []string{`"ca_key=<redacted>"`, "ca_key is only for consul=server"}},
-		{"server without ca_key", "#codelab v1 role=api consul=server" + ok + cliTLS, []string{"consul=server needs ca_key="}},
-		{"ca_key of another CA", "#codelab v1 role=api consul=server" + ok + cliTLS + " ca_key=" + testenv.OtherCAKey, []string{`"ca_key=<redacted>"`, "does not belong to the certificate in ca="}},
+		{"server without ca_key", "#codelab v1 role=api consul=server" + ok + " ca=" + testenv.TestCA, []string{"consul=server needs ca_key="}},
+		{"consul_token on a server", "#codelab v1 role=api consul=server" + ok + srvTLS + " consul_token=" + testenv.TestAPIToken, []string{`"consul_token=<redacted>"`, "only for consul=client"}},
+		{"client without consul_token", "#codelab v1 role=api" + ok + " ca=" + testenv.TestCA, []string{"consul=client needs consul_token="}},
+		{"bad consul_token", "#codelab v1 role=api consul_token=not-a-uuid" + ok, []string{`"consul_token=<redacted>"`, "UUID"}},
+		{"ca_key of another CA", "#codelab v1 role=api consul=server" + ok + " ca=" + testenv.TestCA + " ca_key=" + testenv.OtherCAKey, []string{`"ca_key=<redacted>"`, "does not belong to the certificate in ca="}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,7 +121,7 @@ func TestParseErrors(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			for _, secret := range []string{gossip, testenv.TestCAKey, testenv.OtherCAKey} {
+			for _, secret := range []string{gossip, testenv.TestCAKey, testenv.OtherCAKey, testenv.TestAPIToken} {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("error leaks a secret: %v", err)
 				}
@@ -194,7 +197,7 @@ func FuzzParse(f *testing.F) {
 			msg := err.Error()
 			for _, tok := range strings.Fields(line) {
 				name, val, ok := strings.Cut(tok, "=")
-				if ok && len(val) >= 8 && (name == "gossip" || name == "registry_token" || name == "do_token" || name == "ca_key") && strings.Contains(msg, val) {
+				if ok && len(val) >= 8 && (name == "gossip" || name == "registry_token" || name == "do_token" || name == "ca_key" || name == "consul_token") && strings.Contains(msg, val) {
 					t.Fatalf("error %q repeats the value of %s", msg, name)
 				}
 			}
@@ -208,4 +211,30 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed %q to %q", c.Redacted(), again.Redacted())
 		}
 	})
+}
+
+func TestTokens(t *testing.T) {
+	srv, err := Parse("#codelab v1 role=neo4j consul=server join=10.0.0.1 gossip=" + gossip + srvTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := Parse("#codelab v1 role=api join=10.0.0.1 gossip=" + gossip + cliTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		got  func() (Secret, error)
+		want string
+	}{
+		{"server role token", srv.RoleToken, testenv.TestNeo4jToken},
+		{"server management token", srv.ManagementToken, testenv.TestManagementToken},
+		{"client role token", cl.RoleToken, testenv.TestAPIToken},
+		{"client management token", cl.ManagementToken, ""},
+	} {
+		got, err := tc.got()
+		if err != nil || got.Reveal() != tc.want {
+			t.Errorf("%s = %q, %v; want %q", tc.name, got.Reveal(), err, tc.want)
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 
 	"github.com/digitalocean/godo"
 )
@@ -73,10 +72,11 @@ func (c *Cluster) CreateExtra(ctx context.Context, x Extra) (*Node, error) {
 			return nil, err
 		}
 	}
-	line := c.UserData(x.Spec, x.Join, x.Gossip)
+	env := c.Opts.Env
 	if x.Env != "" {
-		line = strings.Replace(line, " env="+c.Opts.Env+" ", " env="+x.Env+" ", 1)
+		env = x.Env
 	}
+	line := c.userData(x.Spec, env, x.Join, x.Gossip)
 	if x.Bootstrap > 0 {
 		line = regexp.MustCompile(` bootstrap=\d+`).ReplaceAllString(line, fmt.Sprintf(" bootstrap=%d", x.Bootstrap))
 	}
