@@ -181,6 +181,15 @@ func TestUserdataGenerateAndCheck(t *testing.T) {
 	if cl.ConsulToken == "" || cl.ConsulToken != srvTok {
 		t.Fatal("the client's consul_token is not the api role's derived token")
 	}
+	// The management token goes to a 0600 file, never to the output.
+	tokFile := filepath.Join(t.TempDir(), "mgmt")
+	code, out, errOut = run(t, "", "userdata", "--management-token-file", tokFile, "--ca", caFile)
+	tokBytes, rerr := os.ReadFile(tokFile)
+	st, serr := os.Stat(tokFile)
+	want, _ := userdata.Config{Role: "neo4j", Env: "prod", Consul: "server", CA: c.CA, CAKey: c.CAKey}.ManagementToken()
+	if code != 0 || rerr != nil || serr != nil || st.Mode().Perm() != 0o600 || strings.TrimSpace(string(tokBytes)) != want.Reveal() || strings.Contains(out+errOut, want.Reveal()) {
+		t.Fatalf("management token: exit %d %q %s %v %v", code, out, errOut, rerr, serr)
+	}
 	// Another cluster's key is refused, and not shown.
 	t.Setenv(EnvCAKey, testenv.OtherCAKey)
 	code, _, errOut = run(t, "", "userdata", "--role", "neo4j", "--consul", "server", "--ca", caFile)

@@ -28,6 +28,9 @@ type UserdataOptions struct {
 	// its key, needed for servers. The key may instead come from the
 	// environment (EnvCAKey); never from a flag's value.
 	CAFile, CAKeyFile string
+	// ManagementTokenFile: write the cluster's Consul management token,
+	// derived from the CA key, to this file (0600) and exit.
+	ManagementTokenFile string
 
 	Role, Env, Consul, Join, DC, Version, Registry string
 	Bootstrap                                      int
@@ -100,6 +103,7 @@ token (consul_token=), derived from the CA key; a server derives its own.
 	f.StringVar(&o.NewCA, "new-ca", "", "mint a new cluster CA into this folder ("+CACertName+", "+CAKeyName+") and exit")
 	f.StringVar(&o.CAFile, "ca", "", "the cluster's CA certificate ("+CACertName+"; required)")
 	f.StringVar(&o.CAKeyFile, "ca-key-file", "", "the CA's key ("+CAKeyName+"; servers only; or env "+EnvCAKey+")")
+	f.StringVar(&o.ManagementTokenFile, "management-token-file", "", "with --ca and the CA key: write the cluster's Consul management token to this file (0600) and exit")
 	return cmd
 }
 
@@ -127,6 +131,9 @@ func RunUserdata(_ context.Context, o *UserdataOptions, stdio IO) error {
 	}
 	if o.NewCA != "" {
 		return newCA(o.NewCA, stdio)
+	}
+	if o.ManagementTokenFile != "" {
+		return writeManagementToken(o, stdio)
 	}
 	if o.Role == "" {
 		return exitcode.UsageError("--role is required (one of %s)", strings.Join(userdata.Roles, ", "))
@@ -250,5 +257,27 @@ func newCA(dir string, stdio IO) error {
 	}
 	fmt.Fprintf(stdio.Out, "new cluster CA, valid until %s:\n  %s (public: --ca)\n  %s (secret, 0600: --ca-key-file, servers only)\n",
 		ca.Cert.NotAfter.Format("2006-01-02"), certPath, keyPath)
+	return nil
+}
+
+// writeManagementToken derives the cluster's management token from the CA
+// key and writes it to a new 0600 file, for CONSUL_HTTP_TOKEN_FILE: never
+// to standard output.
+func writeManagementToken(o *UserdataOptions, stdio IO) error {
+	ca, err := o.loadCA()
+	if err != nil {
+		return err
+	}
+	if ca.Key == nil {
+		return exitcode.UsageError("--management-token-file needs --ca and the CA key (--ca-key-file or %s)", EnvCAKey)
+	}
+	tok, err := ca.ACLToken(clustersec.ManagementTokenName)
+	if err != nil {
+		return err
+	}
+	if _, err := fsutil.WriteFile(o.ManagementTokenFile, []byte(tok+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write the management token: %w", err)
+	}
+	fmt.Fprintf(stdio.Out, "wrote %s (0600): CONSUL_HTTP_TOKEN_FILE=%s consul kv put ...\n", o.ManagementTokenFile, o.ManagementTokenFile)
 	return nil
 }
