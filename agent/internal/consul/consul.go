@@ -108,17 +108,32 @@ func (c Client) api(ctx context.Context) (*api.Client, error) {
 func NewAPI(addr string, timeout time.Duration) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = New(addr).Addr()
+	hc := &http.Client{Timeout: timeout, Transport: cleanhttp.DefaultPooledTransport()}
 	if cfg.Token == "" && cfg.TokenFile == "" {
-		cfg.Token = fileToken()
+		// A long-lived client (the fleet publisher starts before the first
+		// render writes TokenFile) reads the token at every request.
+		hc.Transport = fileTokenTransport{next: hc.Transport}
 	}
-	if timeout > 0 {
-		cfg.HttpClient = &http.Client{Timeout: timeout, Transport: cleanhttp.DefaultPooledTransport()}
-	}
+	cfg.HttpClient = hc
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
 	}
 	return c, nil
+}
+
+// fileTokenTransport sends TokenFile's token with every request that
+// carries none.
+type fileTokenTransport struct{ next http.RoundTripper }
+
+func (t fileTokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("X-Consul-Token") == "" {
+		if tok := fileToken(); tok != "" {
+			r = r.Clone(r.Context())
+			r.Header.Set("X-Consul-Token", tok)
+		}
+	}
+	return t.next.RoundTrip(r)
 }
 
 // ctxTransport gives requests without a cancellable context its own.
