@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -424,9 +426,39 @@ type ConsulReady struct {
 	// RPC certificates; a *consul.ForeignCAError (a server of another CA)
 	// fails the step at once. Nil: the default, through Consul.
 	ProbeCA func(ctx context.Context) error
+	// ServerReachable says whether a Consul server accepts connections;
+	// nil: dial the join= addresses' RPC port.
+	ServerReachable func(ctx context.Context) bool
 }
 
 func (s *ConsulReady) Name() string { return StepConsulReady }
+
+// serverReachable reports whether any join= address accepts a connection
+// on Consul's server RPC port; with join=tag: the addresses are not known
+// here, so it says yes (and the wait names the local agent).
+func (s *ConsulReady) serverReachable(ctx context.Context) bool {
+	if s.ServerReachable != nil {
+		return s.ServerReachable(ctx)
+	}
+	addrs := s.Facts.User.Join.Addrs
+	if len(addrs) == 0 {
+		return true
+	}
+	for _, a := range addrs {
+		host := a
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			host = h
+		}
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", net.JoinHostPort(host, strconv.Itoa(consul.ServerPort)))
+		cancel()
+		if err == nil {
+			conn.Close()
+			return true
+		}
+	}
+	return false
+}
 
 func (s *ConsulReady) probeCA(ctx context.Context, c consul.Client) error {
 	if s.ProbeCA != nil {
@@ -463,9 +495,16 @@ func (s *ConsulReady) Run(ctx context.Context) error {
 		missing = h.Missing(s.Facts.User.Join.String())
 		if missing != "" {
 			what := "a Consul leader"
-			if !h.Reachable {
+			switch {
+			case !h.Reachable && s.Facts.User.Consul == userdata.ConsulClient && !s.serverReachable(ctx):
+				// A client's agent answers only once a server has issued
+				// its TLS certificate (auto_encrypt): with no server up,
+				// what it waits for is the servers.
+				missing = "no Consul server answers on its RPC port (join=" + s.Facts.User.Join.String() +
+					"); a client's agent starts answering once a server has issued its TLS certificate (auto_encrypt)"
+			case !h.Reachable:
 				what = "the local Consul agent"
-			} else {
+			default:
 				var fe *consul.ForeignCAError
 				if err := s.probeCA(ctx, c); errors.As(err, &fe) {
 					missing = fe.Error()
