@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/codelab-app/infra/imager v0.0.0
+	github.com/codelab-app/infra/internal v0.0.0
 	github.com/codelab-app/infra/roles v0.0.0
 	github.com/codelab-app/infra/tools v0.0.0-00010101000000-000000000000
 	github.com/digitalocean/godo v1.237.0
@@ -49,6 +50,7 @@ require (
 )
 
 replace (
+	github.com/codelab-app/infra/internal => ../internal
 	github.com/codelab-app/infra/imager => ../imager
 	github.com/codelab-app/infra/roles => ../roles
 	github.com/codelab-app/infra/tools => ../tools

@@ -115,3 +115,34 @@ func Required(role string) ([]string, error) {
 func RequiredKVPath(env, role, key string) string {
 	return "codelab/" + env + "/" + role + "/" + key
 }
+
+// serviceName is a service definition's own name: the first `name =` at
+// the service block's indentation (a check's name is indented further).
+var serviceName = regexp.MustCompile(`(?m)^  name\s*=\s*"([^"]+)"`)
+
+// Services lists the Consul services a role's droplets register (the names
+// in consul/*.hcl): its ACL policy lets it write these and no others.
+func Services(role string) ([]string, error) {
+	fsys, err := FS(role)
+	if err != nil {
+		return nil, err
+	}
+	files, err := fs.Glob(fsys, "consul/*.hcl")
+	if err != nil {
+		return nil, fmt.Errorf("role %s: %w", role, err)
+	}
+	var out []string
+	for _, f := range files {
+		b, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return nil, fmt.Errorf("role %s: %w", role, err)
+		}
+		m := serviceName.FindSubmatch(b)
+		if m == nil {
+			return nil, fmt.Errorf("role %s: %s names no service", role, f)
+		}
+		out = append(out, string(m[1]))
+	}
+	slices.Sort(out)
+	return out, nil
+}

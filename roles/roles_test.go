@@ -2,6 +2,7 @@ package roles
 
 import (
 	"io/fs"
+	"strings"
 	"testing"
 )
 
@@ -28,5 +29,14 @@ func TestEveryRoleHasItsFiles(t *testing.T) {
 	}
 	if _, err := FS("db"); err == nil {
 		t.Error("unknown role accepted")
+	}
+}
+
+func TestServices(t *testing.T) {
+	for role, want := range map[string]string{"neo4j": "neo4j,neo4j-monitor", "api": "api", "web": "web", "landing": "landing", "sites": "sites"} {
+		got, err := Services(role)
+		if err != nil || strings.Join(got, ",") != want {
+			t.Errorf("%s: %v %v, want %s", role, got, err, want)
+		}
 	}
 }

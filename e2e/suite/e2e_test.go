@@ -161,6 +161,8 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	securitySubtests(t, ctx, c)
+
 	api := node("api")
 	apiURL := fmt.Sprintf("http://%s:%d", api.PublicIP, api.Port)
 	get := func(path string) (int, string) {
@@ -185,7 +187,9 @@ func TestEndToEnd(t *testing.T) {
 		probe := hex.EncodeToString(b)
 		prefix := "codelab/" + c.Opts.Env + "/api/"
 		for k, v := range map[string]string{"NEO4J_USER": "neo4j", "NEO4J_PASSWORD": "e2e-password", "E2E_PROBE": probe} {
-			exec(node("neo4j"), "consul", "kv", "put", prefix+k, v)
+			if err := c.KVPut(ctx, node("neo4j"), prefix+k, v); err != nil {
+				t.Fatal(err)
+			}
 		}
 		start := time.Now()
 		deadline := time.Now().Add(90 * time.Second)

@@ -378,8 +378,8 @@ func (f faults) backupInDemo(t *testing.T) {
 func (f faults) missingKey(t *testing.T) {
 	srv := f.node(t, "landing-1")
 	key := "codelab/" + f.c.Opts.Env + "/api/NEO4J_PASSWORD"
-	value := f.exec(t, srv, "consul", "kv", "get", key)
-	f.exec(t, srv, "consul", "kv", "delete", key)
+	value := f.consulAdmin(t, srv, "kv", "get", key)
+	f.consulAdmin(t, srv, "kv", "delete", key)
 	restored := false
 	restore := func() {
 		if !restored {

@@ -47,8 +47,8 @@ func TestBootInSystemdContainer(t *testing.T) {
 	// Metadata, served from the host on the bridge.
 	var gossip [32]byte
 	_, _ = rand.Read(gossip[:])
-	line := fmt.Sprintf("#codelab v1 role=api env=prod consul=server bootstrap=1 join=%s gossip=%s registry=%s/codelab version=%s",
-		c.IP, base64.StdEncoding.EncodeToString(gossip[:]), inner, tag)
+	line := fmt.Sprintf("#codelab v1 role=api env=prod consul=server bootstrap=1 join=%s gossip=%s registry=%s/codelab version=%s %s",
+		c.IP, base64.StdEncoding.EncodeToString(gossip[:]), inner, tag, testenv.ServerTLS)
 	meta := map[string]any{
 		"droplet_id": 3141592, "hostname": "api-1", "region": "nyc3", "user_data": line,
 		"interfaces": map[string]any{"private": []any{map[string]any{"ipv4": map[string]any{"ip_address": c.IP}}}},
@@ -175,11 +175,14 @@ func TestBootInSystemdContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.WriteFile(t, "/tmp/kv-txn.json", txnJSON, 0o600)
+	// Consul runs with ACLs: writing KV takes the management token (the
+	// one the server derives from ca_key), from a header file.
+	c.WriteFile(t, "/tmp/kv-token.hdr", []byte("X-Consul-Token: "+testenv.TestManagementToken+"\n"), 0o600)
 	c.MustExec(t, "systemctl", "start", "--no-block", "codelab-agent.service")
 	seedCtx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for {
-		out, err := c.Exec(seedCtx, "curl", "-fsS", "-X", "PUT", "--data-binary", "@/tmp/kv-txn.json", "http://127.0.0.1:8500/v1/txn")
+		out, err := c.Exec(seedCtx, "curl", "-fsS", "-H", "@/tmp/kv-token.hdr", "-X", "PUT", "--data-binary", "@/tmp/kv-txn.json", "http://127.0.0.1:8500/v1/txn")
 		if err == nil {
 			break
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/codelab-app/infra/agent/internal/retry"
 	"github.com/codelab-app/infra/agent/internal/units"
 	"github.com/codelab-app/infra/agent/internal/userdata"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // recordingUnits remembers which units Converge was asked to restart.
@@ -223,7 +224,7 @@ func renderInput(t *testing.T, role string) render.Input {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := userdata.Parse("#codelab v1 role=" + role + " env=prod consul=client join=10.0.0.2 gossip=" + testGossip)
+	u, err := userdata.Parse("#codelab v1 role=" + role + " env=prod consul=client join=10.0.0.2 gossip=" + testGossip + " " + testenv.ClientTLS)
 	if err != nil {
 		t.Fatal(err)
 	}

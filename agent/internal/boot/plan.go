@@ -58,7 +58,7 @@ type Deps struct {
 
 // NewPlan is the boot plan every role runs:
 //
-//	fetch-metadata -> parse-userdata -> render -> units -> consul-ready -> compose-up
+//	fetch-metadata -> parse-userdata -> render -> units -> consul-ready -> consul-acl -> compose-up
 //	                                \-> registry-login (once per instance)
 //	docker ---------------------------> pull-images ------------------------/
 //	      \--------------------------> render
@@ -88,8 +88,9 @@ func NewPlan(d Deps) Plan {
 		{Step: &FirewallStep{Apply: d.Firewall, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepDocker}},
 		{Step: &UnitsStep{Facts: d.Facts, Root: d.Root, Units: d.Units, Timeout: t.Unit, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepRender, StepDocker, StepFirewall}},
 		{Step: &ConsulReady{Facts: d.Facts, Consul: d.Consul, Timeout: t.Consul, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepUnits}},
+		{Step: &ConsulACL{Facts: d.Facts, Consul: d.Consul, Rec: d.Rec, Log: d.Log}, Kind: EveryBoot, After: []string{StepConsulReady}},
 		{Step: &PullImages{Facts: d.Facts, Puller: &containers.Puller{API: d.Docker, Retry: d.PullRetry, Log: d.Log}, Root: d.Root, TokenFile: d.TokenFile, Rec: d.Rec}, Kind: EveryBoot, After: []string{StepParseUserdata, StepDocker}},
-		{Step: compose, Kind: EveryBoot, After: []string{StepPullImages, StepRender, StepConsulReady, StepFirewall},
-			Shortcut: &Shortcut{Skip: []string{StepConsulReady}, Take: compose.Reboot}},
+		{Step: compose, Kind: EveryBoot, After: []string{StepPullImages, StepRender, StepFirewall, StepConsulReady, StepConsulACL},
+			Shortcut: &Shortcut{Skip: []string{StepConsulReady, StepConsulACL}, Take: compose.Reboot}},
 	}
 }

@@ -3,15 +3,18 @@ package boot
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +42,7 @@ const (
 	StepFirewall      = "firewall"
 	StepUnits         = "units"
 	StepConsulReady   = "consul-ready"
+	StepConsulACL     = "consul-acl"
 	StepPullImages    = "pull-images"
 	StepComposeUp     = "compose-up"
 )
@@ -498,9 +502,56 @@ type ConsulReady struct {
 	Timeout time.Duration // 0: no limit
 	Poll    retry.Policy
 	Rec     *Recorder
+	// ProbeCA, while there is no leader, asks the other servers for their
+	// RPC certificates; a *consul.ForeignCAError (a server of another CA)
+	// fails the step at once. Nil: the default, through Consul.
+	ProbeCA func(ctx context.Context) error
+	// ServerReachable says whether a Consul server accepts connections;
+	// nil: dial the join= addresses' RPC port.
+	ServerReachable func(ctx context.Context) bool
 }
 
 func (s *ConsulReady) Name() string { return StepConsulReady }
+
+// serverReachable reports whether any join= address accepts a connection
+// on Consul's server RPC port; with join=tag: the addresses are not known
+// here, so it says yes (and the wait names the local agent).
+func (s *ConsulReady) serverReachable(ctx context.Context) bool {
+	if s.ServerReachable != nil {
+		return s.ServerReachable(ctx)
+	}
+	addrs := s.Facts.User.Join.Addrs
+	if len(addrs) == 0 {
+		return true
+	}
+	for _, a := range addrs {
+		host := a
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			host = h
+		}
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", net.JoinHostPort(host, strconv.Itoa(consul.ServerPort)))
+		cancel()
+		if err == nil {
+			conn.Close()
+			return true
+		}
+	}
+	return false
+}
+
+func (s *ConsulReady) probeCA(ctx context.Context, c consul.Client) error {
+	if s.ProbeCA != nil {
+		return s.ProbeCA(ctx)
+	}
+	ca, err := s.Facts.User.ClusterCA()
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	return c.ProbeServersCA(ctx, s.Facts.User.Datacenter(s.Facts.Meta.Region), roots)
+}
 func (s *ConsulReady) Run(ctx context.Context) error {
 	if s.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -511,22 +562,104 @@ func (s *ConsulReady) Run(ctx context.Context) error {
 	if pol.Initial == 0 {
 		pol.Initial, pol.Max = 250*time.Millisecond, 2*time.Second
 	}
+	// The agent recovery token opens the local agent's self and members
+	// while no server can resolve tokens: before a leader, and before
+	// consul-acl has made the role tokens.
+	c := s.Consul
+	if rec, err := s.Facts.User.AgentRecoveryToken(); err == nil {
+		c = c.WithToken(rec.Reveal())
+	}
 	var missing string
 	err := retry.Do(ctx, pol, func(ctx context.Context) error {
-		h := s.Consul.Check(ctx)
+		h := c.Check(ctx)
 		missing = h.Missing(s.Facts.User.Join.String())
 		if missing != "" {
 			what := "a Consul leader"
-			if !h.Reachable {
+			switch {
+			case !h.Reachable && s.Facts.User.Consul == userdata.ConsulClient && !s.serverReachable(ctx):
+				// A client's agent answers only once a server has issued
+				// its TLS certificate (auto_encrypt): with no server up,
+				// what it waits for is the servers.
+				missing = "no Consul server answers on its RPC port (join=" + s.Facts.User.Join.String() +
+					"); a client's agent starts answering once a server has issued its TLS certificate (auto_encrypt)"
+			case !h.Reachable:
 				what = "the local Consul agent"
+			default:
+				var fe *consul.ForeignCAError
+				if err := s.probeCA(ctx, c); errors.As(err, &fe) {
+					missing = fe.Error()
+					return retry.Permanent(fe)
+				}
 			}
 			s.Rec.Wait(StepConsulReady, Wait{What: what, Reason: missing, Hint: "consul members; journalctl -u consul -n 50"})
 			return errors.New(missing)
 		}
 		return nil
 	})
+	var fe *consul.ForeignCAError
+	if errors.As(err, &fe) {
+		return WithHint(fmt.Errorf("consul: %w", fe), "compare ca= in this droplet's user_data with a server's: codelab-agent userdata --check")
+	}
 	if err != nil {
 		return WithHint(fmt.Errorf("consul not ready after %s: %s", s.Timeout, missing), "journalctl -u consul -n 50")
+	}
+	return nil
+}
+
+// ConsulACL, on a server, makes the cluster's ACL policies and role tokens
+// exist (consul.BootstrapACL, idempotent), with the management token and
+// the SecretIDs derived from the CA key. A client has nothing to do: its
+// token comes in user_data and the servers make it. Until the ACL system
+// answers (right after an election) it waits.
+type ConsulACL struct {
+	Facts *Facts
+	// Bootstrap makes the policies and tokens; nil: through Consul.
+	Bootstrap func(ctx context.Context, env string, roles []consul.RoleToken) error
+	Consul    consul.Client
+	Poll      retry.Policy
+	Rec       *Recorder
+	Log       *slog.Logger
+}
+
+func (s *ConsulACL) Name() string { return StepConsulACL }
+func (s *ConsulACL) Run(ctx context.Context) error {
+	u := s.Facts.User
+	if u.Consul != userdata.ConsulServer {
+		if s.Rec != nil {
+			s.Rec.SetDetail(StepConsulACL, "client: its role's token comes in user_data")
+		}
+		return nil
+	}
+	toks, err := render.RoleTokens(u)
+	if err != nil {
+		return err
+	}
+	boot := s.Bootstrap
+	if boot == nil {
+		mgmt, err := u.ManagementToken()
+		if err != nil {
+			return err
+		}
+		c := s.Consul.WithToken(mgmt.Reveal())
+		boot = c.BootstrapACL
+	}
+	pol := s.Poll
+	if pol.Initial == 0 {
+		pol.Initial, pol.Max = 500*time.Millisecond, 5*time.Second
+	}
+	err = retry.Do(ctx, pol, func(ctx context.Context) error {
+		err := boot(ctx, u.Env, toks)
+		if err != nil {
+			s.Rec.Wait(StepConsulACL, Wait{What: "Consul's ACL system", Reason: err.Error(), Hint: "journalctl -u consul -n 50"})
+		}
+		return err
+	})
+	if err != nil {
+		return WithHint(fmt.Errorf("consul ACL bootstrap: %w", err), "journalctl -u consul -n 50")
+	}
+	s.Rec.Unwait(StepConsulACL)
+	if s.Rec != nil {
+		s.Rec.SetDetail(StepConsulACL, fmt.Sprintf("%d role tokens in env %s", len(toks), u.Env))
 	}
 	return nil
 }

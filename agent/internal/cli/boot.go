@@ -51,7 +51,9 @@ failed step stops only the steps that need it.
   docker           every boot         docker.service enabled and active (D-Bus)
   units            every boot         consul, consul-template enabled and active; restarted
                                       only when render changed their config
-  consul-ready     every boot         the local agent answers and a leader exists
+  consul-ready     every boot         the local agent answers and a leader exists; a server
+                                      whose certificate this droplet's CA did not sign fails it
+  consul-acl       every boot         servers: the ACL policies and role tokens exist (idempotent)
   pull-images      every boot         the Compose file's images, concurrently; an image
                                       already present at the registry's digest is kept;
                                       images baked into the droplet's image for this

@@ -11,6 +11,7 @@ import (
 
 	"github.com/codelab-app/infra/agent/internal/userdata"
 	"github.com/codelab-app/infra/internal/exitcode"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 const (
@@ -52,7 +53,7 @@ func tree(t *testing.T, dir string) string {
 
 func TestRenderWritesFiles(t *testing.T) {
 	root, dir := t.TempDir(), t.TempDir()
-	ud := writeFile(t, dir, "ud", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip+"\n")
+	ud := writeFile(t, dir, "ud", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip+" "+testenv.ClientTLS+"\n")
 	// Validation with consul is the integration tier's; here PATH has none.
 	t.Setenv("PATH", "")
 	code, out, errOut := run(t, "", "render", "--root", root, "--metadata-file", metaFile, "--user-data-file", ud)
@@ -83,7 +84,7 @@ func TestRenderWritesFiles(t *testing.T) {
 func TestRenderBadUserdataLeavesRootUntouched(t *testing.T) {
 	root, dir := t.TempDir(), t.TempDir()
 	t.Setenv("PATH", "")
-	good := writeFile(t, dir, "good", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip)
+	good := writeFile(t, dir, "good", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip+" "+testenv.ClientTLS)
 	if code, _, errOut := run(t, "", "render", "--root", root, "--metadata-file", metaFile, "--user-data-file", good); code != 0 {
 		t.Fatalf("good render: %s", errOut)
 	}
@@ -104,7 +105,7 @@ func TestRenderBadUserdataLeavesRootUntouched(t *testing.T) {
 func TestRenderWithoutVPCSaysSo(t *testing.T) {
 	dir := t.TempDir()
 	meta := writeFile(t, dir, "m.json", `{"droplet_id":1,"hostname":"h","region":"nyc3","interfaces":{"public":[{"ipv4":{"ip_address":"1.2.3.4"}}]}}`)
-	ud := writeFile(t, dir, "ud", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip)
+	ud := writeFile(t, dir, "ud", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip+" "+testenv.ClientTLS)
 	code, _, errOut := run(t, "", "render", "--root", t.TempDir(), "--metadata-file", meta, "--user-data-file", ud)
 	if code != exitcode.Failed || !strings.Contains(errOut, "no private (VPC) interface") {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -126,7 +127,7 @@ func TestUsageErrorsExit64(t *testing.T) {
 // A failure whose text happens to be EINVAL's ("invalid argument") is a
 // failure, not a usage error: the code comes from the error's type.
 func TestInvalidArgumentErrnoIsAFailure(t *testing.T) {
-	ud := writeFile(t, t.TempDir(), "ud", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip)
+	ud := writeFile(t, t.TempDir(), "ud", "#codelab v1 role=api join=10.132.0.2 gossip="+gossip+" "+testenv.ClientTLS)
 	// A NUL byte in the path makes open(2) fail with EINVAL.
 	code, _, errOut := run(t, "", "render", "--root", t.TempDir(), "--metadata-file", "bad\x00path", "--user-data-file", ud)
 	if code != exitcode.Failed || !strings.Contains(errOut, "invalid argument") || strings.Contains(errOut, "--help") {
@@ -137,15 +138,65 @@ func TestInvalidArgumentErrnoIsAFailure(t *testing.T) {
 func TestUserdataGenerateAndCheck(t *testing.T) {
 	t.Setenv(EnvGossip, gossip)
 	t.Setenv(EnvDOToken, "dop_v1_abcdef0123456789")
-	code, out, errOut := run(t, "", "userdata", "--role", "neo4j", "--consul", "server", "--bootstrap", "3")
+	dir := filepath.Join(t.TempDir(), "ca")
+	code, out, errOut := run(t, "", "userdata", "--new-ca", dir)
+	if code != 0 {
+		t.Fatalf("new CA: exit %d: %s", code, errOut)
+	}
+	caFile, keyFile := filepath.Join(dir, CACertName), filepath.Join(dir, CAKeyName)
+	for p, mode := range map[string]os.FileMode{caFile: 0o644, keyFile: 0o600} {
+		st, err := os.Stat(p)
+		if err != nil || st.Mode().Perm() != mode {
+			t.Fatalf("%s: %v, mode %v, want %v", p, err, st, mode)
+		}
+	}
+	keyPEM, _ := os.ReadFile(keyFile)
+	if strings.Contains(out+errOut, strings.TrimSpace(string(keyPEM))) {
+		t.Fatal("--new-ca printed the key")
+	}
+	if code, _, errOut := run(t, "", "userdata", "--new-ca", dir); code == 0 || !strings.Contains(errOut, "exists") {
+		t.Fatalf("a second --new-ca into the same folder: exit %d: %s", code, errOut)
+	}
+	code, out, errOut = run(t, "", "userdata", "--role", "neo4j", "--consul", "server", "--bootstrap", "3", "--ca", caFile, "--ca-key-file", keyFile)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	line := strings.TrimSpace(out)
 	c, err := userdata.Parse(line)
-	if err != nil || c.Role != "neo4j" || c.Bootstrap != 3 || c.GossipKey.Reveal() != gossip {
+	if err != nil || c.Role != "neo4j" || c.Bootstrap != 3 || c.GossipKey.Reveal() != gossip || c.CAKey == "" {
 		t.Fatalf("generated line %q: %+v %v", line, c, err)
 	}
+	// A client gets the certificate only, even when the key is at hand.
+	t.Setenv(EnvCAKey, string(keyPEM))
+	code, out, errOut = run(t, "", "userdata", "--role", "api", "--join", "10.0.0.1", "--ca", caFile)
+	if code != 0 || strings.Contains(out, "ca_key=") || !strings.Contains(out, " ca=") {
+		t.Fatalf("client line: exit %d: %q %s", code, out, errOut)
+	}
+	// ... and its role's Consul token, the one the servers derive.
+	cl, err := userdata.Parse(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTok, _ := userdata.Config{Role: "api", Env: "prod", CA: c.CA, CAKey: c.CAKey}.RoleToken()
+	if cl.ConsulToken == "" || cl.ConsulToken != srvTok {
+		t.Fatal("the client's consul_token is not the api role's derived token")
+	}
+	// The management token goes to a 0600 file, never to the output.
+	tokFile := filepath.Join(t.TempDir(), "mgmt")
+	code, out, errOut = run(t, "", "userdata", "--management-token-file", tokFile, "--ca", caFile)
+	tokBytes, rerr := os.ReadFile(tokFile)
+	st, serr := os.Stat(tokFile)
+	want, _ := userdata.Config{Role: "neo4j", Env: "prod", Consul: "server", CA: c.CA, CAKey: c.CAKey}.ManagementToken()
+	if code != 0 || rerr != nil || serr != nil || st.Mode().Perm() != 0o600 || strings.TrimSpace(string(tokBytes)) != want.Reveal() || strings.Contains(out+errOut, want.Reveal()) {
+		t.Fatalf("management token: exit %d %q %s %v %v", code, out, errOut, rerr, serr)
+	}
+	// Another cluster's key is refused, and not shown.
+	t.Setenv(EnvCAKey, testenv.OtherCAKey)
+	code, _, errOut = run(t, "", "userdata", "--role", "neo4j", "--consul", "server", "--ca", caFile)
+	if code != exitcode.Failed || !strings.Contains(errOut, "does not belong") || strings.Contains(errOut, testenv.OtherCAKey) {
+		t.Fatalf("mismatched key: exit %d: %s", code, errOut)
+	}
+	t.Setenv(EnvCAKey, "")
 	code, out, errOut = run(t, line, "userdata", "--check")
 	if code != 0 || !strings.HasPrefix(out, "ok: #codelab v1 role=neo4j") || strings.Contains(out, gossip) {
 		t.Fatalf("check: exit %d out %q err %q", code, out, errOut)

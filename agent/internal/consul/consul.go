@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -30,11 +31,41 @@ const callTimeout = 5 * time.Second
 // by their wait time and context, not by a client timeout.
 var sharedHTTP = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 
+// TokenFile is the droplet's Consul ACL token (its role's), 0600, written
+// by render. Clients send it when it exists; it never travels on a command
+// line.
+const TokenFile = "/etc/codelab/consul-token"
+
 // Client talks to one Consul agent's HTTP API. The zero value talks to
-// DefaultAddr.
+// DefaultAddr with the token in TokenFile, if there is one.
 type Client struct {
-	addr string
-	http *http.Client
+	addr  string
+	http  *http.Client
+	token string // set: sent instead of TokenFile's
+}
+
+// WithToken returns a client that sends token (a server's management token
+// for the ACL bootstrap, say) instead of TokenFile's.
+func (c Client) WithToken(token string) Client {
+	c.token = token
+	return c
+}
+
+// Token is the token a client sends: its own, else TokenFile's, else ""
+// (Consul's anonymous token).
+func (c Client) Token() string {
+	if c.token != "" {
+		return c.token
+	}
+	return fileToken()
+}
+
+func fileToken() string {
+	b, err := os.ReadFile(TokenFile)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // New returns a client for addr: host:port or a URL (http://host:port,
@@ -63,7 +94,7 @@ func (c Client) api(ctx context.Context) (*api.Client, error) {
 	}
 	hc := *base
 	hc.Transport = ctxTransport{ctx: ctx, next: next}
-	cl, err := api.NewClient(&api.Config{Address: c.Addr(), HttpClient: &hc})
+	cl, err := api.NewClient(&api.Config{Address: c.Addr(), HttpClient: &hc, Token: c.Token()})
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", c.Addr(), err)
 	}
@@ -77,14 +108,32 @@ func (c Client) api(ctx context.Context) (*api.Client, error) {
 func NewAPI(addr string, timeout time.Duration) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = New(addr).Addr()
-	if timeout > 0 {
-		cfg.HttpClient = &http.Client{Timeout: timeout, Transport: cleanhttp.DefaultPooledTransport()}
+	hc := &http.Client{Timeout: timeout, Transport: cleanhttp.DefaultPooledTransport()}
+	if cfg.Token == "" && cfg.TokenFile == "" {
+		// A long-lived client (the fleet publisher starts before the first
+		// render writes TokenFile) reads the token at every request.
+		hc.Transport = fileTokenTransport{next: hc.Transport}
 	}
+	cfg.HttpClient = hc
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
 	}
 	return c, nil
+}
+
+// fileTokenTransport sends TokenFile's token with every request that
+// carries none.
+type fileTokenTransport struct{ next http.RoundTripper }
+
+func (t fileTokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("X-Consul-Token") == "" {
+		if tok := fileToken(); tok != "" {
+			r = r.Clone(r.Context())
+			r.Header.Set("X-Consul-Token", tok)
+		}
+	}
+	return t.next.RoundTrip(r)
 }
 
 // ctxTransport gives requests without a cancellable context its own.

@@ -380,7 +380,7 @@ func fakeDO(t testing.TB, images int) (apiURL, metaURL string) {
 	})
 	mux.HandleFunc("/metadata/v1.json", func(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"droplet_id": 1, "hostname": "web-0", "region": "nyc3",
-			"user_data": "#codelab v1 role=web consul=client join=10.0.0.2 gossip=" + strings.Repeat("A", 43) + "= do_token=read-only"})
+			"user_data": "#codelab v1 role=web consul=client join=10.0.0.2 gossip=" + strings.Repeat("A", 43) + "= do_token=read-only " + testenv.ClientTLS})
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -103,7 +104,7 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	names := []string{"neo4j-1", "consul-2", "consul-3", "api-1"}
+	names := []string{"neo4j-1", "api-2", "api-3", "api-1"}
 	ports := freePorts(t, 5*len(names))
 	var nodes []*node
 	var join []string
@@ -117,12 +118,16 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 		}
 	}
 	for i, n := range nodes {
-		role, mode := "neo4j", "consul=server bootstrap=3"
+		role, mode := "neo4j", "consul=server bootstrap=3 "+testenv.ServerTLS
 		if i > 0 {
 			role = "api"
 		}
 		if i == 3 {
-			mode = "consul=client"
+			mode = "consul=client " + testenv.ClientTLS
+			// auto_encrypt asks the join addresses for a certificate on
+			// the client's own server port, before gossip could tell it
+			// the servers' ports.
+			n.ports.Server = nodes[0].ports.Server
 		}
 		line := fmt.Sprintf("#codelab v1 role=%s env=prod %s join=%s gossip=%s", role, mode, strings.Join(join, ","), testGossip)
 		m := metadata.Metadata{DropletID: fmt.Sprint(1000 + i), Hostname: n.name, Region: "nyc3", PrivateIPv4: "127.0.0.1"}
@@ -156,8 +161,51 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	client := nodes[3]
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(client.ports.HTTP))
 	poll := retry.Policy{Initial: 200 * time.Millisecond, Max: 2 * time.Second}
-	err := retry.Do(ctx, poll, func(ctx context.Context) error {
-		h := consul.New(addr).Check(ctx)
+
+	// ACLs: once there is a leader, a server's agent makes the policies
+	// and role tokens with the management token (the boot's consul-acl
+	// step); a second run changes nothing.
+	server := consul.New(net.JoinHostPort("127.0.0.1", strconv.Itoa(nodes[0].ports.HTTP))).WithToken(testenv.TestManagementToken)
+	toks, err := RoleTokens(mustParse(t, "#codelab v1 role=neo4j consul=server join=127.0.0.1 gossip="+testGossip+" "+testenv.ServerTLS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := retry.Do(ctx, poll, func(ctx context.Context) error { return server.BootstrapACL(ctx, "prod", toks) }); err != nil {
+		t.Fatalf("ACL bootstrap: %v", err)
+	}
+	mgmtAPI, err := api.NewClient(&api.Config{Address: server.Addr(), Token: testenv.TestManagementToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aclState := func() string {
+		t.Helper()
+		toks, _, err := mgmtAPI.ACL().TokenList(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pols, _, err := mgmtAPI.ACL().PolicyList(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, x := range toks {
+			fmt.Fprintf(&b, "token %s %d\n", x.AccessorID, x.ModifyIndex)
+		}
+		for _, x := range pols {
+			fmt.Fprintf(&b, "policy %s %d\n", x.Name, x.ModifyIndex)
+		}
+		return b.String()
+	}
+	before := aclState()
+	if err := server.BootstrapACL(ctx, "prod", toks); err != nil {
+		t.Fatalf("second ACL bootstrap: %v", err)
+	}
+	if after := aclState(); after != before {
+		t.Errorf("a second bootstrap changed the ACLs:\n%s\n%s", before, after)
+	}
+
+	err = retry.Do(ctx, poll, func(ctx context.Context) error {
+		h := consul.New(addr).WithToken(testenv.TestAPIToken).Check(ctx)
 		if m := h.Missing(""); m != "" {
 			return errors.New(m)
 		}
@@ -169,10 +217,23 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cluster did not form: %v", err)
 	}
+	// The client reached the servers over TLS (auto_encrypt gave it its
+	// certificate: the servers take no RPC without one), and a plain-text
+	// RPC connection to a server is cut at once.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(mustRead(t, nodes[0].root.Path(ConsulCAFile)))
+	if err := consul.New(net.JoinHostPort("127.0.0.1", strconv.Itoa(nodes[0].ports.HTTP))).ProbeServersCA(ctx, "nyc3", roots); err != nil {
+		t.Errorf("servers of one CA: probe: %v", err)
+	}
+	for _, srv := range nodes[:3] {
+		if err := plainRPCRefused(net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.ports.Server))); err != nil {
+			t.Errorf("%s: %v", srv.name, err)
+		}
+	}
 
 	// KV to consul-template: the real binary, the rendered config and
 	// template. -dry prints instead of writing and runs no command.
-	kv, err := api.NewClient(&api.Config{Address: addr})
+	kv, err := api.NewClient(&api.Config{Address: addr, Token: testenv.TestManagementToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +252,8 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 		putKV(roles.RequiredKVPath("prod", "api", k), "set-by-test")
 	}
 	putKV("codelab/prod/api/GREETING", "hello from kv")
+	putKV("codelab/prod/neo4j/NEO4J_AUTH", "neo4j/secret")
+	checkACL(t, ctx, addr)
 	// Right after an election a read may still miss the write; in
 	// production consul-template keeps watching, here we ask again until
 	// the value arrives or the deadline passes.
@@ -216,5 +279,89 @@ func TestClusterFromRenderedConfigs(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("consul-template output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// plainRPCRefused opens a plain-text Consul RPC connection (type byte 0,
+// RPCConsul) and expects the server to close it without an answer. A server
+// without verify_incoming would wait for the request instead, and the read
+// would time out.
+func plainRPCRefused(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("dial the RPC port: %w", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte{0}); err != nil {
+		return nil // already closed
+	}
+	n, err := conn.Read(make([]byte, 64))
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return errors.New("a plain-text RPC connection stayed open: the server accepts RPC without TLS")
+	case err == nil || n > 0:
+		return fmt.Errorf("the server answered %d bytes to plain-text RPC", n)
+	}
+	return nil
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// checkACL: through the client agent, the anonymous token reads no KV, the
+// api's token reads its own keys and neither neo4j's keys nor may it
+// register a neo4j service; the management token reads everything (so the
+// denials are not a missing key).
+func checkACL(t *testing.T, ctx context.Context, addr string) {
+	t.Helper()
+	as := func(token string) *api.Client {
+		c, err := api.NewClient(&api.Config{Address: addr, Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	read := func(c *api.Client, key string) (string, error) {
+		p, _, err := c.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil || p == nil {
+			return "", err
+		}
+		return string(p.Value), nil
+	}
+	const auth = "codelab/prod/neo4j/NEO4J_AUTH"
+	if v, err := read(as(testenv.TestManagementToken), auth); err != nil || v != "neo4j/secret" {
+		t.Fatalf("management token reads %s: %q %v", auth, v, err)
+	}
+	if v, err := read(as(""), auth); v != "" {
+		t.Errorf("the anonymous token reads %s (%v)", auth, err)
+	}
+	apiTok := as(testenv.TestAPIToken)
+	if v, err := read(apiTok, auth); v != "" {
+		t.Errorf("the api token reads %s (%v)", auth, err)
+	}
+	if keys, _, err := apiTok.KV().Keys("codelab/prod/neo4j/", "", nil); len(keys) != 0 {
+		t.Errorf("the api token lists the neo4j keys: %v %v", keys, err)
+	}
+	if v, err := read(apiTok, "codelab/prod/api/GREETING"); err != nil || v != "hello from kv" {
+		t.Errorf("the api token cannot read its own key: %q %v", v, err)
+	}
+	err := apiTok.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "fake-neo4j", Name: "neo4j", Port: 7687, Address: "127.0.0.1"})
+	if err == nil {
+		_ = apiTok.Agent().ServiceDeregister("fake-neo4j")
+		t.Error("the api token registered a neo4j service")
+	}
+	// The control: it may register its own service.
+	if err := apiTok.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "api-acl-probe", Name: "api", Port: 3999}); err != nil {
+		t.Errorf("the api token cannot register an api service: %v", err)
+	} else {
+		_ = apiTok.Agent().ServiceDeregister("api-acl-probe")
 	}
 }

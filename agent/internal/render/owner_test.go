@@ -72,7 +72,7 @@ func TestApplyWritesEachFileOwnedByItsConsumersUser(t *testing.T) {
 		return fsutil.Owner{}, errors.New("look up user " + name + ": unknown user " + name)
 	}}
 	_, err = Apply(context.Background(), fresh, files, TemplateValidator{})
-	if err == nil || !strings.Contains(err.Error(), "owner of /etc/consul.d/consul.hcl: look up user consul") {
+	if err == nil || !strings.Contains(err.Error(), "owner of /etc/consul.d/acl.hcl: look up user consul") {
 		t.Fatalf("err = %v", err)
 	}
 	if got := snapshot(t, fresh.Dir); len(got) != 0 {

@@ -115,7 +115,7 @@ func TestKVChangeReachesContainerIntegration(t *testing.T) {
 
 	// Render and apply the api role's files under a test root.
 	root := fsutil.Root{Dir: t.TempDir()}
-	line := fmt.Sprintf("#codelab v1 role=api env=prod join=127.0.0.1 registry=%s version=%s gossip=%s", registry, version, testGossip)
+	line := fmt.Sprintf("#codelab v1 role=api env=prod join=127.0.0.1 registry=%s version=%s gossip=%s %s", registry, version, testGossip, testenv.ClientTLS)
 	meta := metadata.Metadata{DropletID: "1", Hostname: "api-1", Region: "nyc3", PrivateIPv4: "127.0.0.1"}
 	files, err := Render(Input{Meta: meta, User: mustParse(t, line), Ports: &Ports{HTTP: consul}, ContentRoot: root.Dir})
 	if err != nil {

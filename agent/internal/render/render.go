@@ -14,10 +14,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/codelab-app/infra/agent/internal/consul"
 	"github.com/docker/docker/api/types/versions"
 
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/userdata"
+	"github.com/codelab-app/infra/internal/clustersec"
 	"github.com/codelab-app/infra/roles"
 )
 
@@ -38,6 +40,22 @@ const (
 	NodeExporterPort = 9100
 )
 
+const (
+	// ConsulTLSDir holds the CA certificate and, on servers, the server's
+	// RPC certificate and key. Consul reads only the files directly in
+	// ConsulDir as config, so this folder is not config.
+	ConsulTLSDir   = ConsulDir + "/tls"
+	ConsulCAFile   = ConsulTLSDir + "/ca.pem"
+	ConsulCertFile = ConsulTLSDir + "/server.pem"
+	ConsulKeyFile  = ConsulTLSDir + "/server-key.pem"
+	// ConsulACLFile holds the acl block: it carries tokens, so 0600.
+	ConsulACLFile = ConsulDir + "/acl.hcl"
+	// ConsulTokenFile is the droplet's own Consul ACL token (its role's),
+	// 0600: the agent, status, the fleet view and backups read it; never a
+	// command line.
+	ConsulTokenFile = consul.TokenFile
+)
+
 // Consumer names the program that reads a file, and so validates it.
 type Consumer string
 
@@ -46,6 +64,8 @@ const (
 	ConsumerConsulTemplate Consumer = "consul-template"
 	ConsumerCompose        Consumer = "compose"
 	ConsumerNodeExporter   Consumer = "prometheus-node-exporter"
+	// ConsumerAgent is codelab-agent itself (and its commands).
+	ConsumerAgent Consumer = "codelab-agent"
 )
 
 // ConsulUser is the system user Consul runs as (systemd/consul.service).
@@ -140,7 +160,36 @@ func Render(in Input) ([]File, error) {
 		files = append(files, File{Path: p, Data: b, Mode: mode, Consumer: c})
 	}
 
+	ca, err := u.ClusterCA()
+	if err != nil {
+		return nil, fmt.Errorf("render consul TLS: %w", err)
+	}
+	add(ConsulCAFile, ca.CertPEM(), 0o644, ConsumerConsul)
+	if u.Consul == userdata.ConsulServer {
+		// Deterministic: the same CA, datacenter, name and address give
+		// the same bytes on every boot, so nothing restarts.
+		srv, err := ca.ServerCert(data.Datacenter, in.Meta.Hostname, ip)
+		if err != nil {
+			return nil, fmt.Errorf("render consul TLS: %w", err)
+		}
+		add(ConsulCertFile, srv.CertPEM, 0o644, ConsumerConsul)
+		add(ConsulKeyFile, srv.KeyPEM, 0o600, ConsumerConsul)
+	}
 	add(ConsulDir+"/consul.hcl", consulConfig(in, data), 0o640, ConsumerConsul)
+	roleToken, err := u.RoleToken()
+	if err != nil {
+		return nil, fmt.Errorf("render consul ACL: %w", err)
+	}
+	mgmt, err := u.ManagementToken()
+	if err != nil {
+		return nil, fmt.Errorf("render consul ACL: %w", err)
+	}
+	recovery, err := u.AgentRecoveryToken()
+	if err != nil {
+		return nil, fmt.Errorf("render consul ACL: %w", err)
+	}
+	add(ConsulACLFile, aclConfig(roleToken, mgmt, recovery), 0o600, ConsumerConsul)
+	add(ConsulTokenFile, []byte(roleToken.Reveal()+"\n"), 0o600, ConsumerAgent)
 	add(ConsulDir+"/encrypt.hcl", hclFile(fmt.Sprintf("encrypt = %s\n", quote(u.GossipKey.Reveal()))), 0o600, ConsumerConsul)
 	add(ConsulDir+"/join.hcl", joinConfig(in), 0o600, ConsumerConsul)
 
@@ -183,7 +232,8 @@ func Render(in Input) ([]File, error) {
 		add(src, b, 0o644, ConsumerConsulTemplate)
 		stanzas = append(stanzas, templateStanza{Source: src, Destination: dst})
 	}
-	add(TemplateConfig, templateConfig(in, stanzas), 0o640, ConsumerConsulTemplate)
+	// 0600: the config carries the role's Consul token.
+	add(TemplateConfig, templateConfig(in, stanzas, roleToken), 0o600, ConsumerConsulTemplate)
 
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	return files, nil
@@ -219,6 +269,7 @@ func consulConfig(in Input, d roles.Data) []byte {
 		b.WriteString("\n")
 		kv("server", "false")
 	}
+	tlsConfig(&b, in)
 	if p := in.Ports; p != nil {
 		b.WriteString("\nports {\n")
 		for _, e := range []struct {
@@ -232,6 +283,82 @@ func consulConfig(in Input, d roles.Data) []byte {
 		b.WriteString("}\n")
 	}
 	return hclFile(b.String())
+}
+
+// tlsConfig turns on TLS for Consul's RPC (port 8300). Servers present
+// their own certificate, require one from every peer (verify_incoming) and
+// hand clients theirs through auto_encrypt; clients check that a server's
+// certificate is signed by the cluster's CA and names
+// server.<datacenter>.consul, so a host on the VPC can neither read nor
+// write the catalog or KV over RPC, nor pose as a server.
+func tlsConfig(b *strings.Builder, in Input) {
+	root := in.ContentRoot
+	b.WriteString("\ntls {\n  defaults {\n")
+	fmt.Fprintf(b, "    ca_file         = %s\n", quote(root+ConsulCAFile))
+	if in.User.Consul == userdata.ConsulServer {
+		fmt.Fprintf(b, "    cert_file       = %s\n", quote(root+ConsulCertFile))
+		fmt.Fprintf(b, "    key_file        = %s\n", quote(root+ConsulKeyFile))
+		b.WriteString("    verify_incoming = true\n")
+	}
+	b.WriteString("    verify_outgoing = true\n  }\n\n  internal_rpc {\n    verify_server_hostname = true\n  }\n}\n")
+	if in.User.Consul == userdata.ConsulServer {
+		b.WriteString("\nauto_encrypt {\n  allow_tls = true\n}\n")
+	} else {
+		b.WriteString("\nauto_encrypt {\n  tls = true\n}\n")
+	}
+}
+
+// aclConfig turns on Consul's ACLs, default deny. The agent acts with its
+// role's token; a server also holds the cluster's initial management token
+// (derived from the CA key), with which codelab-agent creates the policies
+// and role tokens once there is a leader.
+func aclConfig(agent, management, recovery userdata.Secret) []byte {
+	var b strings.Builder
+	b.WriteString("acl {\n")
+	b.WriteString("  enabled                  = true\n")
+	b.WriteString("  default_policy           = \"deny\"\n")
+	b.WriteString("  down_policy              = \"extend-cache\"\n")
+	b.WriteString("  enable_token_persistence = true\n\n")
+	b.WriteString("  tokens {\n")
+	if management != "" {
+		fmt.Fprintf(&b, "    %-32s = %s\n", "initial_management", quote(management.Reveal()))
+	}
+	// The agent's own token also registers the services of the role's
+	// config files (without it they would use the anonymous token).
+	fmt.Fprintf(&b, "    %-32s = %s\n", "agent", quote(agent.Reveal()))
+	fmt.Fprintf(&b, "    %-32s = %s\n", "config_file_service_registration", quote(agent.Reveal()))
+	// The boot's own view of the local agent before any server can
+	// resolve a token (see userdata.Config.AgentRecoveryToken).
+	fmt.Fprintf(&b, "    %-32s = %s\n", "agent_recovery", quote(recovery.Reveal()))
+	b.WriteString("  }\n}\n")
+	return hclFile(b.String())
+}
+
+// RoleTokens are every role's token in the droplet's env, derived from its
+// CA key, with the services each role registers.
+func RoleTokens(u userdata.Config) ([]consul.RoleToken, error) {
+	ca, err := u.ClusterCA()
+	if err != nil {
+		return nil, err
+	}
+	var out []consul.RoleToken
+	for _, role := range userdata.Roles {
+		name := clustersec.RoleTokenName(u.Env, role)
+		secret, err := ca.ACLToken(name)
+		if err != nil {
+			return nil, err
+		}
+		acc, err := ca.ACLAccessor(name)
+		if err != nil {
+			return nil, err
+		}
+		svcs, err := roles.Services(role)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, consul.RoleToken{Role: role, Accessor: acc, Secret: secret, Services: svcs})
+	}
+	return out, nil
 }
 
 // nodeExporterDefaults binds the node exporter to the VPC address. The file
@@ -264,14 +391,14 @@ func joinConfig(in Input) []byte {
 
 type templateStanza struct{ Source, Destination string }
 
-func templateConfig(in Input, stanzas []templateStanza) []byte {
+func templateConfig(in Input, stanzas []templateStanza, token userdata.Secret) []byte {
 	httpPort := 8500
 	if in.Ports != nil && in.Ports.HTTP != 0 {
 		httpPort = in.Ports.HTTP
 	}
 	role := in.User.Role
 	var b strings.Builder
-	fmt.Fprintf(&b, "consul {\n  address = %s\n\n  retry {\n    enabled     = true\n    attempts    = 0\n    backoff     = \"250ms\"\n    max_backoff = \"1m\"\n  }\n}\n\n", quote(fmt.Sprintf("127.0.0.1:%d", httpPort)))
+	fmt.Fprintf(&b, "consul {\n  address = %s\n  token   = %s\n\n  retry {\n    enabled     = true\n    attempts    = 0\n    backoff     = \"250ms\"\n    max_backoff = \"1m\"\n  }\n}\n\n", quote(fmt.Sprintf("127.0.0.1:%d", httpPort)), quote(token.Reveal()))
 	b.WriteString("log_level = \"info\"\n\nwait {\n  min = \"2s\"\n  max = \"10s\"\n}\n")
 	for _, s := range stanzas {
 		// An unchanged render runs nothing; a changed one re-applies the

@@ -3,6 +3,8 @@ package render
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"github.com/codelab-app/infra/agent/internal/fsutil"
 	"github.com/codelab-app/infra/agent/internal/metadata"
 	"github.com/codelab-app/infra/agent/internal/userdata"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -72,13 +75,13 @@ var goldenCases = []struct {
 	name, host, ip, line string
 }{
 	{"neo4j-server", "neo4j-1", "10.132.0.2",
-		"#codelab v1 role=neo4j consul=server bootstrap=3 join=10.132.0.2,10.132.0.3,10.132.0.4 version=5.20.0 gossip=" + testGossip},
+		"#codelab v1 role=neo4j consul=server bootstrap=3 join=10.132.0.2,10.132.0.3,10.132.0.4 version=5.20.0 gossip=" + testGossip + " " + testenv.ServerTLS},
 	{"api-server-tagjoin", "consul-api-1", "10.132.0.3",
-		"#codelab v1 role=api env=staging consul=server bootstrap=3 dc=fra1 do_token=dop_v1_golden0123456789 gossip=" + testGossip},
+		"#codelab v1 role=api env=staging consul=server bootstrap=3 dc=fra1 do_token=dop_v1_golden0123456789 gossip=" + testGossip + " " + testenv.ServerTLS},
 	{"api-client", "api-1", "10.132.0.5",
-		"#codelab v1 role=api consul=client join=10.132.0.2,10.132.0.3,10.132.0.4 version=1.4.2 registry=registry.digitalocean.com/codelab gossip=" + testGossip},
+		"#codelab v1 role=api consul=client join=10.132.0.2,10.132.0.3,10.132.0.4 version=1.4.2 registry=registry.digitalocean.com/codelab gossip=" + testGossip + " " + testenv.ClientTLS},
 	{"web-client", "web-1", "10.132.0.6",
-		"#codelab v1 role=web join=10.132.0.2,10.132.0.3,10.132.0.4 version=1.4.2 gossip=" + testGossip},
+		"#codelab v1 role=web join=10.132.0.2,10.132.0.3,10.132.0.4 version=1.4.2 gossip=" + testGossip + " " + testenv.ClientTLS},
 }
 
 func TestRenderGolden(t *testing.T) {
@@ -241,5 +244,50 @@ func TestTemplateValidatorCatchesBadTemplates(t *testing.T) {
 	}
 	if err := (TemplateValidator{}).Validate(context.Background(), t.TempDir(), bad); err == nil || !strings.Contains(err.Error(), TemplateConfig) {
 		t.Fatalf("bad config: err = %v", err)
+	}
+}
+
+// A server's certificate and key are derived, not random: rendering again
+// gives the same bytes, so a reboot restarts nothing. The key is 0600 and
+// the certificate is the CA's, for server.<dc>.consul and the VPC address.
+func TestServerTLSFilesAreStable(t *testing.T) {
+	tc := goldenCases[0]
+	in := Input{Meta: sampleMeta(t, tc.host, tc.ip), User: mustParse(t, tc.line)}
+	a, err := Render(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Render(in)
+	if !bytes.Equal(dump(a), dump(b)) {
+		t.Fatal("two renders of the same input differ")
+	}
+	byPath := map[string]File{}
+	for _, f := range a {
+		byPath[f.Path] = f
+	}
+	if f := byPath[ConsulKeyFile]; f.Mode.Perm() != 0o600 || len(f.Data) == 0 {
+		t.Fatalf("server key: mode %04o, %d bytes", f.Mode.Perm(), len(f.Data))
+	}
+	pair, err := tls.X509KeyPair(byPath[ConsulCertFile].Data, byPath[ConsulKeyFile].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(byPath[ConsulCAFile].Data) {
+		t.Fatal("no CA in ca.pem")
+	}
+	for _, name := range []string{"server." + in.User.Datacenter(in.Meta.Region) + ".consul", tc.ip} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// A client gets the CA only.
+	cl := goldenCases[2]
+	files, _ := Render(Input{Meta: sampleMeta(t, cl.host, cl.ip), User: mustParse(t, cl.line)})
+	for _, f := range files {
+		if f.Path == ConsulKeyFile || f.Path == ConsulCertFile {
+			t.Errorf("client has %s", f.Path)
+		}
 	}
 }

@@ -7,14 +7,15 @@ import (
 	"testing"
 
 	"github.com/codelab-app/infra/agent/internal/fsutil"
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 // composeCases are a render of every role.
 var composeCases = append(goldenCases[:len(goldenCases):len(goldenCases)],
 	struct{ name, host, ip, line string }{"landing-client", "landing-1", "10.132.0.7",
-		"#codelab v1 role=landing join=10.132.0.2 gossip=" + testGossip},
+		"#codelab v1 role=landing join=10.132.0.2 gossip=" + testGossip + " " + testenv.ClientTLS},
 	struct{ name, host, ip, line string }{"sites-client", "sites-1", "10.132.0.8",
-		"#codelab v1 role=sites join=10.132.0.2 gossip=" + testGossip},
+		"#codelab v1 role=sites join=10.132.0.2 gossip=" + testGossip + " " + testenv.ClientTLS},
 )
 
 func TestComposeValidatorAcceptsEveryRole(t *testing.T) {

@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/codelab-app/infra/internal/clustersec"
 )
 
 // Marker starts every line; Version is the only format this agent reads.
@@ -91,6 +93,15 @@ type Config struct {
 	Version   string // application image tag
 	Registry  string // where the role's images come from
 
+	// CA is the cluster's Consul CA certificate (ca=, public; required):
+	// every agent verifies the servers with it. CAKey (ca_key=) is its
+	// private key, on servers only: they sign their own RPC certificates.
+	CA    string
+	CAKey Secret
+	// ConsulToken (consul_token=, clients only; required there) is the
+	// role's Consul ACL token. Servers derive theirs from CAKey.
+	ConsulToken Secret
+
 	GossipKey     Secret // consul keygen output; required
 	RegistryToken Secret // DigitalOcean Container Registry token; optional
 	DOToken       Secret // read-only API token for join=tag:; required then
@@ -114,6 +125,7 @@ var (
 	registryRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$`)
 	hostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
 	tokenRE    = regexp.MustCompile(`^[A-Za-z0-9_.-]{8,512}$`)
+	uuidRE     = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 )
 
 // keys is the v1 key set, in the order String writes them.
@@ -169,6 +181,30 @@ var keys = []key{
 	{name: "registry", expects: "an image registry path such as registry.digitalocean.com/codelab",
 		set: func(c *Config, v string) error { return setRE(&c.Registry, v, registryRE) },
 		get: func(c Config) string { return c.Registry }},
+	{name: "ca", expects: "the cluster's Consul CA certificate, URL-safe base64 DER, from `codelab-agent userdata --new-ca`",
+		set: func(c *Config, v string) error {
+			if _, err := clustersec.DecodeCert(v); err != nil {
+				return errBad
+			}
+			c.CA = v
+			return nil
+		}, get: func(c Config) string { return c.CA }},
+	{name: "ca_key", secret: true, expects: "the Consul CA's private key (43 characters of URL-safe base64; servers only)",
+		set: func(c *Config, v string) error {
+			if _, err := clustersec.DecodeKey(v); err != nil {
+				return errBad
+			}
+			c.CAKey = Secret(v)
+			return nil
+		}, get: func(c Config) string { return c.CAKey.Reveal() }},
+	{name: "consul_token", secret: true, expects: "the role's Consul ACL token, a UUID from `codelab-agent userdata` (clients only)",
+		set: func(c *Config, v string) error {
+			if !uuidRE.MatchString(v) {
+				return errBad
+			}
+			c.ConsulToken = Secret(v)
+			return nil
+		}, get: func(c Config) string { return c.ConsulToken.Reveal() }},
 	{name: "gossip", secret: true, expects: "the Consul gossip key: base64 of 32 bytes, as printed by `consul keygen`",
 		set: func(c *Config, v string) error {
 			b, err := base64.StdEncoding.DecodeString(v)
@@ -364,6 +400,26 @@ func (c *Config) complete(seen map[string]int) error {
 	if c.Join.Tag != "" && c.DOToken == "" {
 		return &Error{Msg: fmt.Sprintf("join=tag:%s needs do_token=<read-only DigitalOcean API token> so Consul can find the servers by tag; or give join=addr1,addr2", c.Join.Tag)}
 	}
+	if c.CA == "" {
+		return &Error{Msg: "missing required key ca; expected ca=<the cluster's CA certificate> from `codelab-agent userdata --new-ca DIR` (the same on every droplet): Consul's RPC runs over TLS"}
+	}
+	if c.Consul == ConsulClient && c.CAKey != "" {
+		return &Error{Token: seen["ca_key"], Text: "ca_key=<redacted>", Msg: "ca_key is only for consul=server: a client needs only the public ca="}
+	}
+	if c.Consul == ConsulServer && c.CAKey == "" {
+		return &Error{Msg: "consul=server needs ca_key=<the CA's private key> to sign its own RPC certificate"}
+	}
+	if c.Consul == ConsulServer && c.ConsulToken != "" {
+		return &Error{Token: seen["consul_token"], Text: "consul_token=<redacted>", Msg: "consul_token is only for consul=client: a server derives its tokens from ca_key"}
+	}
+	if c.Consul == ConsulClient && c.ConsulToken == "" {
+		return &Error{Msg: "consul=client needs consul_token=<the role's Consul ACL token>; `codelab-agent userdata --ca ca.pem --ca-key-file ca-key.pem` derives it (Consul runs with ACLs, default deny)"}
+	}
+	if c.CAKey != "" {
+		if _, err := clustersec.Parse(c.CA, c.CAKey.Reveal()); err != nil {
+			return &Error{Token: seen["ca_key"], Text: "ca_key=<redacted>", Msg: "ca_key does not belong to the certificate in ca= (is it another cluster's CA?)"}
+		}
+	}
 	return nil
 }
 
@@ -393,6 +449,58 @@ func (c Config) line(redact bool) string {
 	return b.String()
 }
 
+// ClusterCA decodes ca= and, on a server, ca_key= (Parse has checked that
+// they belong together).
+func (c Config) ClusterCA() (clustersec.CA, error) {
+	ca, err := clustersec.Parse(c.CA, c.CAKey.Reveal())
+	if err != nil {
+		return clustersec.CA{}, fmt.Errorf("cluster CA: %w", err)
+	}
+	return ca, nil
+}
+
+// RoleToken is the Consul ACL token of the droplet's role: consul_token=
+// on a client, derived from the CA key on a server.
+func (c Config) RoleToken() (Secret, error) {
+	if c.ConsulToken != "" {
+		return c.ConsulToken, nil
+	}
+	return c.derived(clustersec.RoleTokenName(c.Env, c.Role))
+}
+
+// AgentRecoveryToken is the droplet's Consul agent recovery token, derived
+// from its role token: it opens the local agent's own endpoints (self,
+// members) even while no server can resolve tokens (no leader yet), which
+// is when the boot needs to see why.
+func (c Config) AgentRecoveryToken() (Secret, error) {
+	t, err := c.RoleToken()
+	if err != nil {
+		return "", err
+	}
+	return Secret(clustersec.SubToken(t.Reveal(), "agent recovery")), nil
+}
+
+// ManagementToken is the cluster's initial management token; only a server
+// (which holds the CA key) has it, "" elsewhere.
+func (c Config) ManagementToken() (Secret, error) {
+	if c.CAKey == "" {
+		return "", nil
+	}
+	return c.derived(clustersec.ManagementTokenName)
+}
+
+func (c Config) derived(name string) (Secret, error) {
+	ca, err := c.ClusterCA()
+	if err != nil {
+		return "", err
+	}
+	t, err := ca.ACLToken(name)
+	if err != nil {
+		return "", fmt.Errorf("derive Consul token: %w", err)
+	}
+	return Secret(t), nil
+}
+
 // Datacenter is the Consul datacenter: dc= or else the region.
 func (c Config) Datacenter(region string) string {
 	if c.DC != "" {
@@ -408,8 +516,12 @@ func Help() string {
 	for _, k := range keys {
 		var notes []string
 		switch k.name {
-		case "role", "gossip":
+		case "role", "gossip", "ca":
 			notes = append(notes, "required")
+		case "ca_key":
+			notes = append(notes, "required for servers")
+		case "consul_token":
+			notes = append(notes, "required for clients")
 		case "do_token":
 			notes = append(notes, "required with join=tag:")
 		}

@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/codelab-app/infra/tools/testenv"
 )
 
 const (
+	srvTLS  = " ca=" + testenv.TestCA + " ca_key=" + testenv.TestCAKey
+	cliTLS  = " ca=" + testenv.TestCA + " consul_token=" + testenv.TestAPIToken
 	gossip  = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
 	doToken = "dop_v1_0123456789abcdef0123456789abcdef"
 )
@@ -18,24 +22,24 @@ func TestParseValid(t *testing.T) {
 		want Config
 	}{
 		{
-			in: "#codelab v1 role=api gossip=" + gossip + " join=10.0.0.2,10.0.0.3",
+			in: "#codelab v1 role=api gossip=" + gossip + " join=10.0.0.2,10.0.0.3" + cliTLS,
 			want: Config{Role: "api", Env: "prod", Consul: "client", Join: Join{Addrs: []string{"10.0.0.2", "10.0.0.3"}},
-				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip},
+				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip, CA: testenv.TestCA, ConsulToken: testenv.TestAPIToken},
 		},
 		{
-			in: "#codelab v1 role=neo4j env=staging consul=server bootstrap=5 join=tag:codelab-consul dc=fra1-a version=1.2.3 registry=registry.local:5000/codelab gossip=" + gossip + " registry_token=" + doToken + " do_token=" + doToken + "\r\n",
+			in: "#codelab v1 role=neo4j env=staging consul=server bootstrap=5 join=tag:codelab-consul dc=fra1-a version=1.2.3 registry=registry.local:5000/codelab gossip=" + gossip + " registry_token=" + doToken + " do_token=" + doToken + srvTLS + "\r\n",
 			want: Config{Role: "neo4j", Env: "staging", Consul: "server", Bootstrap: 5, Join: Join{Tag: "codelab-consul"}, DC: "fra1-a",
-				Version: "1.2.3", Registry: "registry.local:5000/codelab", GossipKey: gossip, RegistryToken: doToken, DOToken: doToken},
+				Version: "1.2.3", Registry: "registry.local:5000/codelab", GossipKey: gossip, RegistryToken: doToken, DOToken: doToken, CA: testenv.TestCA, CAKey: testenv.TestCAKey},
 		},
 		{
-			in: "#codelab   v1  consul=server role=web gossip=" + gossip + " do_token=" + doToken,
+			in: "#codelab   v1  consul=server role=web gossip=" + gossip + " do_token=" + doToken + srvTLS,
 			want: Config{Role: "web", Env: "prod", Consul: "server", Bootstrap: 3, Join: Join{Tag: DefaultJoinTag},
-				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip, DOToken: doToken},
+				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip, DOToken: doToken, CA: testenv.TestCA, CAKey: testenv.TestCAKey},
 		},
 		{
-			in: "#codelab v1 role=sites gossip=" + gossip + " join=consul-1.internal:8301,10.1.1.1",
+			in: "#codelab v1 role=sites gossip=" + gossip + " join=consul-1.internal:8301,10.1.1.1" + cliTLS,
 			want: Config{Role: "sites", Env: "prod", Consul: "client", Join: Join{Addrs: []string{"consul-1.internal:8301", "10.1.1.1"}},
-				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip},
+				Version: "latest", Registry: DefaultRegistry, GossipKey: gossip, CA: testenv.TestCA, ConsulToken: testenv.TestAPIToken},
 		},
 	}
 	for _, tt := range tests {
@@ -93,6 +97,14 @@ func TestParseErrors(t *testing.T) {
 		{"missing role", "#codelab v1 env=prod" + ok, []string{"missing required key role"}},
 		{"missing gossip", "#codelab v1 role=api join=10.0.0.1", []string{"missing required key gossip", "consul keygen"}},
 		{"tag join without token", "#codelab v1 role=api gossip=" + gossip, []string{"join=tag:codelab-consul needs do_token"}},
+		{"missing ca", "#codelab v1 role=api" + ok, []string{"missing required key ca", "--new-ca"}},
+		{"bad ca", "#codelab v1 role=api ca=AAAA" + ok, []string{`"ca=AAAA"`, "CA certificate"}},
+		{"ca_key on client", "#codelab v1 role=api" + ok + srvTLS, []string{`"ca_key=<redacted>"`, "ca_key is only for consul=server"}},
+		{"server without ca_key", "#codelab v1 role=api consul=server" + ok + " ca=" + testenv.TestCA, []string{"consul=server needs ca_key="}},
+		{"consul_token on a server", "#codelab v1 role=api consul=server" + ok + srvTLS + " consul_token=" + testenv.TestAPIToken, []string{`"consul_token=<redacted>"`, "only for consul=client"}},
+		{"client without consul_token", "#codelab v1 role=api" + ok + " ca=" + testenv.TestCA, []string{"consul=client needs consul_token="}},
+		{"bad consul_token", "#codelab v1 role=api consul_token=not-a-uuid" + ok, []string{`"consul_token=<redacted>"`, "UUID"}},
+		{"ca_key of another CA", "#codelab v1 role=api consul=server" + ok + " ca=" + testenv.TestCA + " ca_key=" + testenv.OtherCAKey, []string{`"ca_key=<redacted>"`, "does not belong to the certificate in ca="}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,8 +121,10 @@ func TestParseErrors(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			if strings.Contains(err.Error(), gossip) {
-				t.Errorf("error leaks the gossip key: %v", err)
+			for _, secret := range []string{gossip, testenv.TestCAKey, testenv.OtherCAKey, testenv.TestAPIToken} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error leaks a secret: %v", err)
+				}
 			}
 		})
 	}
@@ -137,12 +151,12 @@ func TestSecretsNeverInErrorsOrRedacted(t *testing.T) {
 			}
 		}
 	}
-	c, err := Parse("#codelab v1 role=api gossip=" + gossip + " registry_token=" + doToken + " do_token=" + doToken)
+	c, err := Parse("#codelab v1 role=api consul=server gossip=" + gossip + " registry_token=" + doToken + " do_token=" + doToken + srvTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, out := range []string{c.Redacted(), fmt.Sprintf("%v %+v %#v %s", c, c, c, c.GossipKey)} {
-		if strings.Contains(out, gossip) || strings.Contains(out, doToken) {
+	for _, out := range []string{c.Redacted(), fmt.Sprintf("%v %+v %#v %s %s", c, c, c, c.GossipKey, c.CAKey)} {
+		if strings.Contains(out, gossip) || strings.Contains(out, doToken) || strings.Contains(out, testenv.TestCAKey) {
 			t.Errorf("output leaks a secret: %s", out)
 		}
 	}
@@ -173,8 +187,8 @@ func TestHelpListsEveryKey(t *testing.T) {
 // back unchanged through the canonical line, and that no error repeats a
 // secret value.
 func FuzzParse(f *testing.F) {
-	f.Add("#codelab v1 role=api gossip=" + gossip + " join=10.0.0.1")
-	f.Add("#codelab v1 role=neo4j consul=server bootstrap=3 gossip=" + gossip + " do_token=" + doToken)
+	f.Add("#codelab v1 role=api gossip=" + gossip + " join=10.0.0.1" + cliTLS)
+	f.Add("#codelab v1 role=neo4j consul=server bootstrap=3 gossip=" + gossip + " do_token=" + doToken + srvTLS)
 	f.Add("#codelab v1 role=web role=web")
 	f.Add("#!/bin/bash\n")
 	f.Fuzz(func(t *testing.T, line string) {
@@ -183,7 +197,7 @@ func FuzzParse(f *testing.F) {
 			msg := err.Error()
 			for _, tok := range strings.Fields(line) {
 				name, val, ok := strings.Cut(tok, "=")
-				if ok && len(val) >= 8 && (name == "gossip" || name == "registry_token" || name == "do_token") && strings.Contains(msg, val) {
+				if ok && len(val) >= 8 && (name == "gossip" || name == "registry_token" || name == "do_token" || name == "ca_key" || name == "consul_token") && strings.Contains(msg, val) {
 					t.Fatalf("error %q repeats the value of %s", msg, name)
 				}
 			}
@@ -197,4 +211,30 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed %q to %q", c.Redacted(), again.Redacted())
 		}
 	})
+}
+
+func TestTokens(t *testing.T) {
+	srv, err := Parse("#codelab v1 role=neo4j consul=server join=10.0.0.1 gossip=" + gossip + srvTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := Parse("#codelab v1 role=api join=10.0.0.1 gossip=" + gossip + cliTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		got  func() (Secret, error)
+		want string
+	}{
+		{"server role token", srv.RoleToken, testenv.TestNeo4jToken},
+		{"server management token", srv.ManagementToken, testenv.TestManagementToken},
+		{"client role token", cl.RoleToken, testenv.TestAPIToken},
+		{"client management token", cl.ManagementToken, ""},
+	} {
+		got, err := tc.got()
+		if err != nil || got.Reveal() != tc.want {
+			t.Errorf("%s = %q, %v; want %q", tc.name, got.Reveal(), err, tc.want)
+		}
+	}
 }

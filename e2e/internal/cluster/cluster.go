@@ -25,6 +25,7 @@ import (
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
 	"github.com/codelab-app/infra/e2e/internal/localdo"
+	"github.com/codelab-app/infra/internal/clustersec"
 	"github.com/codelab-app/infra/roles"
 	"github.com/digitalocean/godo"
 )
@@ -122,6 +123,8 @@ type Cluster struct {
 	Timings []Timing
 	// Spaces is the local S3 server the neo4j backups go to.
 	Spaces *Spaces
+
+	ca clustersec.CA // the Consul CA, key included (ca.go)
 }
 
 // Timing is the wall time of one step of Up.
@@ -255,11 +258,15 @@ func (c *Cluster) KVPutAll(ctx context.Context, via *Node, kvs [][2]string) erro
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "docker", "exec", "-i", c.Docker.ContainerName(via.ID),
-		"curl", "-fsS", "-X", "PUT", "--data-binary", "@-", "http://127.0.0.1:8500/v1/txn")
-	cmd.Stdin = bytes.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("consul txn of %d keys on %s: %w: %s", len(kvs), via.Name, err, strings.TrimSpace(string(out)))
+	// The management token goes to curl as a header file, written from
+	// the environment by the shell (printf is a builtin: no command line).
+	tok, err := c.ManagementToken()
+	if err != nil {
+		return err
+	}
+	script := `umask 077; h=$(mktemp); trap 'rm -f "$h"' EXIT; printf 'X-Consul-Token: %s\n' "$CONSUL_HTTP_TOKEN" > "$h"; curl -fsS -H @"$h" -X PUT --data-binary @- http://127.0.0.1:8500/v1/txn`
+	if _, err := c.withToken(ctx, via, tok, bytes.NewReader(body), "sh", "-c", script); err != nil {
+		return fmt.Errorf("consul txn of %d keys: %w", len(kvs), err)
 	}
 	return nil
 }
@@ -267,10 +274,12 @@ func (c *Cluster) KVPutAll(ctx context.Context, via *Node, kvs [][2]string) erro
 // KVPut writes a Consul KV value through a droplet's own consul CLI. The
 // value goes through standard input, never the command line.
 func (c *Cluster) KVPut(ctx context.Context, via *Node, key, value string) error {
-	cmd := exec.CommandContext(ctx, "docker", "exec", "-i", c.Docker.ContainerName(via.ID), "consul", "kv", "put", key, "-")
-	cmd.Stdin = strings.NewReader(value)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("consul kv put %s on %s: %w: %s", key, via.Name, err, strings.TrimSpace(string(out)))
+	tok, err := c.ManagementToken()
+	if err != nil {
+		return err
+	}
+	if _, err := c.withToken(ctx, via, tok, strings.NewReader(value), "consul", "kv", "put", key, "-"); err != nil {
+		return fmt.Errorf("consul kv put %s: %w", key, err)
 	}
 	return nil
 }
@@ -478,12 +487,16 @@ func gossipKey() string {
 
 // UserData is the one line a node boots with.
 func (c *Cluster) UserData(n NodeSpec, join []string, gossip string) string {
-	line := fmt.Sprintf("#codelab v1 role=%s env=%s consul=%s", n.Role, c.Opts.Env, n.Consul)
+	return c.userData(n, c.Opts.Env, join, gossip)
+}
+
+func (c *Cluster) userData(n NodeSpec, env string, join []string, gossip string) string {
+	line := fmt.Sprintf("#codelab v1 role=%s env=%s consul=%s", n.Role, env, n.Consul)
 	if n.Consul == "server" {
 		line += fmt.Sprintf(" bootstrap=%d", len(join))
 	}
 	return line + fmt.Sprintf(" join=%s registry=%s version=%s gossip=%s do_token=%s",
-		strings.Join(join, ","), c.Info.RegistryPull, c.Opts.Version, gossip, DOToken)
+		strings.Join(join, ","), c.Info.RegistryPull, c.Opts.Version, gossip, DOToken) + c.securitySettings(n.Consul, env, n.Role)
 }
 
 // DOToken is the demo droplets' read-only DigitalOcean token (the local
@@ -529,6 +542,9 @@ func (c *Cluster) boot(ctx context.Context) error {
 	if have := len(Plan) - countMissing(byName); have > 0 && have < len(Plan) {
 		// The gossip key of the running droplets is not kept anywhere else.
 		return fmt.Errorf("%d of the %d droplets exist: run `make demo-down` and start again", have, len(Plan))
+	}
+	if err := c.loadCA(countMissing(byName) == len(Plan)); err != nil {
+		return err
 	}
 	// Servers first (they take the predicted addresses), then clients; each group in
 	// parallel.

@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/codelab-app/infra/e2e/internal/droplets"
 	"github.com/codelab-app/infra/e2e/internal/localdo"
 	"github.com/codelab-app/infra/imager/versions"
+	"github.com/codelab-app/infra/internal/clustersec"
 	"github.com/codelab-app/infra/tools/aptrepo"
 	"github.com/codelab-app/infra/tools/testenv"
 )
@@ -33,6 +35,22 @@ func TestUserDataLine(t *testing.T) {
 	}
 	if cl := c.UserData(Plan[3], []string{"10.0.0.1"}, "KEY"); strings.Contains(cl, "bootstrap") || !strings.Contains(cl, "consul=client") {
 		t.Fatalf("client line %s", cl)
+	}
+	// With the cluster's CA: every line carries the certificate, only a
+	// server's the key, and both parse.
+	ca, err := clustersec.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ca = ca
+	for _, spec := range Plan {
+		line := c.UserData(spec, []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"}, "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=")
+		if !strings.Contains(line, " ca="+clustersec.EncodeCert(ca.Cert)) || strings.Contains(line, " ca_key=") != (spec.Consul == "server") {
+			t.Errorf("%s: line %s", spec.Name, line)
+		}
+		if len(line) > 2048 {
+			t.Errorf("%s: line is %d bytes", spec.Name, len(line))
+		}
 	}
 }
 

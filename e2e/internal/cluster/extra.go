@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 
 	"github.com/digitalocean/godo"
 )
@@ -88,10 +87,11 @@ func (c *Cluster) CreateExtra(ctx context.Context, x Extra) (*Node, error) {
 			return nil, err
 		}
 	}
-	line := c.UserData(x.Spec, x.Join, x.Gossip)
+	env := c.Opts.Env
 	if x.Env != "" {
-		line = strings.Replace(line, " env="+c.Opts.Env+" ", " env="+x.Env+" ", 1)
+		env = x.Env
 	}
+	line := c.userData(x.Spec, env, x.Join, x.Gossip)
 	if x.Version != "" {
 		line = strings.Replace(line, " version="+c.Opts.Version+" ", " version="+x.Version+" ", 1)
 	}
