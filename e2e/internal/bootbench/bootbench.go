@@ -273,8 +273,13 @@ func randomFile(p string, n int64) error {
 // returns the snapshot's id.
 func (b *Bench) buildServiceImage(ctx context.Context) (int, error) {
 	start := time.Now()
-	out, err := b.C.Imager(ctx, "build", Role, "--version", b.Opts.Version, "--api-url", b.C.Info.APIURL,
-		"--repo", b.C.Opts.Repo, "--regions", b.C.Opts.Region)
+	args := b.C.BuildArgs(Role)
+	for i := range args {
+		if args[i] == "--version" && i+1 < len(args) {
+			args[i+1] = b.Opts.Version
+		}
+	}
+	out, err := b.C.Imager(ctx, args...)
 	if err != nil {
 		return 0, fmt.Errorf("imager build %s --version %s: %w\n%s", Role, b.Opts.Version, err, out)
 	}
