@@ -32,9 +32,11 @@ doctl_version = "1.104.0"
 # and `imager list-images` record what apt installed.
 docker_apt_url                = "https://download.docker.com/linux/debian"
 docker_apt_key_fingerprint    = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
-docker_ce_version             = "5:24.0.7-1~debian.12~bookworm"
-containerd_version            = "1.6.26-1"
-docker_compose_plugin_version = "2.24.0-1~debian.12~bookworm"
+# Engine 25 or later (API 1.44) runs the roles' health checks with start_interval: the
+# first check comes a second after the start instead of a whole interval later.
+docker_ce_version             = "5:27.3.1-1~debian.12~bookworm"
+containerd_version            = "1.7.22-1"
+docker_compose_plugin_version = "2.29.7-1~debian.12~bookworm"
 
 # Regions the snapshots are transferred to (the fleet's regions); the first is where the
 # build droplet runs. `imager build --regions` overrides it.

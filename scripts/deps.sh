@@ -92,10 +92,14 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
   if [ ! -x "$rootfs/bin/systemd" ] && [ ! -e "$rootfs/lib/systemd/systemd" ]; then
     log "debootstrap Debian 12 into $rootfs (a few minutes the first time)"
     rm -rf "$rootfs.tmp"
-    mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    # The machine's own Debian mirror, from its apt sources (deb822 or one-line).
+    mirror=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}')
+    [ -n "$mirror" ] || mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+      awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; exit } }')
+    [ -n "$mirror" ] || { echo "no Debian mirror in this machine's apt sources (/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list)" >&2; exit 1; }
     debootstrap --variant=minbase \
       --include=systemd,systemd-sysv,dbus,openssh-server,ca-certificates,iproute2,iptables,curl,procps,sudo,less \
-      bookworm "$rootfs.tmp" "${mirror:-http://deb.debian.org/debian}" >/dev/null
+      bookworm "$rootfs.tmp" "$mirror" >/dev/null
     mv "$rootfs.tmp" "$rootfs"
   fi
   log "importing $image"

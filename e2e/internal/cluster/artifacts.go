@@ -12,7 +12,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/codelab-app/infra/imager/versions"
@@ -37,9 +39,9 @@ const OverrideFile = "versions.local.pkrvars.hcl"
 //     0.34.0 is not served here);
 //   - a Docker apt repository under the names the production script installs, signed
 //     with a test key made here (kept in dir, so a warm run has the same fingerprint):
-//     docker-ce is Debian's docker.io repackaged under that name (docker.io conflicts
-//     with docker-ce, so a metapackage cannot pull it in), docker-ce-cli and
-//     containerd.io are metapackages (the latter pulls Debian's containerd),
+//     docker-ce and docker-ce-cli are Debian trixie's docker.io and docker-cli (Engine
+//     26) repackaged under those names (they conflict with Docker's, so a metapackage
+//     cannot pull them in), containerd.io is a metapackage that pulls Debian's containerd,
 //     docker-compose-plugin holds the Compose plugin `make deps` built (v2.24.0);
 //   - OverrideFile: docker_apt_url (aptURL, where ServeApt serves the repository to the
 //     build droplet) and docker_apt_key_fingerprint (the test key).
@@ -113,15 +115,13 @@ func standinVersion(v string) string {
 
 func standinDebs(ctx context.Context, v *versions.Versions, cacheBin, dir string) ([]string, error) {
 	engine := standinVersion(v.Get("docker_ce_version"))
-	cli := aptrepo.Package{Name: "docker-ce-cli", Version: engine, Depends: "docker-ce",
-		Description: "local stand-in: the CLI comes with docker-ce (Debian's docker.io)"}
 	containerd := aptrepo.Package{Name: "containerd.io", Version: standinVersion(v.Get("containerd_version")), Depends: "containerd",
 		Description: "local stand-in: installs Debian's containerd"}
 	compose := aptrepo.Package{Name: "docker-compose-plugin", Version: standinVersion(v.Get("docker_compose_plugin_version")),
 		Description: "local stand-in: the Compose plugin built by make deps from its pinned module",
 		Files:       []aptrepo.File{{Path: "/usr/libexec/docker/cli-plugins/docker-compose", Src: filepath.Join(cacheBin, "docker-compose"), Mode: 0o755}}}
 	var debs []string
-	for _, p := range []aptrepo.Package{cli, containerd, compose} {
+	for _, p := range []aptrepo.Package{containerd, compose} {
 		out := filepath.Join(dir, p.FileName())
 		if _, err := os.Stat(out); err != nil {
 			if out, err = aptrepo.BuildDeb(ctx, p, dir); err != nil {
@@ -130,61 +130,132 @@ func standinDebs(ctx context.Context, v *versions.Versions, cacheBin, dir string
 		}
 		debs = append(debs, out)
 	}
-	eng, err := dockerCE(ctx, engine, dir)
-	if err != nil {
-		return nil, err
+	// The Engine and its CLI: Debian's, from the suite that has Engine 26 (API 1.45),
+	// so the roles' health checks run start_interval as on the images' docker-ce.
+	for _, r := range []struct{ name, upstream string }{{"docker-ce", "docker.io"}, {"docker-ce-cli", "docker-cli"}} {
+		out, err := repackage(ctx, r.upstream, r.name, engine, dir)
+		if err != nil {
+			return nil, err
+		}
+		debs = append(debs, out)
 	}
-	return append(debs, eng), nil
+	return debs, nil
 }
 
 var conflictsLine = regexp.MustCompile(`(?m)^(Conflicts|Replaces|Breaks): .*\n`)
 
-// dockerCE repackages Debian's docker.io (apt-get download) as docker-ce at version.
-func dockerCE(ctx context.Context, version, dir string) (string, error) {
-	out := filepath.Join(dir, aptrepo.Package{Name: "docker-ce", Version: version}.FileName())
+// EngineSuite is the Debian suite the stand-in Engine comes from: bookworm's docker.io is
+// 20.10 (API 1.41), too old for the health checks' start_interval (Engine 25, API 1.44);
+// trixie's is 26.1, and installs on bookworm (libc6 >= 2.34, containerd >= 1.4, runc).
+const EngineSuite = "trixie"
+
+// repackage renames Debian's package upstream (from EngineSuite) to name at version,
+// without the Conflicts, Replaces and Breaks that keep it apart from Docker's packages.
+func repackage(ctx context.Context, upstream, name, version, dir string) (string, error) {
+	out := filepath.Join(dir, aptrepo.Package{Name: name, Version: version}.FileName())
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
-	dl := filepath.Join(dir, "upstream")
-	if err := os.MkdirAll(dl, 0o755); err != nil {
-		return "", err
+	dl := filepath.Join(dir, "upstream-"+EngineSuite)
+	src, err := downloadDeb(ctx, upstream, dl)
+	if err != nil {
+		return "", fmt.Errorf("local stand-in %s: %w", name, err)
 	}
-	src, _ := filepath.Glob(filepath.Join(dl, "docker.io_*.deb"))
-	if len(src) == 0 {
-		cmd := exec.CommandContext(ctx, "apt-get", "download", "-q", "docker.io")
-		cmd.Dir = dl
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("local stand-in docker-ce: apt-get download docker.io: %w: %s", err, b)
-		}
-		if src, _ = filepath.Glob(filepath.Join(dl, "docker.io_*.deb")); len(src) == 0 {
-			return "", errors.New("local stand-in docker-ce: apt-get download docker.io left no .deb")
-		}
-	}
-	tmp, err := os.MkdirTemp("", "docker-ce-standin-")
+	tmp, err := os.MkdirTemp("", name+"-standin-")
 	if err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	if b, err := exec.CommandContext(ctx, "dpkg-deb", "-R", src[0], tmp).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("local stand-in docker-ce: unpack %s: %w: %s", src[0], err, b)
+	if b, err := exec.CommandContext(ctx, "dpkg-deb", "-R", src, tmp).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("local stand-in %s: unpack %s: %w: %s", name, src, err, b)
 	}
 	control := filepath.Join(tmp, "DEBIAN", "control")
 	b, err := os.ReadFile(control)
 	if err != nil {
 		return "", err
 	}
-	upstream := field(b, "Version")
+	up := field(b, "Version")
 	b = conflictsLine.ReplaceAll(b, nil)
-	b = regexp.MustCompile(`(?m)^Package: .*$`).ReplaceAll(b, []byte("Package: docker-ce"))
+	b = regexp.MustCompile(`(?m)^Package: .*$`).ReplaceAll(b, []byte("Package: "+name))
 	b = regexp.MustCompile(`(?m)^Version: .*$`).ReplaceAll(b, []byte("Version: "+version))
-	b = regexp.MustCompile(`(?m)^Description: .*$`).ReplaceAll(b, []byte("Description: local stand-in: Debian's docker.io "+upstream+" repackaged as docker-ce"))
+	b = regexp.MustCompile(`(?m)^Description: .*$`).ReplaceAll(b, []byte("Description: local stand-in: Debian "+EngineSuite+"'s "+upstream+" "+up+" repackaged as "+name))
 	if err := os.WriteFile(control, b, 0o644); err != nil {
 		return "", err
 	}
 	if b, err := exec.CommandContext(ctx, "dpkg-deb", "--root-owner-group", "-Zgzip", "-b", tmp, out+".tmp").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("local stand-in docker-ce: %w: %s", err, b)
+		return "", fmt.Errorf("local stand-in %s: %w: %s", name, err, b)
 	}
 	return out, os.Rename(out+".tmp", out)
+}
+
+// downloadDeb fetches pkg's .deb from EngineSuite into dl (once), with apt-get and a
+// private apt configuration whose only source is the machine's own Debian mirror (read
+// from its apt sources) at that suite.
+func downloadDeb(ctx context.Context, pkg, dl string) (string, error) {
+	if src, _ := filepath.Glob(filepath.Join(dl, pkg+"_*.deb")); len(src) > 0 {
+		return src[0], nil
+	}
+	mirror, err := DebianMirror()
+	if err != nil {
+		return "", err
+	}
+	state := filepath.Join(dl, "apt")
+	for _, d := range []string{filepath.Join(state, "lists", "partial"), filepath.Join(state, "cache", "archives", "partial")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	list := filepath.Join(state, "sources.list")
+	line := fmt.Sprintf("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n", mirror, EngineSuite)
+	if err := os.WriteFile(list, []byte(line), 0o644); err != nil {
+		return "", err
+	}
+	opts := []string{"-q", "-o", "Dir::Etc::SourceList=" + list, "-o", "Dir::Etc::SourceParts=/dev/null",
+		"-o", "Dir::State::Lists=" + filepath.Join(state, "lists"), "-o", "Dir::Cache=" + filepath.Join(state, "cache")}
+	for _, args := range [][]string{append(slices.Clone(opts), "update"), append(slices.Clone(opts), "download", pkg+"/"+EngineSuite)} {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Dir = dl
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("apt-get %s (%s %s): %w: %s", args[len(args)-2], mirror, EngineSuite, err, bytes.TrimSpace(b))
+		}
+	}
+	src, _ := filepath.Glob(filepath.Join(dl, pkg+"_*.deb"))
+	if len(src) == 0 {
+		return "", fmt.Errorf("apt-get download %s/%s left no .deb in %s", pkg, EngineSuite, dl)
+	}
+	return src[0], nil
+}
+
+// DebianMirror is the Debian mirror this machine's apt uses: the first URI of a deb822
+// source (URIs:) or a one-line source (deb URI suite ...) in its apt sources.
+func DebianMirror() (string, error) {
+	files, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
+	files = append(files, "/etc/apt/sources.list")
+	more, _ := filepath.Glob("/etc/apt/sources.list.d/*.list")
+	return mirrorIn(append(files, more...))
+}
+
+func mirrorIn(files []string) (string, error) {
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			fs := strings.Fields(l)
+			switch {
+			case len(fs) >= 2 && fs[0] == "URIs:":
+				return fs[1], nil
+			case len(fs) >= 3 && fs[0] == "deb":
+				for _, x := range fs[1:] {
+					if strings.Contains(x, "://") {
+						return x, nil
+					}
+				}
+			}
+		}
+	}
+	return "", errors.New("no Debian mirror in this machine's apt sources (/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list)")
 }
 
 func field(control []byte, name string) string {
