@@ -271,7 +271,7 @@ func (j *job) onlineBackup(ctx context.Context) error {
 }
 
 func (j *job) checkRun(ctx context.Context) error {
-	if err := j.check(ctx, j.runDir); err != nil {
+	if err := j.check(ctx, j.runDir, j.Config.Databases); err != nil {
 		return err
 	}
 	j.res.Verified = true
@@ -378,9 +378,11 @@ func (r *Runner) dump(ctx context.Context, runDir string, res *Run) (err error) 
 	return nil
 }
 
-// check runs neo4j-admin database check on every dump (or backup) in the
-// folder, without the data volume.
-func (r *Runner) check(ctx context.Context, dir string) error {
+// check runs neo4j-admin database check on each of dbs' dumps (or backups)
+// in the folder, without the data volume. A backup checks what it dumped
+// (the config's databases); a restore checks what it will load (the
+// manifest's).
+func (r *Runner) check(ctx context.Context, dir string, dbs []string) error {
 	c := r.Config
 	tmp := filepath.Join(dir, ".check")
 	if err := os.Mkdir(tmp, 0o750); err != nil {
@@ -390,7 +392,7 @@ func (r *Runner) check(ctx context.Context, dir string) error {
 	if err := r.chownForAdmin(tmp); err != nil {
 		return err
 	}
-	for _, db := range c.Databases {
+	for _, db := range dbs {
 		if _, err := r.Engine.Admin(ctx, AdminRun{Image: c.Image, User: c.AdminUser, Dir: dir,
 			Args: []string{"database", "check", db, "--from-path=/backups", "--temp-path=/backups/.check", "--report-path=/backups/.check"}}); err != nil {
 			return fmt.Errorf("check %s: %w", db, err)
@@ -725,7 +727,7 @@ func (r *Runner) restore(ctx context.Context, id string, opts RestoreOptions) er
 		return err
 	}
 	log.Info("restore: downloaded and verified checksums", "files", len(b.Manifest.Files), "size", b.Manifest.Size(), "duration", r.now().Sub(start).Round(time.Millisecond))
-	if err := r.check(ctx, dir); err != nil {
+	if err := r.check(ctx, dir, b.Manifest.Databases); err != nil {
 		return err
 	}
 	volume, err := r.volumePath(ctx)

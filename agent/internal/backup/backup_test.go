@@ -930,3 +930,31 @@ func TestRetentionQuarantinesWhatItCannotParse(t *testing.T) {
 		t.Errorf("listed quarantine = %q", q)
 	}
 }
+
+// A restore checks every database it is about to load: the manifest's, not
+// the config's (which may have changed since the backup).
+func TestRestoreChecksTheManifestsDatabases(t *testing.T) {
+	eng, store := fakeDB(t), newMemStore()
+	r := testRunner(t, eng, store, t0)
+	res, err := r.Run(context.Background(), RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Config.Databases = []string{"system"}
+	eng.calls = nil
+	if err := r.Restore(context.Background(), res.ID, RestoreOptions{Yes: true}); err != nil {
+		t.Fatal(err)
+	}
+	var checks, loads []string
+	for _, c := range eng.calls {
+		switch {
+		case strings.HasPrefix(c, "database check "):
+			checks = append(checks, strings.TrimPrefix(c, "database check "))
+		case strings.HasPrefix(c, "database load "):
+			loads = append(loads, strings.TrimPrefix(c, "database load "))
+		}
+	}
+	if !slices.Equal(checks, loads) || len(loads) != 2 {
+		t.Fatalf("checked %q, loaded %q: every loaded database must be checked first (calls %q)", checks, loads, eng.calls)
+	}
+}
