@@ -125,7 +125,7 @@ func testFleetView(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	}
 	readRecord := func(n *cluster.Node) (record, error) {
 		var r record
-		out, err := c.Docker.Exec(ctx, node("api").ID, "consul", "kv", "get", "codelab/_fleet/"+c.Opts.Env+"/"+n.Name)
+		out, err := c.ConsulAdmin(ctx, node("api"), "kv", "get", "codelab/_fleet/"+c.Opts.Env+"/"+n.Name)
 		if err != nil {
 			return r, fmt.Errorf("the record of %s: %w", n.Name, err)
 		}

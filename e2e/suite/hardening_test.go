@@ -471,7 +471,7 @@ func (h hardening) newlineValue(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() {
-		if _, err := h.c.Docker.Exec(context.Background(), srv.ID, "consul", "kv", "delete", key); err != nil {
+		if _, err := h.c.ConsulAdmin(context.Background(), srv, "kv", "delete", key); err != nil {
 			t.Errorf("consul kv delete %s: %v", key, err)
 			return
 		}
