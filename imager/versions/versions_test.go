@@ -79,7 +79,7 @@ func TestBadFilesNameTheLine(t *testing.T) {
 		{"empty pin", replace(`"388889321d6aaf389ee87acc247ea9885e684a1581c8ebfbeab7348abd7c0214"`, `""`), `consul_sha256  = ""`, "empty"},
 		{"fingerprint with spaces", replace(`"9DC858229FC7DD38854AE2D88D81803C0EBFCD88"`, `"9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF CD88"`), `docker_apt_key_fingerprint    = "9DC8 `, "only hex digits"},
 		{"long fingerprint", replace(`"9DC858229FC7DD38854AE2D88D81803C0EBFCD88"`, `"9DC858229FC7DD38854AE2D88D81803C0EBFCD880"`), `docker_apt_key_fingerprint    = "9DC`, "has 41 hex digits"},
-		{"bad apt version", replace(`docker_ce_version             = "5:24.0.7-1~debian.12~bookworm"`, `docker_ce_version = "newest"`), `docker_ce_version = "newest"`, "not an apt version"},
+		{"bad apt version", replace(`docker_ce_version             = "5:27.3.1-1~debian.12~bookworm"`, `docker_ce_version = "newest"`), `docker_ce_version = "newest"`, "not an apt version"},
 		{"bad region", replace(`["nyc3", "fra1"]`, `["nyc3", "Frankfurt"]`), `snapshot_regions = [`, "not a region slug"},
 		{"trailing comment is a comment", replace(`consul_version = "1.17.1"`, `consul_version = "1.17" # was 1.17.1`), `consul_version = "1.17" #`, `"1.17" is not a version`},
 	}

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/codelab-app/infra/internal/baked"
 	"github.com/codelab-app/infra/roles"
 
 	"github.com/codelab-app/infra/agent/internal/consul"
@@ -665,8 +666,8 @@ func (s *ConsulACL) Run(ctx context.Context) error {
 }
 
 // BakedImagesFile is where a per-service image records the role's images
-// baked into it (containers.Baked), written by the imager.
-const BakedImagesFile = "/etc/codelab/baked-images.json"
+// baked into it (package baked), written by the imager.
+const BakedImagesFile = baked.File
 
 // PullImages makes every image of the role's Compose file present. When
 // the droplet's image has them baked in (BakedImagesFile, for the same
@@ -807,7 +808,7 @@ func (s *PullImages) useBaked(ctx context.Context, p *containers.Puller, refs []
 	if err != nil {
 		return nil, fmt.Sprintf("cannot read %s: %v", file, err)
 	}
-	bk, err := containers.ParseBaked(b)
+	bk, err := baked.Parse(b)
 	if err != nil {
 		return nil, fmt.Sprintf("%s %v", file, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/codelab-app/infra/agent/internal/retry"
+	"github.com/codelab-app/infra/internal/baked"
 	"github.com/codelab-app/infra/tools/testenv"
 )
 
@@ -193,10 +194,10 @@ func TestBakedImagesContactNoRegistry(t *testing.T) {
 		}
 	}()
 
-	baked := Baked{SchemaVersion: 1, Role: "api", Version: tag, Registry: reg.Addr() + "/codelab-it",
-		Images: []BakedImage{{Ref: ref, Digest: digest}}}
+	bk := baked.Baked{SchemaVersion: 1, Role: "api", Version: tag, Registry: reg.Addr() + "/codelab-it",
+		Images: []baked.Image{{Ref: ref, Digest: digest}}}
 	start := time.Now()
-	out, err := (&Puller{API: api}).UseBaked(ctx, []string{ref}, baked)
+	out, err := (&Puller{API: api}).UseBaked(ctx, []string{ref}, bk)
 	took := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
@@ -210,8 +211,8 @@ func TestBakedImagesContactNoRegistry(t *testing.T) {
 	}
 
 	// A digest that is not the local one: not baked, and still no contact.
-	other := baked
-	other.Images = []BakedImage{{Ref: ref, Digest: "sha256:" + strings.Repeat("0", 64)}}
+	other := bk
+	other.Images = []baked.Image{{Ref: ref, Digest: "sha256:" + strings.Repeat("0", 64)}}
 	var nb *NotBakedError
 	if _, err := (&Puller{API: api}).UseBaked(ctx, []string{ref}, other); !errors.As(err, &nb) {
 		t.Errorf("UseBaked with another digest: %v, want a NotBakedError", err)

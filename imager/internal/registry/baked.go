@@ -13,35 +13,19 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/codelab-app/infra/internal/baked"
 	"github.com/codelab-app/infra/roles"
 )
 
 // BakedFile is where a service image says which images are baked in; the agent's
-// pull-images step reads it.
-const BakedFile = "/etc/codelab/baked-images.json"
+// pull-images step reads it (package baked defines the format for both).
+const BakedFile = baked.File
 
 // BakedSchemaVersion versions Baked.
-const BakedSchemaVersion = 1
+const BakedSchemaVersion = baked.SchemaVersion
 
-// Baked is the content of BakedFile: the role, the user_data registry= and version= the
-// images were resolved for, and each image of the role's rendered compose.yaml with its
-// repository digest.
-type Baked struct {
-	SchemaVersion int     `json:"schemaVersion"`
-	Role          string  `json:"role"`
-	Version       string  `json:"version"`
-	Registry      string  `json:"registry"`
-	Images        []Image `json:"images"`
-}
-
-// JSON is the file's bytes: indented JSON and a final newline.
-func (b Baked) JSON() ([]byte, error) {
-	out, err := json.MarshalIndent(b, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", BakedFile, err)
-	}
-	return append(out, '\n'), nil
-}
+// Baked is the content of BakedFile.
+type Baked = baked.Baked
 
 // RoleRefs renders the role's compose.yaml for registry and version with the roles
 // package's templates (the agent renders the same file from user_data) and returns its

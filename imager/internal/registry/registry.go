@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/codelab-app/infra/internal/baked"
 )
 
 // TokenEnv is the environment variable holding the registry token of a build (a
@@ -28,12 +30,7 @@ var ErrNotFound = errors.New("not in the registry")
 var ErrUnauthorized = errors.New("the registry refused the credentials")
 
 // Image is one image reference and the digest the registry resolved it to.
-type Image struct {
-	// Ref is the reference exactly as the role's rendered compose.yaml names it.
-	Ref string `json:"ref"`
-	// Digest is the repository (manifest) digest the registry returned for Ref's tag.
-	Digest string `json:"digest"`
-}
+type Image = baked.Image
 
 // Resolver resolves tags to digests.
 type Resolver struct {
