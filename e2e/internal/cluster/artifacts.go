@@ -149,10 +149,20 @@ var conflictsLine = regexp.MustCompile(`(?m)^(Conflicts|Replaces|Breaks): .*\n`)
 // trixie's is 26.1, and installs on bookworm (libc6 >= 2.34, containerd >= 1.4, runc).
 const EngineSuite = "trixie"
 
+// standinRevision names the build of the repackaged Engine packages (r2: the
+// docker.service drop-in).
+const standinRevision = "r2"
+
 // repackage renames Debian's package upstream (from EngineSuite) to name at version,
 // without the Conflicts, Replaces and Breaks that keep it apart from Docker's packages.
 func repackage(ctx context.Context, upstream, name, version, dir string) (string, error) {
-	out := filepath.Join(dir, aptrepo.Package{Name: name, Version: version}.FileName())
+	// The revision folder keeps a cached package from before a change to what is added
+	// to it from being used.
+	rev := filepath.Join(dir, standinRevision)
+	if err := os.MkdirAll(rev, 0o755); err != nil {
+		return "", err
+	}
+	out := filepath.Join(rev, aptrepo.Package{Name: name, Version: version}.FileName())
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
@@ -181,6 +191,19 @@ func repackage(ctx context.Context, upstream, name, version, dir string) (string
 	b = regexp.MustCompile(`(?m)^Description: .*$`).ReplaceAll(b, []byte("Description: local stand-in: Debian "+EngineSuite+"'s "+upstream+" "+up+" repackaged as "+name))
 	if err := os.WriteFile(control, b, 0o644); err != nil {
 		return "", err
+	}
+	if name == "docker-ce" {
+		// A local droplet is a container whose /proc/sys is read-only: Engine 26 refuses
+		// to start a container it cannot turn IPv6 off for, unless told to go on (a
+		// real droplet's /proc/sys is writable, so Docker's docker-ce needs nothing).
+		dropin := filepath.Join(tmp, "lib", "systemd", "system", "docker.service.d")
+		if err := os.MkdirAll(dropin, 0o755); err != nil {
+			return "", err
+		}
+		conf := "# local stand-in only: the droplet is a container with a read-only /proc/sys\n[Service]\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\n"
+		if err := os.WriteFile(filepath.Join(dropin, "codelab-local-standin.conf"), []byte(conf), 0o644); err != nil {
+			return "", err
+		}
 	}
 	if b, err := exec.CommandContext(ctx, "dpkg-deb", "--root-owner-group", "-Zgzip", "-b", tmp, out+".tmp").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("local stand-in %s: %w: %s", name, err, b)
