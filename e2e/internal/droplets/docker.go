@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -632,20 +631,38 @@ func (d *Docker) Down(ctx context.Context) (map[string][]string, error) {
 		removed["networks"] = nets
 	}
 	if imgs := list("image", "ls", "-aq", "--filter", filter); len(imgs) > 0 {
-		imgs = uniq(imgs)
-		if _, err := d.run(ctx, nil, append([]string{"image", "rm", "-f"}, imgs...)...); err != nil {
-			errs = append(errs, err)
+		// A snapshot made from a droplet of another snapshot (a service image on its
+		// base) is that image's child, and Docker refuses to remove a parent before its
+		// children: remove one by one, newest first (docker image ls's order), and
+		// again for what a child still held.
+		imgs = uniqInOrder(imgs)
+		left := imgs
+		for len(left) > 0 {
+			var next []string
+			var last error
+			for _, id := range left {
+				if _, err := d.run(ctx, nil, "image", "rm", "-f", id); err != nil && !strings.Contains(strings.ToLower(err.Error()), "no such image") {
+					next, last = append(next, id), err
+				}
+			}
+			if len(next) == len(left) {
+				errs = append(errs, last)
+				break
+			}
+			left = next
 		}
 		removed["images"] = imgs
 	}
 	return removed, errors.Join(errs...)
 }
 
-func uniq(s []string) []string {
-	sort.Strings(s)
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
+// uniqInOrder drops repeated strings, keeping the first of each in place.
+func uniqInOrder(s []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
 			out = append(out, v)
 		}
 	}
