@@ -187,11 +187,11 @@ func (b *Bench) Run(ctx context.Context) (Result, error) {
 		return r, err
 	}
 
-	pulling, err := b.create(ctx, "bench-pull-1", "services-base", 0)
+	pulling, err := b.create(ctx, Role+"-bench-pull", "services-base", 0)
 	if err != nil {
 		return r, err
 	}
-	baked, err := b.create(ctx, "bench-baked-1", "", snap)
+	baked, err := b.create(ctx, Role+"-bench-baked", "", snap)
 	if err != nil {
 		return r, err
 	}
@@ -302,6 +302,8 @@ func (b *Bench) buildServiceImage(ctx context.Context) (int, error) {
 	return newest.ID, nil
 }
 
+// create makes a droplet of Role. Its name starts with "<role>-": the role's
+// Consul token may write only nodes named so.
 func (b *Bench) create(ctx context.Context, name, family string, imageID int) (*cluster.Node, error) {
 	n, err := b.C.CreateExtra(ctx, cluster.Extra{
 		Spec:    cluster.NodeSpec{Name: name, Role: Role, Image: family, Consul: "client", Port: 0},
