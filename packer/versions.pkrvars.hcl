@@ -29,11 +29,11 @@ doctl_version = "1.104.0"
 # fingerprint (Docker's published Debian key, 9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF
 # CD88); apt then checks every package against the signed index. A version is the apt
 # version, or "latest": the image manifest (/etc/codelab/image.json), the snapshot's tags
-# and `imager list-images` record what apt installed.
+# and `imager list-images` record what apt installed. The Engine must be 25 or later (API
+# 1.44): it runs the roles' health checks with start_interval, so the first check comes a
+# second after the start instead of a whole interval later.
 docker_apt_url                = "https://download.docker.com/linux/debian"
 docker_apt_key_fingerprint    = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"
-# Engine 25 or later (API 1.44) runs the roles' health checks with start_interval: the
-# first check comes a second after the start instead of a whole interval later.
 docker_ce_version             = "5:27.3.1-1~debian.12~bookworm"
 containerd_version            = "1.7.22-1"
 docker_compose_plugin_version = "2.29.7-1~debian.12~bookworm"

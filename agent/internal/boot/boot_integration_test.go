@@ -250,7 +250,9 @@ func TestBootInSystemdContainer(t *testing.T) {
 			Summary     string    `json:"summary"`
 			PublishedAt time.Time `json:"publishedAt"`
 		}
-		out, err := c.Exec(context.Background(), "curl", "-fsS", "http://127.0.0.1:8500/v1/kv/codelab/_fleet/prod/api-1?raw")
+		// With the droplet's token (anonymous reads no KV), through standard
+		// input, never a command line.
+		out, err := c.Exec(context.Background(), "sh", "-c", `printf 'X-Consul-Token: %s' "$(cat /etc/codelab/consul-token)" | curl -fsS -H @- http://127.0.0.1:8500/v1/kv/codelab/_fleet/prod/api-1?raw`)
 		if err == nil && json.Unmarshal([]byte(out), &rec) == nil && rec.State == status.Ready && strings.HasPrefix(rec.Summary, "ready: role api") && rec.PublishedAt.After(timerStart) {
 			t.Logf("fleet record republished after the boot: %s", out)
 			break

@@ -63,32 +63,49 @@ func TestPrepareArtifacts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Debian's docker.io, as apt-get download would fetch it (no download in this test).
-	upstream := filepath.Join(out, "debs", "upstream")
-	if _, err := aptrepo.BuildDeb(ctx, aptrepo.Package{Name: "docker.io", Version: "20.10.24+dfsg1-1+deb12u1+b6",
-		Depends: "containerd (>= 1.4~)", Files: []aptrepo.File{{Path: "/usr/bin/dockerd", Data: []byte("dockerd"), Mode: 0o755}}}, upstream); err != nil {
-		t.Fatal(err)
+	// Debian trixie's docker.io and docker-cli, as apt-get download would fetch them (no
+	// download in this test).
+	upstream := filepath.Join(out, "debs", "upstream-"+EngineSuite)
+	const up = "26.1.5+dfsg1-9+deb13u1+b1"
+	for _, p := range []aptrepo.Package{
+		{Name: "docker.io", Version: up, Depends: "containerd (>= 1.4~)", Files: []aptrepo.File{{Path: "/usr/bin/dockerd", Data: []byte("dockerd"), Mode: 0o755}}},
+		{Name: "docker-cli", Version: up, Files: []aptrepo.File{{Path: "/usr/bin/docker", Data: []byte("docker"), Mode: 0o755}}},
+	} {
+		if _, err := aptrepo.BuildDeb(ctx, p, upstream); err != nil {
+			t.Fatal(err)
+		}
+		fixConflicts(t, filepath.Join(upstream, p.Name+"_"+up+"_amd64.deb"))
 	}
-	control := filepath.Join(upstream, "docker.io_20.10.24+dfsg1-1+deb12u1+b6_amd64.deb")
-	fixConflicts(t, control)
 	repo := filepath.Join("..", "..", "..")
 	la, err := PrepareArtifacts(ctx, repo, bin, out, "http://10.250.0.1:8767")
 	if err != nil {
 		t.Fatal(err)
 	}
-	const engine = "docker-ce_5%3a24.0.7-1~debian.12~bookworm_amd64.deb"
+	v, err := versions.Load(filepath.Join(repo, versions.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deb := func(name, version string) string {
+		return "apt/pool/stable/" + aptrepo.Package{Name: name, Version: version}.FileName()
+	}
+	engine, cli := deb("docker-ce", v.Get("docker_ce_version")), deb("docker-ce-cli", v.Get("docker_ce_version"))
 	for _, f := range []string{"consul", "consul-template", OverrideFile, "apt/gpg", "apt/dists/bookworm/InRelease",
-		"apt/pool/stable/" + engine, "apt/pool/stable/containerd.io_1.6.26-1_amd64.deb",
-		"apt/pool/stable/docker-ce-cli_5%3a24.0.7-1~debian.12~bookworm_amd64.deb",
-		"apt/pool/stable/docker-compose-plugin_2.24.0-1~debian.12~bookworm_amd64.deb"} {
+		engine, cli, deb("containerd.io", v.Get("containerd_version")), deb("docker-compose-plugin", v.Get("docker_compose_plugin_version"))} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Error(err)
 		}
 	}
-	info, err := exec.Command("dpkg-deb", "-f", filepath.Join(la.AptDir, "pool", "stable", engine), "Package", "Version", "Depends", "Conflicts", "Description").Output()
-	if err != nil || !strings.Contains(string(info), "Package: docker-ce\n") || strings.Contains(string(info), "Conflicts") ||
-		!strings.Contains(string(info), "docker.io 20.10.24+dfsg1-1+deb12u1+b6 repackaged") || !strings.Contains(string(info), "containerd") {
-		t.Fatalf("docker-ce stand-in control:\n%s %v", info, err)
+	for _, c := range []struct{ deb, pkg, from string }{{engine, "docker-ce", "docker.io"}, {cli, "docker-ce-cli", "docker-cli"}} {
+		info, err := exec.Command("dpkg-deb", "-f", filepath.Join(out, c.deb), "Package", "Version", "Depends", "Conflicts", "Description").Output()
+		if err != nil || !strings.Contains(string(info), "Package: "+c.pkg+"\n") || strings.Contains(string(info), "Conflicts") ||
+			!strings.Contains(string(info), "trixie's "+c.from+" "+up+" repackaged") {
+			t.Fatalf("%s stand-in control:\n%s %v", c.pkg, info, err)
+		}
+	}
+	// The Engine stand-in carries the drop-in a droplet with a read-only /proc/sys needs.
+	files, err := exec.Command("dpkg-deb", "-c", filepath.Join(out, engine)).Output()
+	if err != nil || !strings.Contains(string(files), "./lib/systemd/system/docker.service.d/codelab-local-standin.conf") {
+		t.Fatalf("docker-ce stand-in files:\n%s %v", files, err)
 	}
 	ov, err := versions.LoadOverride(filepath.Join(out, OverrideFile))
 	if err != nil {
