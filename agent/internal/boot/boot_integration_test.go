@@ -208,7 +208,7 @@ func TestBootInSystemdContainer(t *testing.T) {
 			t.Errorf("step %s: %s (started %v)", s.Name, s.Result, s.StartedAt)
 		}
 	}
-	if len(r.Boot.Steps) != 10 || r.Boot.DurationMS <= 0 {
+	if len(r.Boot.Steps) != 11 || r.Boot.DurationMS <= 0 { // with firewall and consul-acl
 		t.Errorf("boot: %d steps, %d ms", len(r.Boot.Steps), r.Boot.DurationMS)
 	}
 	if len(r.Boot.Images) != 1 || r.Boot.Images[0].Digest != digest || r.Boot.Images[0].Result != "pulled" {
