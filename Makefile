@@ -60,7 +60,7 @@ demo-down: bin/localdo bin/demo ## remove every container, network, volume and i
 	bin/demo down
 
 .PHONY: e2e
-e2e: deps build bin/localdo bin/demo ## end-to-end suite on the local DigitalOcean (about 20 minutes), from a clean start
+e2e: deps build bin/localdo bin/demo ## end-to-end suite on the local DigitalOcean (about 25 minutes), from a clean start
 	@# A cluster an earlier run left up may run other code: the suite starts from nothing.
 	bin/demo down
 	cd e2e && CODELAB_E2E=1 CODELAB_E2E_BIN=$(CURDIR)/bin go test -count=1 -timeout 55m -v ./suite/
