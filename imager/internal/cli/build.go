@@ -850,16 +850,11 @@ func stageRepoFiles(repo, payload string) error {
 func Inputs(repo, family, agentBin string, arts []artifacts.Artifact) ([]images.Input, error) {
 	var in []images.Input
 	add := func(p string) error {
-		sum, err := artifacts.HashFile(p)
-		if err != nil {
-			return err
+		x, err := fileInput(repo, p)
+		if err == nil {
+			in = append(in, x)
 		}
-		rel, err := filepath.Rel(repo, p)
-		if err != nil {
-			return err
-		}
-		in = append(in, images.Input{Path: filepath.ToSlash(rel), SHA256: sum})
-		return nil
+		return err
 	}
 	walk := func(dir string) error {
 		return filepath.WalkDir(filepath.Join(repo, dir), func(p string, d fs.DirEntry, err error) error {
@@ -988,6 +983,20 @@ func bakedList(baked *registry.Baked) string {
 	return strings.Join(parts, ", ")
 }
 
+// fileInput is the file at p as a fingerprint input: its path relative to repo and its
+// SHA-256.
+func fileInput(repo, p string) (images.Input, error) {
+	sum, err := artifacts.HashFile(p)
+	if err != nil {
+		return images.Input{}, err
+	}
+	rel, err := filepath.Rel(repo, p)
+	if err != nil {
+		return images.Input{}, err
+	}
+	return images.Input{Path: filepath.ToSlash(rel), SHA256: sum}, nil
+}
+
 // ServiceInputs are the inputs of a service image: the services base's fingerprint,
 // each baked image reference with its digest, the services template, the shared
 // templates, the scripts and the role's files. Nothing else: the base's fingerprint
@@ -1002,16 +1011,11 @@ func ServiceInputs(repo string, im Image, baseFingerprint string, baked []regist
 			if err != nil || !d.Type().IsRegular() {
 				return err
 			}
-			sum, err := artifacts.HashFile(p)
-			if err != nil {
-				return err
+			x, err := fileInput(repo, p)
+			if err == nil {
+				in = append(in, x)
 			}
-			rel, err := filepath.Rel(repo, p)
-			if err != nil {
-				return err
-			}
-			in = append(in, images.Input{Path: filepath.ToSlash(rel), SHA256: sum})
-			return nil
+			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("fingerprint %s inputs: %w", im.Family, err)
